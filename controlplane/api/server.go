@@ -1,0 +1,259 @@
+// Package api serves the control plane's API on one listener: Connect,
+// gRPC and gRPC-Web for every service, REST/JSON under /api/v1 transcoded
+// from the same handlers (vanguard), gRPC health and reflection, /healthz,
+// /readyz and Prometheus /metrics.
+//
+// Operator services require a bearer token (package auth); the agent
+// service does not, because agents prove themselves with their TPM.
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+	"connectrpc.com/validate"
+	"connectrpc.com/vanguard"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/attestation/attestation/controlplane/auth"
+	"github.com/attestation/attestation/controlplane/events"
+	"github.com/attestation/attestation/controlplane/machines"
+	"github.com/attestation/attestation/controlplane/store"
+	"github.com/attestation/attestation/proto/gen/attestation/v1/attestationv1connect"
+)
+
+// Options are what the API is built from.
+type Options struct {
+	Store    *store.Store
+	Machines *machines.Service
+	// Committed is notified after every commit; WatchEvents waits on it.
+	Committed *events.Signal
+	// Stopping is closed when the server shuts down; streams end then.
+	Stopping <-chan struct{}
+	Auth      auth.Authenticator
+	// Agent serves AgentService; nil leaves every agent call Unimplemented.
+	Agent attestationv1connect.AgentServiceHandler
+	// ExtensionStatus reports each extension's state (nil: "running").
+	ExtensionStatus ExtensionStatus
+	// Registry receives the API metrics and is served on /metrics.
+	Registry *prometheus.Registry
+	// Ready reports whether the daemon can serve (nil: always).
+	Ready  func(context.Context) error
+	Logger *slog.Logger
+}
+
+// OperatorServices are the services behind operator auth.
+var OperatorServices = []string{
+	attestationv1connect.MachineServiceName,
+	attestationv1connect.EventServiceName,
+	attestationv1connect.ExtensionServiceName,
+}
+
+// Handler returns the API's HTTP handler and a mux under it on which more
+// routes (extensions', boot's) can be mounted.
+func Handler(o Options) (http.Handler, *http.ServeMux, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Agent == nil {
+		o.Agent = attestationv1connect.UnimplementedAgentServiceHandler{}
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	m := newMetrics(o.Registry, o.Store)
+	validator := validate.NewInterceptor()
+	logErrors := errorLogger(o.Logger)
+	operator := connect.WithInterceptors(m, logErrors, auth.NewInterceptor(o.Auth), validator)
+	agent := connect.WithInterceptors(m, logErrors, validator)
+
+	mux := http.NewServeMux()
+	var services []*vanguard.Service
+	mount := func(path string, h http.Handler) {
+		mux.Handle(path, h)
+		services = append(services, vanguard.NewService(path, h))
+	}
+	mount(attestationv1connect.NewMachineServiceHandler(&machineService{machines: o.Machines, store: o.Store}, operator))
+	mount(attestationv1connect.NewEventServiceHandler(&eventService{store: o.Store, committed: o.Committed, stopping: o.Stopping}, operator))
+	mount(attestationv1connect.NewExtensionServiceHandler(&extensionService{status: o.ExtensionStatus}, operator))
+	mux.Handle(attestationv1connect.NewAgentServiceHandler(o.Agent, agent))
+
+	transcoder, err := vanguard.NewTranscoder(services,
+		vanguard.WithCodec(restCodec),
+		// Always re-encode, so REST JSON comes from restCodec.
+		vanguard.WithDefaultServiceOptions(vanguard.WithTargetCodecs(vanguard.CodecProto)))
+	if err != nil {
+		return nil, nil, fmt.Errorf("build REST transcoder: %w", err)
+	}
+	mux.Handle("/api/v1/", restErrors(transcoder))
+
+	all := append(append([]string{}, OperatorServices...), attestationv1connect.AgentServiceName)
+	reflector := grpcreflect.NewStaticReflector(all...)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector, operator))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, operator))
+	checker := grpchealth.NewStaticChecker(all...)
+	mux.Handle(grpchealth.NewHandler(checker))
+
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := o.Store.Ping(ctx); err != nil {
+			http.Error(w, "database: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		if o.Ready != nil {
+			if err := o.Ready(ctx); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{Registry: o.Registry}))
+	return mux, mux, nil
+}
+
+// restCodec is the JSON of the REST API: snake_case names as in the
+// proto, every field present, and unknown fields rejected (a typo in a
+// field name is an error, not a silently ignored setting).
+func restCodec(res vanguard.TypeResolver) vanguard.Codec {
+	return restJSON{vanguard.JSONCodec{
+		MarshalOptions:   protojson.MarshalOptions{Resolver: res, UseProtoNames: true, EmitUnpopulated: true},
+		UnmarshalOptions: protojson.UnmarshalOptions{Resolver: res},
+	}}
+}
+
+// restJSON reports a body that does not decode as the caller's mistake
+// (InvalidArgument, HTTP 400), not as an unknown server error.
+type restJSON struct{ vanguard.JSONCodec }
+
+func (c restJSON) Unmarshal(b []byte, msg proto.Message) error {
+	if err := c.JSONCodec.Unmarshal(b, msg); err != nil {
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("request body is not valid JSON for %s: %w", msg.ProtoReflect().Descriptor().Name(), err))
+	}
+	return nil
+}
+
+func (c restJSON) UnmarshalField(b []byte, msg proto.Message, field protoreflect.FieldDescriptor) error {
+	if err := c.JSONCodec.UnmarshalField(b, msg, field); err != nil {
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("field %s: %w", field.Name(), err))
+	}
+	return nil
+}
+
+// errorLogger logs internal errors once, at the edge, and hides their
+// details from callers.
+func errorLogger(log *slog.Logger) connect.Interceptor {
+	return connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			resp, err := next(ctx, req)
+			if err != nil && (connect.CodeOf(err) == connect.CodeInternal || connect.CodeOf(err) == connect.CodeUnknown) {
+				log.Error("request failed", "procedure", req.Spec().Procedure, "err", err)
+				return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("internal error; see the daemon's log"))
+			}
+			return resp, err
+		}
+	})
+}
+
+// restErrors makes REST errors follow HTTP conventions where the usual
+// gRPC-to-HTTP mapping does not: an illegal state transition
+// (failed_precondition, 400 by default) becomes 409 Conflict.
+//
+// It also reads a body sent without a JSON content type (curl -d sends
+// application/x-www-form-urlencoded) as JSON, since JSON is all REST takes.
+func restErrors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ct := r.Header.Get("Content-Type"); r.Body != nil && r.Method != http.MethodGet &&
+			(ct == "" || strings.HasPrefix(ct, "application/x-www-form-urlencoded")) {
+			r.Header.Set("Content-Type", "application/json")
+		}
+		rw := &restWriter{ResponseWriter: w}
+		next.ServeHTTP(rw, r)
+		rw.flushHeld()
+	})
+}
+
+type restWriter struct {
+	http.ResponseWriter
+	status int
+	buf    *bytes.Buffer
+}
+
+func (w *restWriter) WriteHeader(code int) {
+	if (code == http.StatusBadRequest || code == http.StatusInternalServerError) && w.buf == nil && w.status == 0 {
+		// Hold the error body to look at its code.
+		w.status, w.buf = code, &bytes.Buffer{}
+		return
+	}
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *restWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.buf != nil {
+		n, _ := w.buf.Write(b)
+		if w.buf.Len() > 64<<10 {
+			w.flushHeld()
+		}
+		return n, nil
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *restWriter) flushHeld() {
+	if w.buf == nil {
+		return
+	}
+	status, out := w.status, w.buf.Bytes()
+	var body map[string]any
+	if json.Unmarshal(out, &body) == nil {
+		code, _ := body["code"].(float64)
+		msg, _ := body["message"].(string)
+		switch {
+		case connect.Code(code) == connect.CodeFailedPrecondition:
+			status = http.StatusConflict
+		case connect.Code(code) == connect.CodeInternal && strings.HasPrefix(msg, "unknown field in field path"):
+			// vanguard's answer to an unknown query parameter
+			status, body["code"] = http.StatusBadRequest, int(connect.CodeInvalidArgument)
+			body["message"] = "unknown query parameter: " + msg
+			if b, err := json.Marshal(body); err == nil {
+				out = b
+			}
+		}
+	}
+	w.ResponseWriter.Header().Del("Content-Length")
+	w.ResponseWriter.WriteHeader(status)
+	w.ResponseWriter.Write(out)
+	w.buf = nil
+}
+
+func (w *restWriter) Flush() {
+	w.flushHeld()
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *restWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,208 @@
+// Package auth authenticates operators. An Authenticator turns a request's
+// headers into a Principal; the Connect interceptor applies it to every
+// operator procedure and puts the Principal in the context. Static API
+// tokens are built in; other schemes (OIDC) plug in as Authenticators.
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"strings"
+
+	"connectrpc.com/connect"
+)
+
+// Role is what a principal may do.
+type Role string
+
+// The operator roles, weakest first.
+const (
+	Viewer   Role = "viewer"
+	Operator Role = "operator"
+	Admin    Role = "admin"
+)
+
+// Principal is an authenticated caller.
+type Principal struct {
+	// Subject names the caller (a user, or "admin-token").
+	Subject string
+	Roles   []Role
+}
+
+// Has reports whether the principal holds role r.
+func (p *Principal) Has(r Role) bool {
+	for _, have := range p.Roles {
+		if have == r || have == Admin {
+			return true
+		}
+	}
+	return false
+}
+
+// ErrNoCredentials: the request carried no bearer token.
+var ErrNoCredentials = errors.New("no bearer token: pass one in the Authorization header (\"Authorization: Bearer TOKEN\")")
+
+// ErrBadCredentials: the token was not accepted.
+var ErrBadCredentials = errors.New("invalid bearer token")
+
+// Authenticator checks a request's credentials.
+type Authenticator interface {
+	// Authenticate returns the caller, ErrNoCredentials when the headers
+	// carry none, or another error when they are not accepted.
+	Authenticate(ctx context.Context, h http.Header) (*Principal, error)
+}
+
+// BearerToken returns the token of an "Authorization: Bearer" header.
+func BearerToken(h http.Header) (string, bool) {
+	v := h.Get("Authorization")
+	scheme, tok, ok := strings.Cut(v, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != ""
+}
+
+// StaticToken accepts one fixed token as an admin.
+type StaticToken struct {
+	sum     [32]byte
+	subject string
+}
+
+// NewStaticToken returns an Authenticator for token, naming its holder subject.
+func NewStaticToken(token, subject string) *StaticToken {
+	return &StaticToken{sum: sha256.Sum256([]byte(token)), subject: subject}
+}
+
+// Authenticate implements Authenticator, comparing in constant time.
+func (s *StaticToken) Authenticate(_ context.Context, h http.Header) (*Principal, error) {
+	tok, ok := BearerToken(h)
+	if !ok {
+		return nil, ErrNoCredentials
+	}
+	got := sha256.Sum256([]byte(tok))
+	if subtle.ConstantTimeCompare(got[:], s.sum[:]) != 1 {
+		return nil, ErrBadCredentials
+	}
+	return &Principal{Subject: s.subject, Roles: []Role{Admin}}, nil
+}
+
+// Chain tries authenticators in order; the first that recognises the
+// credentials decides.
+type Chain []Authenticator
+
+// Authenticate implements Authenticator.
+func (c Chain) Authenticate(ctx context.Context, h http.Header) (*Principal, error) {
+	err := ErrNoCredentials
+	for _, a := range c {
+		p, aerr := a.Authenticate(ctx, h)
+		if aerr == nil {
+			return p, nil
+		}
+		if !errors.Is(aerr, ErrNoCredentials) {
+			err = aerr
+		}
+	}
+	return nil, err
+}
+
+type principalKey struct{}
+
+// WithPrincipal returns ctx carrying p.
+func WithPrincipal(ctx context.Context, p *Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// PrincipalFrom returns the caller of an authenticated request.
+func PrincipalFrom(ctx context.Context) (*Principal, bool) {
+	p, ok := ctx.Value(principalKey{}).(*Principal)
+	return p, ok
+}
+
+// NewInterceptor returns a Connect interceptor that authenticates every
+// call with a and puts the Principal in the handler's context.
+func NewInterceptor(a Authenticator) connect.Interceptor { return &interceptor{a: a} }
+
+type interceptor struct{ a Authenticator }
+
+func (i *interceptor) authenticate(ctx context.Context, h http.Header) (context.Context, error) {
+	p, err := i.a.Authenticate(ctx, h)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeUnauthenticated, err)
+	}
+	return WithPrincipal(ctx, p), nil
+}
+
+func (i *interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if req.Spec().IsClient {
+			return next(ctx, req)
+		}
+		ctx, err := i.authenticate(ctx, req.Header())
+		if err != nil {
+			return nil, err
+		}
+		return next(ctx, req)
+	}
+}
+
+func (i *interceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (i *interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		ctx, err := i.authenticate(ctx, conn.RequestHeader())
+		if err != nil {
+			return err
+		}
+		return next(ctx, conn)
+	}
+}
+
+// LoadOrCreateToken returns the token stored in path, creating the file
+// with a new random token (mode 0600) when it does not exist. created says
+// whether it did.
+func LoadOrCreateToken(path string) (token string, created bool, err error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		fi, serr := os.Stat(path)
+		if serr == nil && fi.Mode().Perm()&0o077 != 0 {
+			return "", false, fmt.Errorf("admin token file %s is readable by others (mode %o): chmod 600 it", path, fi.Mode().Perm())
+		}
+		tok := strings.TrimSpace(string(b))
+		if tok == "" {
+			return "", false, fmt.Errorf("admin token file %s is empty: delete it to generate a new token", path)
+		}
+		return tok, false, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", false, fmt.Errorf("read admin token: %w", err)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", false, fmt.Errorf("generate admin token: %w", err)
+	}
+	tok := hex.EncodeToString(raw)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", false, fmt.Errorf("write admin token: %w", err)
+	}
+	if _, err := f.WriteString(tok + "\n"); err != nil {
+		f.Close()
+		return "", false, fmt.Errorf("write admin token: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return "", false, fmt.Errorf("write admin token: %w", err)
+	}
+	return tok, true, f.Close()
+}

@@ -1,0 +1,64 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/attestation/attestation/controlplane/config"
+)
+
+// Command returns the attestationd command line.
+func Command() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "attestationd",
+		Short: "The attestation control plane daemon",
+		Long: `attestationd takes bare-metal machines from power-on to provisioned: it serves
+the API (Connect, gRPC, gRPC-Web and REST/JSON under /api/v1) on one listener,
+keeps machines and their lifecycle events in SQLite, and delivers every event
+to the compiled-in extensions.
+
+` + config.Help,
+		Example: `  attestationd                                   # :9000, data in ./var
+  attestationd --listen 127.0.0.1:9000 --data-dir /var/lib/attestation
+  ATTESTATION_ADMIN_TOKEN=$(cat token) attestationd --config /etc/attestation/attestationd.yaml`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(cmd.Flags(), os.Getenv)
+			if err != nil {
+				return err
+			}
+			level, _ := cfg.SlogLevel()
+			hopts := &slog.HandlerOptions{Level: level}
+			var h slog.Handler = slog.NewTextHandler(os.Stderr, hopts)
+			if cfg.LogFormat == "json" {
+				h = slog.NewJSONHandler(os.Stderr, hopts)
+			}
+			log := slog.New(h)
+			slog.SetDefault(log)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return Run(ctx, cfg, Options{Logger: log})
+		},
+	}
+	config.AddFlags(cmd.Flags())
+	return cmd
+}
+
+// Main runs the command line with args and returns the exit code.
+func Main(args []string) int {
+	cmd := Command()
+	cmd.SetArgs(args)
+	if err := cmd.ExecuteContext(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, "attestationd:", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,176 @@
+// Package daemon assembles attestationd: it opens the store, sets up the
+// operator auth, the event dispatcher and the API, and runs them until the
+// context ends, shutting down in reverse order.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/attestation/attestation/controlplane/api"
+	"github.com/attestation/attestation/controlplane/auth"
+	"github.com/attestation/attestation/controlplane/config"
+	"github.com/attestation/attestation/controlplane/events"
+	"github.com/attestation/attestation/controlplane/machines"
+	"github.com/attestation/attestation/controlplane/store"
+	"github.com/attestation/attestation/extensions"
+)
+
+// Files in the data directory.
+const (
+	DatabaseFile   = "attestation.db"
+	AdminTokenFile = "admin-token"
+)
+
+// Options add to what the config says; tests and embedders use them.
+type Options struct {
+	Logger *slog.Logger
+	// Subscriptions are added to the event dispatcher.
+	Subscriptions []events.Subscription
+	// Listening is called with the API's address once it accepts connections.
+	Listening func(addr net.Addr)
+}
+
+// Run runs the daemon until ctx is done, then shuts down and returns nil;
+// it returns an error when it cannot start or a server fails.
+func Run(ctx context.Context, cfg config.Config, opts Options) error {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	dbPath := filepath.Join(dataDir, DatabaseFile)
+	st, err := store.Open(ctx, dbPath)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	version, _ := st.SchemaVersion(ctx, store.CoreTrack)
+	log.Info("database ready", "data_dir", dataDir, "database", dbPath, "schema_version", version)
+
+	authn, err := operatorAuth(cfg, dataDir, log)
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	dispatcher := events.NewDispatcher(st, events.Options{
+		Timeout:    time.Duration(cfg.EventHandlerTimeout),
+		Logger:     log.With("component", "events"),
+		Registerer: reg,
+	})
+	for _, s := range opts.Subscriptions {
+		if err := dispatcher.Subscribe(s); err != nil {
+			return err
+		}
+	}
+	committed := &events.Signal{}
+	svc := machines.New(st, func(evs []events.Envelope) {
+		if len(evs) > 0 {
+			dispatcher.Notify()
+			committed.Notify()
+		}
+	})
+
+	for _, e := range extensions.All() {
+		info := e.Info()
+		log.Info(fmt.Sprintf("Loaded extension: %s v%s", info.Name, info.Version), "extension", info.Name)
+	}
+
+	stopping := make(chan struct{})
+	handler, _, err := api.Handler(api.Options{
+		Store:     st,
+		Machines:  svc,
+		Committed: committed,
+		Stopping:  stopping,
+		Auth:      authn,
+		Registry:  reg,
+		Logger:    log.With("component", "api"),
+	})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		Protocols:         new(http.Protocols),
+	}
+	// gRPC needs HTTP/2; without TLS that is h2c (prior knowledge).
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	srv.RegisterOnShutdown(func() { close(stopping) })
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return dispatcher.Run(gctx) })
+	g.Go(func() error {
+		err := srv.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return fmt.Errorf("serve API: %w", err)
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		log.Info("shutting down")
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			srv.Close()
+		}
+		return nil
+	})
+	log.Info("listening", "addr", ln.Addr().String(), "api", "http://"+ln.Addr().String()+"/api/v1/machines")
+	if opts.Listening != nil {
+		opts.Listening(ln.Addr())
+	}
+	err = g.Wait()
+	log.Info("stopped")
+	return err
+}
+
+// operatorAuth returns the static-token authenticator: the configured
+// token, or the one in the data directory (generated on first start).
+func operatorAuth(cfg config.Config, dataDir string, log *slog.Logger) (auth.Authenticator, error) {
+	if cfg.AdminToken != "" {
+		log.Info("admin token set by configuration")
+		return auth.NewStaticToken(cfg.AdminToken, "admin-token"), nil
+	}
+	path := filepath.Join(dataDir, AdminTokenFile)
+	tok, created, err := auth.LoadOrCreateToken(path)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		log.Info("generated admin token", "file", path)
+	} else {
+		log.Info("admin token", "file", path)
+	}
+	return auth.NewStaticToken(tok, "admin-token"), nil
+}

@@ -1,0 +1,271 @@
+// Package machines applies the machine lifecycle: each operation loads the
+// machine, asks package lifecycle whether the transition is legal, writes
+// the change and its event in one transaction, and wakes the dispatcher.
+package machines
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/attestation/attestation/controlplane/events"
+	"github.com/attestation/attestation/controlplane/lifecycle"
+	"github.com/attestation/attestation/controlplane/store"
+)
+
+// ErrNotFound: no machine with that ID.
+var ErrNotFound = errors.New("machine not found")
+
+// ExistsError: a machine with that EK fingerprint is already known.
+type ExistsError struct {
+	ID    string
+	State lifecycle.State
+}
+
+func (e *ExistsError) Error() string {
+	if e.State == lifecycle.Decommissioned {
+		return fmt.Sprintf("a machine with this EK fingerprint exists as %s and is decommissioned; reinstate it instead", e.ID)
+	}
+	return fmt.Sprintf("a machine with this EK fingerprint already exists as %s (%s)", e.ID, e.State)
+}
+
+// Service runs lifecycle operations against the store.
+type Service struct {
+	store *store.Store
+	// committed is called with the events of every committed change.
+	committed func([]events.Envelope)
+}
+
+// New returns a Service; committed (may be nil) is told about every commit.
+func New(st *store.Store, committed func([]events.Envelope)) *Service {
+	if committed == nil {
+		committed = func([]events.Envelope) {}
+	}
+	return &Service{store: st, committed: committed}
+}
+
+// update runs fn on the machine with the given ID in one transaction.
+func (s *Service) update(ctx context.Context, what, id string, fn func(tx *store.Tx, m *store.Machine) error) (*store.Machine, error) {
+	var out *store.Machine
+	evs, err := s.store.Update(ctx, func(tx *store.Tx) error {
+		m, err := tx.MachineByID(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(tx, m); err != nil {
+			return err
+		}
+		out = m
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s machine %s: %w", what, id, err)
+	}
+	s.committed(evs)
+	return out, nil
+}
+
+// transition moves m under op, or fails with *lifecycle.TransitionError.
+func transition(m *store.Machine, op lifecycle.Op) error {
+	next, err := lifecycle.Next(m.State, op)
+	if err != nil {
+		return err
+	}
+	m.State = next
+	return nil
+}
+
+// NormalizeFingerprint lower-cases an EK fingerprint.
+func NormalizeFingerprint(fp string) string { return strings.ToLower(fp) }
+
+// NormalizeMAC lower-cases a MAC and writes it with colons.
+func NormalizeMAC(mac string) string { return strings.ReplaceAll(strings.ToLower(mac), "-", ":") }
+
+// Registration is an operator's pre-registration of an expected machine.
+type Registration struct {
+	EKFingerprint string
+	MACs          []string
+	Role          string
+	Hostname      string
+	SchematicID   string
+}
+
+// Register pre-registers a machine. It fails with *ExistsError when the EK
+// is already known, decommissioned or not.
+func (s *Service) Register(ctx context.Context, r Registration) (*store.Machine, error) {
+	fp := NormalizeFingerprint(r.EKFingerprint)
+	macs := make([]string, 0, len(r.MACs))
+	for _, mac := range r.MACs {
+		macs = append(macs, NormalizeMAC(mac))
+	}
+	m := &store.Machine{
+		EKFingerprint: fp,
+		State:         lifecycle.Registered,
+		MACs:          macs,
+		Role:          r.Role,
+		Hostname:      r.Hostname,
+		SchematicID:   strings.ToLower(r.SchematicID),
+		PreRegistered: true,
+	}
+	evs, err := s.store.Update(ctx, func(tx *store.Tx) error {
+		old, err := tx.MachineByEK(ctx, fp)
+		if err == nil {
+			return &ExistsError{ID: old.ID, State: old.State}
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if err := tx.InsertMachine(ctx, m); err != nil {
+			return err
+		}
+		ev := &events.Registered{
+			PreRegistered: true,
+			Role:          m.Role,
+			Hostname:      m.Hostname,
+			Hardware:      events.Hardware{MACs: m.MACs},
+		}
+		if len(m.MACs) > 0 {
+			ev.MAC = m.MACs[0]
+		}
+		return tx.Emit(ctx, m, ev)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("register machine %s: %w", fp, err)
+	}
+	s.committed(evs)
+	return m, nil
+}
+
+// Approval is what an operator assigns when approving a machine.
+type Approval struct {
+	Role        string
+	Hostname    string
+	SchematicID string
+}
+
+// Approve moves an attested machine to provisioned.
+func (s *Service) Approve(ctx context.Context, id string, a Approval) (*store.Machine, error) {
+	return s.update(ctx, "approve", id, func(tx *store.Tx, m *store.Machine) error {
+		if err := transition(m, lifecycle.Approve); err != nil {
+			return err
+		}
+		return approve(ctx, tx, m, a)
+	})
+}
+
+func approve(ctx context.Context, tx *store.Tx, m *store.Machine, a Approval) error {
+	m.Role, m.Hostname, m.SchematicID = a.Role, a.Hostname, strings.ToLower(a.SchematicID)
+	m.ApprovedAt = tx.Now()
+	if err := tx.UpdateMachine(ctx, m); err != nil {
+		return err
+	}
+	return tx.Emit(ctx, m, &events.Provisioned{
+		Hostname:    m.Hostname,
+		Role:        m.Role,
+		SchematicID: m.SchematicID,
+	})
+}
+
+// Revoke decommissions a machine, keeping its EK as a tombstone.
+func (s *Service) Revoke(ctx context.Context, id, reason string) (*store.Machine, error) {
+	return s.update(ctx, "revoke", id, func(tx *store.Tx, m *store.Machine) error {
+		if err := transition(m, lifecycle.Revoke); err != nil {
+			return err
+		}
+		m.DecommissionedAt, m.DecommissionReason = tx.Now(), strings.TrimSpace(reason)
+		if err := tx.UpdateMachine(ctx, m); err != nil {
+			return err
+		}
+		return tx.Emit(ctx, m, &events.Decommissioned{Hostname: m.Hostname, Role: m.Role, Reason: m.DecommissionReason})
+	})
+}
+
+// SetRole changes a machine's role; setting the role it has is a no-op
+// that emits nothing.
+func (s *Service) SetRole(ctx context.Context, id, role string) (*store.Machine, error) {
+	return s.update(ctx, "set role of", id, func(tx *store.Tx, m *store.Machine) error {
+		if err := transition(m, lifecycle.SetRole); err != nil {
+			return err
+		}
+		if m.Role == role {
+			return nil
+		}
+		old := m.Role
+		m.Role = role
+		if err := tx.UpdateMachine(ctx, m); err != nil {
+			return err
+		}
+		return tx.Emit(ctx, m, &events.RoleChanged{Hostname: m.Hostname, OldRole: old, NewRole: role})
+	})
+}
+
+// Reinstate lifts a decommissioned machine's tombstone; it returns to
+// registered and must attest again.
+func (s *Service) Reinstate(ctx context.Context, id string) (*store.Machine, error) {
+	return s.update(ctx, "reinstate", id, func(tx *store.Tx, m *store.Machine) error {
+		if err := transition(m, lifecycle.Reinstate); err != nil {
+			return err
+		}
+		m.DecommissionedAt, m.DecommissionReason, m.ApprovedAt = timeZero, "", timeZero
+		if err := tx.UpdateMachine(ctx, m); err != nil {
+			return err
+		}
+		ev := &events.Registered{
+			TPMAvailable:  m.TPMAvailable,
+			PreRegistered: m.PreRegistered,
+			Reinstated:    true,
+			IP:            m.IP,
+			Role:          m.Role,
+			Hostname:      m.Hostname,
+			Hardware:      events.Hardware{SMBIOSUUID: m.SMBIOSUUID, Serial: m.Serial, Product: m.Product, MACs: m.MACs},
+		}
+		if len(m.MACs) > 0 {
+			ev.MAC = m.MACs[0]
+		}
+		return tx.Emit(ctx, m, ev)
+	})
+}
+
+// Attested records a successful attestation of the machine with the given
+// ID: it moves to attested (a provisioned machine stays provisioned) and
+// node.online is emitted. A pre-registered machine that carries an
+// intended role and hostname is approved in the same transaction.
+func (s *Service) Attested(ctx context.Context, id string) (*store.Machine, error) {
+	return s.update(ctx, "attest", id, func(tx *store.Tx, m *store.Machine) error {
+		if err := transition(m, lifecycle.Attest); err != nil {
+			return err
+		}
+		if m.FirstSeenAt.IsZero() {
+			m.FirstSeenAt = tx.Now()
+		}
+		if err := tx.UpdateMachine(ctx, m); err != nil {
+			return err
+		}
+		if err := tx.Emit(ctx, m, &events.Online{Hostname: m.Hostname, Role: m.Role, FirstSeen: m.FirstSeenAt}); err != nil {
+			return err
+		}
+		if m.State == lifecycle.Attested && m.PreRegistered && m.Role != "" && m.Hostname != "" {
+			if err := transition(m, lifecycle.Approve); err != nil {
+				return err
+			}
+			return approve(ctx, tx, m, Approval{Role: m.Role, Hostname: m.Hostname, SchematicID: m.SchematicID})
+		}
+		return nil
+	})
+}
+
+// Get returns one machine.
+func (s *Service) Get(ctx context.Context, id string) (*store.Machine, error) {
+	m, err := s.store.GetMachine(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("get machine %s: %w", id, ErrNotFound)
+	}
+	return m, err
+}
+
+var timeZero time.Time

@@ -1,0 +1,280 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/attestation/attestation/controlplane/events"
+	"github.com/attestation/attestation/controlplane/lifecycle"
+	"github.com/google/uuid"
+)
+
+// Machine is one row of the machines table.
+type Machine struct {
+	ID                 string
+	EKFingerprint      string
+	State              lifecycle.State
+	MACs               []string
+	SMBIOSUUID         string
+	Serial             string
+	Product            string
+	IP                 string
+	Hostname           string
+	Role               string
+	SchematicID        string
+	PreRegistered      bool
+	TPMAvailable       bool
+	RegisteredAt       time.Time
+	FirstSeenAt        time.Time // zero: not yet
+	ApprovedAt         time.Time
+	LastHeartbeatAt    time.Time
+	DecommissionedAt   time.Time
+	DecommissionReason string
+	UpdatedAt          time.Time
+}
+
+const machineColumns = `id, ek_fingerprint, state, macs, smbios_uuid, serial, product, ip, hostname, role,
+	schematic_id, pre_registered, tpm_available, registered_at, first_seen_at, approved_at,
+	last_heartbeat_at, decommissioned_at, decommission_reason, updated_at`
+
+type scanner interface{ Scan(...any) error }
+
+func scanMachine(row scanner) (*Machine, error) {
+	var (
+		m                                   Machine
+		macs                                string
+		registered, updated                 int64
+		firstSeen, approved, heartbeat, dec sql.NullInt64
+	)
+	err := row.Scan(&m.ID, &m.EKFingerprint, &m.State, &macs, &m.SMBIOSUUID, &m.Serial, &m.Product,
+		&m.IP, &m.Hostname, &m.Role, &m.SchematicID, &m.PreRegistered, &m.TPMAvailable, &registered,
+		&firstSeen, &approved, &heartbeat, &dec, &m.DecommissionReason, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal([]byte(macs), &m.MACs); err != nil {
+		return nil, fmt.Errorf("machine %s: decode macs: %w", m.ID, err)
+	}
+	m.RegisteredAt, m.UpdatedAt = fromNanos(registered), fromNanos(updated)
+	m.FirstSeenAt, m.ApprovedAt = fromNull(firstSeen), fromNull(approved)
+	m.LastHeartbeatAt, m.DecommissionedAt = fromNull(heartbeat), fromNull(dec)
+	return &m, nil
+}
+
+func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
+
+func fromNull(n sql.NullInt64) time.Time {
+	if !n.Valid {
+		return time.Time{}
+	}
+	return fromNanos(n.Int64)
+}
+
+func toNull(t time.Time) sql.NullInt64 {
+	if t.IsZero() {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: t.UnixNano(), Valid: true}
+}
+
+// Tx is a write transaction: machine changes and the events they cause
+// commit together or not at all.
+type Tx struct {
+	tx      *sql.Tx
+	now     time.Time
+	emitted []events.Envelope
+}
+
+// Update runs fn in a write transaction and commits it when fn returns nil.
+// It returns the events fn emitted, as committed.
+func (s *Store) Update(ctx context.Context, fn func(*Tx) error) ([]events.Envelope, error) {
+	var t *Tx
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		t = &Tx{tx: tx, now: time.Now().UTC()}
+		return fn(t)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return t.emitted, nil
+}
+
+// SQL is the underlying transaction, for extensions' own tables.
+func (t *Tx) SQL() *sql.Tx { return t.tx }
+
+// Now is the transaction's timestamp, the same for every row it writes.
+func (t *Tx) Now() time.Time { return t.now }
+
+// MachineByID returns the machine with the given ID, or ErrNotFound.
+func (t *Tx) MachineByID(ctx context.Context, id string) (*Machine, error) {
+	return scanMachine(t.tx.QueryRowContext(ctx, `SELECT `+machineColumns+` FROM machines WHERE id = ?`, id))
+}
+
+// MachineByEK returns the machine with the given EK fingerprint, or ErrNotFound.
+func (t *Tx) MachineByEK(ctx context.Context, fp string) (*Machine, error) {
+	return scanMachine(t.tx.QueryRowContext(ctx, `SELECT `+machineColumns+` FROM machines WHERE ek_fingerprint = ?`, fp))
+}
+
+// InsertMachine adds m, assigning its ID when empty and its timestamps.
+func (t *Tx) InsertMachine(ctx context.Context, m *Machine) error {
+	if m.ID == "" {
+		m.ID = uuid.NewString()
+	}
+	if m.RegisteredAt.IsZero() {
+		m.RegisteredAt = t.now
+	}
+	m.UpdatedAt = t.now
+	if m.MACs == nil {
+		m.MACs = []string{}
+	}
+	macs, _ := json.Marshal(m.MACs)
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO machines (`+machineColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		m.ID, m.EKFingerprint, m.State, string(macs), m.SMBIOSUUID, m.Serial, m.Product, m.IP,
+		m.Hostname, m.Role, m.SchematicID, m.PreRegistered, m.TPMAvailable, m.RegisteredAt.UnixNano(),
+		toNull(m.FirstSeenAt), toNull(m.ApprovedAt), toNull(m.LastHeartbeatAt), toNull(m.DecommissionedAt),
+		m.DecommissionReason, m.UpdatedAt.UnixNano())
+	if err != nil {
+		return fmt.Errorf("insert machine %s: %w", m.ID, err)
+	}
+	return nil
+}
+
+// UpdateMachine writes every column of m.
+func (t *Tx) UpdateMachine(ctx context.Context, m *Machine) error {
+	m.UpdatedAt = t.now
+	if m.MACs == nil {
+		m.MACs = []string{}
+	}
+	macs, _ := json.Marshal(m.MACs)
+	res, err := t.tx.ExecContext(ctx, `UPDATE machines SET ek_fingerprint = ?, state = ?, macs = ?,
+		smbios_uuid = ?, serial = ?, product = ?, ip = ?, hostname = ?, role = ?, schematic_id = ?,
+		pre_registered = ?, tpm_available = ?, registered_at = ?, first_seen_at = ?, approved_at = ?,
+		last_heartbeat_at = ?, decommissioned_at = ?, decommission_reason = ?, updated_at = ?
+		WHERE id = ?`,
+		m.EKFingerprint, m.State, string(macs), m.SMBIOSUUID, m.Serial, m.Product, m.IP, m.Hostname,
+		m.Role, m.SchematicID, m.PreRegistered, m.TPMAvailable, m.RegisteredAt.UnixNano(),
+		toNull(m.FirstSeenAt), toNull(m.ApprovedAt), toNull(m.LastHeartbeatAt), toNull(m.DecommissionedAt),
+		m.DecommissionReason, m.UpdatedAt.UnixNano(), m.ID)
+	if err != nil {
+		return fmt.Errorf("update machine %s: %w", m.ID, err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("update machine %s: %w", m.ID, ErrNotFound)
+	}
+	return nil
+}
+
+// Emit writes ev to the outbox in this transaction, stamping its ID,
+// type, machine and time from m.
+func (t *Tx) Emit(ctx context.Context, m *Machine, ev events.Event) error {
+	h := ev.Header()
+	h.Event = events.TypeOf(ev)
+	h.ID = uuid.NewString()
+	h.MachineID, h.EKFingerprint = m.ID, m.EKFingerprint
+	if h.Timestamp.IsZero() {
+		h.Timestamp = t.now
+	}
+	payload, err := events.Encode(ev)
+	if err != nil {
+		return err
+	}
+	res, err := t.tx.ExecContext(ctx, `INSERT INTO events (id, type, machine_id, ek_fingerprint, created_at, payload)
+		VALUES (?, ?, ?, ?, ?, ?)`, h.ID, h.Event, h.MachineID, h.EKFingerprint, h.Timestamp.UnixNano(), string(payload))
+	if err != nil {
+		return fmt.Errorf("write %s event to outbox: %w", h.Event, err)
+	}
+	h.Seq, _ = res.LastInsertId()
+	t.emitted = append(t.emitted, events.Envelope{
+		Seq: h.Seq, ID: h.ID, Type: h.Event, MachineID: h.MachineID,
+		EKFingerprint: h.EKFingerprint, Time: h.Timestamp, Payload: payload,
+	})
+	return nil
+}
+
+// GetMachine returns the machine with the given ID, or ErrNotFound.
+func (s *Store) GetMachine(ctx context.Context, id string) (*Machine, error) {
+	return scanMachine(s.r.QueryRowContext(ctx, `SELECT `+machineColumns+` FROM machines WHERE id = ?`, id))
+}
+
+// GetMachineByEK returns the machine with the given EK fingerprint, or ErrNotFound.
+func (s *Store) GetMachineByEK(ctx context.Context, fp string) (*Machine, error) {
+	return scanMachine(s.r.QueryRowContext(ctx, `SELECT `+machineColumns+` FROM machines WHERE ek_fingerprint = ?`, fp))
+}
+
+// MachineFilter selects machines; zero fields match everything.
+type MachineFilter struct {
+	State lifecycle.State
+	Role  string
+	// After is the (registered_at, id) position to continue after.
+	AfterTime time.Time
+	AfterID   string
+	Limit     int
+}
+
+// ListMachines returns machines ordered by registration time, then ID.
+func (s *Store) ListMachines(ctx context.Context, f MachineFilter) ([]*Machine, error) {
+	var (
+		where []string
+		args  []any
+	)
+	if f.State != "" {
+		where, args = append(where, "state = ?"), append(args, f.State)
+	}
+	if f.Role != "" {
+		where, args = append(where, "role = ?"), append(args, f.Role)
+	}
+	if f.AfterID != "" {
+		where = append(where, "(registered_at > ? OR (registered_at = ? AND id > ?))")
+		args = append(args, f.AfterTime.UnixNano(), f.AfterTime.UnixNano(), f.AfterID)
+	}
+	q := `SELECT ` + machineColumns + ` FROM machines`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY registered_at, id"
+	if f.Limit > 0 {
+		q += fmt.Sprintf(" LIMIT %d", f.Limit)
+	}
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list machines: %w", err)
+	}
+	defer rows.Close()
+	var out []*Machine
+	for rows.Next() {
+		m, err := scanMachine(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list machines: %w", err)
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// CountMachinesByState returns how many machines are in each state.
+func (s *Store) CountMachinesByState(ctx context.Context) (map[lifecycle.State]int, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT state, COUNT(*) FROM machines GROUP BY state`)
+	if err != nil {
+		return nil, fmt.Errorf("count machines: %w", err)
+	}
+	defer rows.Close()
+	out := map[lifecycle.State]int{}
+	for rows.Next() {
+		var st lifecycle.State
+		var n int
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, err
+		}
+		out[st] = n
+	}
+	return out, rows.Err()
+}

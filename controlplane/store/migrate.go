@@ -1,0 +1,104 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"io/fs"
+	"path"
+	"regexp"
+	"sort"
+	"strconv"
+	"time"
+)
+
+// Migration is one versioned schema change of a track.
+type Migration struct {
+	Version int
+	Name    string
+	SQL     string
+}
+
+var migrationFile = regexp.MustCompile(`^(\d{4})_([a-z0-9_]+)\.sql$`)
+
+// LoadMigrations reads the files NNNN_name.sql in dir of fsys, in version
+// order. Versions must start at 1 and have no gaps.
+func LoadMigrations(fsys fs.FS, dir string) ([]Migration, error) {
+	entries, err := fs.ReadDir(fsys, dir)
+	if err != nil {
+		return nil, fmt.Errorf("read migrations %s: %w", dir, err)
+	}
+	var migs []Migration
+	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
+		m := migrationFile.FindStringSubmatch(e.Name())
+		if m == nil {
+			return nil, fmt.Errorf("migration file %s: name must look like 0001_create_things.sql", e.Name())
+		}
+		v, _ := strconv.Atoi(m[1])
+		b, err := fs.ReadFile(fsys, path.Join(dir, e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("read migration %s: %w", e.Name(), err)
+		}
+		migs = append(migs, Migration{Version: v, Name: m[2], SQL: string(b)})
+	}
+	sort.Slice(migs, func(i, j int) bool { return migs[i].Version < migs[j].Version })
+	for i, m := range migs {
+		if m.Version != i+1 {
+			return nil, fmt.Errorf("migrations in %s: want version %d, found %04d_%s", dir, i+1, m.Version, m.Name)
+		}
+	}
+	return migs, nil
+}
+
+// SchemaTooNewError: the database was written by a newer build.
+type SchemaTooNewError struct {
+	Track         string
+	Have, Support int
+}
+
+func (e *SchemaTooNewError) Error() string {
+	return fmt.Sprintf("database schema of %q is at version %d but this build knows only up to %d: "+
+		"it was written by a newer attestationd; run that version or restore a backup", e.Track, e.Have, e.Support)
+}
+
+// Migrate applies the pending migrations of a track, each in its own
+// transaction together with its bookkeeping row. The core schema is the
+// track "core"; every extension gets a track of its own.
+func (s *Store) Migrate(ctx context.Context, track string, migs []Migration) (applied int, err error) {
+	var current int
+	err = s.w.QueryRowContext(ctx,
+		`SELECT COALESCE(MAX(version), 0) FROM schema_migrations WHERE track = ?`, track).Scan(&current)
+	if err != nil {
+		return 0, fmt.Errorf("read schema version of %q: %w", track, err)
+	}
+	if current > len(migs) {
+		return 0, &SchemaTooNewError{Track: track, Have: current, Support: len(migs)}
+	}
+	for _, m := range migs[current:] {
+		err := s.inTx(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx,
+				`INSERT INTO schema_migrations (track, version, name, applied_at) VALUES (?, ?, ?, ?)`,
+				track, m.Version, m.Name, time.Now().UnixNano())
+			return err
+		})
+		if err != nil {
+			return applied, fmt.Errorf("apply migration %s %04d_%s: %w", track, m.Version, m.Name, err)
+		}
+		applied++
+	}
+	return applied, nil
+}
+
+// SchemaVersion returns the applied version of a track (0: none).
+func (s *Store) SchemaVersion(ctx context.Context, track string) (int, error) {
+	var v int
+	err := s.r.QueryRowContext(ctx,
+		`SELECT COALESCE(MAX(version), 0) FROM schema_migrations WHERE track = ?`, track).Scan(&v)
+	return v, err
+}
