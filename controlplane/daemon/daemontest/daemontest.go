@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,7 +60,7 @@ func Start(t testing.TB, o Options) *Daemon {
 	}
 	log := o.Logger
 	if log == nil {
-		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		log = slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Daemon{DataDir: o.DataDir, Token: cfg.AdminToken, cancel: cancel, done: make(chan error, 1)}
@@ -110,9 +112,30 @@ func (d *Daemon) AuthHeader() http.Header {
 	return http.Header{"Authorization": []string{"Bearer " + d.Token}}
 }
 
-type testWriter struct{ t testing.TB }
+// testWriter logs through t until the test's cleanup has stopped the
+// daemon; later writes (from abandoned handler goroutines) are dropped,
+// since t.Log after the test ends panics.
+type testWriter struct {
+	t    testing.TB
+	mu   *sync.Mutex
+	done *bool
+}
+
+func newTestWriter(t testing.TB) testWriter {
+	w := testWriter{t: t, mu: &sync.Mutex{}, done: new(bool)}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		*w.done = true
+		w.mu.Unlock()
+	})
+	return w
+}
 
 func (w testWriter) Write(b []byte) (int, error) {
-	w.t.Log(string(b))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !*w.done {
+		w.t.Log(strings.TrimRight(string(b), "\n"))
+	}
 	return len(b), nil
 }
