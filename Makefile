@@ -1,0 +1,88 @@
+# The front door: `make run` starts the daemon, `make test` runs the tests.
+# `make help` lists every target.
+
+SHELL       := /bin/bash
+GO          ?= go
+BIN         := $(CURDIR)/bin
+LISTEN      ?= :9000
+DATA_DIR    ?= ./var
+# SQLite (github.com/mattn/go-sqlite3) needs cgo.
+export CGO_ENABLED := 1
+
+# Debian packages the build and the tests need, by the command that proves
+# each is present.
+DEB_PKGS := gcc:gcc cc1:libc6-dev
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: deps
+deps: ## Install the Debian packages the build needs (gcc and libc headers for cgo), when missing
+	@missing=""; \
+	command -v gcc >/dev/null || missing="$$missing gcc"; \
+	[ -e /usr/include/stdio.h ] || missing="$$missing libc6-dev"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		$$sudo apt-get update -qq && $$sudo apt-get install -y -qq $$missing; \
+	fi
+
+.PHONY: build
+build: deps ## Build attestationd and attestation into bin/
+	$(GO) build -o $(BIN)/ ./controlplane/cmd/attestationd ./cli/cmd/attestation
+
+.PHONY: run
+run: build ## Build and start attestationd with its defaults (API on :9000, data in ./var)
+	$(BIN)/attestationd --listen $(LISTEN) --data-dir $(DATA_DIR)
+
+.PHONY: test
+test: deps ## Run every test (unit, API through Connect/gRPC/REST, CLI, crash and durability)
+	$(GO) test -count=1 -timeout 20m ./...
+
+.PHONY: test-short
+test-short: deps ## Run the fast tests only
+	$(GO) test -short ./...
+
+.PHONY: bench
+bench: deps ## Print the figures: lifecycle throughput and event dispatch latency
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./controlplane/bench/
+
+.PHONY: fuzz
+fuzz: deps ## Fuzz the REST/JSON input decoding for FUZZTIME (default 60s)
+	$(GO) test -run '^$$' -fuzz FuzzREST -fuzztime $${FUZZTIME:-60s} ./controlplane/api/
+
+$(BIN)/buf: tools/buf/go.mod tools/buf/go.sum
+	@echo "building buf (a few minutes the first time)"
+	cd tools/buf && $(GO) build -o $(BIN)/buf github.com/bufbuild/buf/cmd/buf
+
+$(BIN)/protoc-gen-go $(BIN)/protoc-gen-connect-go: tools/protoc-gen/go.mod tools/protoc-gen/go.sum
+	cd tools/protoc-gen && $(GO) build -o $(BIN)/ google.golang.org/protobuf/cmd/protoc-gen-go connectrpc.com/connect/cmd/protoc-gen-connect-go
+
+.PHONY: tools
+tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-connect-go ## Build the code generators (buf, protoc-gen-go, protoc-gen-connect-go) into bin/
+
+.PHONY: generate
+generate: tools ## Regenerate the Go code from proto/
+	cd proto && $(BIN)/buf format -w && $(BIN)/buf generate
+
+.PHONY: check-generate
+check-generate: generate ## Fail when regenerating changes the committed code
+	@if [ -n "$$(git status --porcelain -- proto)" ]; then \
+		echo "generated code is out of date: run 'make generate' and commit:"; \
+		git status --porcelain -- proto; git diff --stat -- proto; exit 1; \
+	fi
+	@echo "generated code is up to date"
+
+.PHONY: lint
+lint: tools ## gofmt, go vet and buf lint
+	@out="$$(gofmt -l $$(git ls-files '*.go'))"; \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	cd proto && $(BIN)/buf lint
+
+.PHONY: clean
+clean: ## Remove bin/ (not the data in ./var)
+	rm -rf $(BIN)
