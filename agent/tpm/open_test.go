@@ -1,0 +1,143 @@
+package tpm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestOpenMissingDevice(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tpmrm0")
+	_, err := Open(path)
+	if !errors.Is(err, ErrNoTPM) {
+		t.Fatalf("Open(%s) = %v, want ErrNoTPM", path, err)
+	}
+	if want := "no TPM at " + path; err.Error() != want {
+		t.Errorf("Open(%s) error %q, want %q", path, err, want)
+	}
+}
+
+func TestOpenNotADevice(t *testing.T) {
+	path := t.TempDir()
+	_, err := Open(path)
+	if err == nil || errors.Is(err, ErrNoTPM) {
+		t.Fatalf("Open(%s) = %v, want an error that is not ErrNoTPM", path, err)
+	}
+}
+
+func TestOpenUnknownScheme(t *testing.T) {
+	_, err := Open("mssim://127.0.0.1:2321")
+	if err == nil || !strings.Contains(err.Error(), "unknown scheme") {
+		t.Fatalf("Open(mssim://...) = %v, want an unknown scheme error", err)
+	}
+}
+
+// TestTCPFraming serves one command over loopback and answers with a
+// response split across several writes, as a stream may deliver it.
+func TestTCPFraming(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cmd := []byte{0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x7b, 0, 8} // GetRandom(8)
+	rsp := []byte{0x80, 0x01, 0, 0, 0, 20, 0, 0, 0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8}
+	done := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer c.Close()
+		got := make([]byte, len(cmd))
+		if _, err := io.ReadFull(c, got); err != nil {
+			done <- err
+			return
+		}
+		if !bytes.Equal(got, cmd) {
+			done <- errors.New("server got another command")
+			return
+		}
+		for _, part := range [][]byte{rsp[:3], rsp[3:11], rsp[11:]} {
+			c.Write(part)
+			time.Sleep(10 * time.Millisecond)
+		}
+		done <- nil
+	}()
+
+	tr, err := Open("tcp://" + ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := tr.Send(cmd)
+	if err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	if !bytes.Equal(got, rsp) {
+		t.Errorf("Send = %x, want %x", got, rsp)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if err := tr.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if _, err := tr.Send(cmd); err == nil {
+		t.Error("Send after Close succeeded")
+	}
+}
+
+func TestTCPBadResponseSize(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.ReadFull(c, make([]byte, 10))
+		hdr := make([]byte, 10)
+		binary.BigEndian.PutUint32(hdr[2:], 1<<30)
+		c.Write(hdr)
+	}()
+	tr, err := Open("tcp://" + ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	if _, err := tr.Send(make([]byte, 10)); err == nil || !strings.Contains(err.Error(), "bad size") {
+		t.Fatalf("Send = %v, want a bad size error", err)
+	}
+}
+
+func TestReadEventLog(t *testing.T) {
+	dir := t.TempDir()
+	got, err := ReadEventLog(filepath.Join(dir, "absent"))
+	if err != nil || got != nil {
+		t.Fatalf("ReadEventLog(absent) = %x, %v, want nil, nil", got, err)
+	}
+	path := filepath.Join(dir, "binary_bios_measurements")
+	want := []byte{0, 0, 0, 0, 3, 0, 0, 0}
+	if err := os.WriteFile(path, want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err = ReadEventLog(path)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("ReadEventLog = %x, %v, want %x", got, err, want)
+	}
+}
