@@ -13,7 +13,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -145,9 +147,34 @@ type restJSON struct{ vanguard.JSONCodec }
 
 func (c restJSON) Unmarshal(b []byte, msg proto.Message) error {
 	if err := c.JSONCodec.Unmarshal(b, msg); err != nil {
-		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("request body is not valid JSON for %s: %w", msg.ProtoReflect().Descriptor().Name(), err))
+		name := msg.ProtoReflect().Descriptor().Name()
+		if field := c.badField(b, msg); field != "" {
+			return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("request body is not valid JSON for %s: field %q: %w", name, field, err))
+		}
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("request body is not valid JSON for %s: %w", name, err))
 	}
 	return nil
+}
+
+// badField names the member of a JSON object body that does not decode
+// into msg, so that the error says which field to fix even when protojson's
+// does not (a syntax error inside a value names only a position). It
+// returns "" when b is not an object or no single member is at fault.
+func (c restJSON) badField(b []byte, msg proto.Message) string {
+	var members map[string]json.RawMessage
+	if json.Unmarshal(b, &members) != nil {
+		return ""
+	}
+	for _, name := range slices.Sorted(maps.Keys(members)) {
+		one, err := json.Marshal(map[string]json.RawMessage{name: members[name]})
+		if err != nil {
+			continue
+		}
+		if c.JSONCodec.Unmarshal(one, msg.ProtoReflect().New().Interface()) != nil {
+			return name
+		}
+	}
+	return ""
 }
 
 func (c restJSON) UnmarshalField(b []byte, msg proto.Message, field protoreflect.FieldDescriptor) error {
@@ -229,6 +256,9 @@ func (w *restWriter) flushHeld() {
 	status, out := w.status, w.buf.Bytes()
 	var body map[string]any
 	if json.Unmarshal(out, &body) == nil {
+		// vanguard labels some errors with the target codec's content
+		// type (application/proto) or none at all; the body is JSON.
+		w.ResponseWriter.Header().Set("Content-Type", "application/json")
 		code, _ := body["code"].(float64)
 		msg, _ := body["message"].(string)
 		switch {

@@ -131,21 +131,22 @@ func (s *eventService) ListEvents(ctx context.Context, req *connect.Request[atte
 		MachineID: req.Msg.Machine,
 		Type:      events.Type(req.Msg.Type),
 		AfterSeq:  req.Msg.AfterSeq,
-		Limit:     limit,
+		Limit:     limit + 1, // one more tells whether there is a next page
 	})
 	if err != nil {
 		return nil, toConnect(err)
 	}
 	resp := &attestationv1.ListEventsResponse{Events: []*attestationv1.Event{}}
+	if len(evs) > limit {
+		evs = evs[:limit]
+		resp.NextAfterSeq = evs[len(evs)-1].Seq
+	}
 	for _, e := range evs {
 		pe, err := eventToProto(e)
 		if err != nil {
 			return nil, toConnect(err)
 		}
 		resp.Events = append(resp.Events, pe)
-	}
-	if len(evs) == limit {
-		resp.NextAfterSeq = evs[len(evs)-1].Seq
 	}
 	return connect.NewResponse(resp), nil
 }
