@@ -1,0 +1,251 @@
+// Package cli is the operator command line, attestation: it lists,
+// registers, approves, revokes and reinstates machines, reads and watches
+// the event log, and lists the daemon's extensions, all through the
+// daemon's Connect API.
+//
+// Every command reads its connection settings and output format from one
+// Env, which the root command fills from its flags and the environment
+// before any command runs; command groups added later (extensions') get
+// the same Env.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+
+	"github.com/attestation/attestation/proto/gen/attestation/v1/attestationv1connect"
+)
+
+// Environment variables read by the CLI; a flag beats its variable.
+const (
+	EnvURL   = "ATTESTATION_API_URL"
+	EnvToken = "ATTESTATION_TOKEN"
+)
+
+// DefaultURL is where the CLI looks for the daemon when neither --url nor
+// ATTESTATION_API_URL says otherwise.
+const DefaultURL = "http://localhost:9000"
+
+// Output formats.
+const (
+	OutputTable = "table"
+	OutputJSON  = "json"
+	OutputYAML  = "yaml"
+)
+
+// Env is what every command works with: where the daemon is, how to
+// authenticate, how to print, and where to. The root command fills it
+// from its flags and the environment before a command runs (in its
+// PersistentPreRunE), so a command reads it in RunE, not when built. A
+// command group added to the tree must not set a PersistentPreRun of its
+// own: cobra would run it instead of the root's.
+type Env struct {
+	// URL is the daemon's API base URL, like http://localhost:9000.
+	URL string
+	// Token is the bearer token sent with every request (may be empty).
+	Token string
+	// Output is table, json or yaml.
+	Output string
+	// HTTPClient carries the API calls; nil means a plain http.Client.
+	HTTPClient connect.HTTPClient
+
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	// Getenv reads the environment (os.Getenv outside tests).
+	Getenv func(string) string
+}
+
+// ClientOptions are the Connect options every API client of the CLI uses:
+// the Connect protocol (plain HTTP/1.1 works) and the bearer token.
+func (e *Env) ClientOptions() []connect.ClientOption {
+	return []connect.ClientOption{connect.WithInterceptors(bearer(e.Token))}
+}
+
+func (e *Env) httpClient() connect.HTTPClient {
+	if e.HTTPClient != nil {
+		return e.HTTPClient
+	}
+	return http.DefaultClient
+}
+
+// Machines returns a MachineService client for the configured daemon.
+func (e *Env) Machines() attestationv1connect.MachineServiceClient {
+	return attestationv1connect.NewMachineServiceClient(e.httpClient(), e.URL, e.ClientOptions()...)
+}
+
+// Events returns an EventService client for the configured daemon.
+func (e *Env) Events() attestationv1connect.EventServiceClient {
+	return attestationv1connect.NewEventServiceClient(e.httpClient(), e.URL, e.ClientOptions()...)
+}
+
+// Extensions returns an ExtensionService client for the configured daemon.
+func (e *Env) Extensions() attestationv1connect.ExtensionServiceClient {
+	return attestationv1connect.NewExtensionServiceClient(e.httpClient(), e.URL, e.ClientOptions()...)
+}
+
+// Main runs the command line with args against the process's standard
+// streams and environment, stopping on Ctrl-C or SIGTERM, and returns the
+// exit code.
+func Main(args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return Run(ctx, args, os.Stdin, os.Stdout, os.Stderr, os.Getenv)
+}
+
+// Run runs the command line with args, the given streams and environment
+// lookup until ctx is done, and returns the exit code: 0 on success, 1 on
+// any error, which is printed as one line on stderr (plus a usage hint
+// for usage errors).
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
+	env := &Env{Getenv: getenv}
+	root := newRootCommand(env)
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	markRunErrors(root)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(stderr, "attestation: "+describe(err, env, cmd))
+	if isUsage(err) && cmd != nil {
+		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+	}
+	return 1
+}
+
+// NewRootCommand returns the attestation command tree, reading the
+// environment with os.Getenv.
+func NewRootCommand() *cobra.Command {
+	return newRootCommand(&Env{Getenv: os.Getenv})
+}
+
+func newRootCommand(env *Env) *cobra.Command {
+	if env.Getenv == nil {
+		env.Getenv = os.Getenv
+	}
+	root := &cobra.Command{
+		Use:   "attestation",
+		Short: "Operate the attestation control plane",
+		Long: `attestation is the operator's command line for the attestation control plane
+(attestationd): list machines and their lifecycle state, pre-register the
+machines you expect, approve attested ones, revoke and reinstate them, change
+roles, and read or follow the event log.
+
+It talks to the daemon's API at --url (or ATTESTATION_API_URL, default
+` + DefaultURL + `) with the bearer token from --token (or ATTESTATION_TOKEN).
+A daemon started without a configured token generates one and keeps it in
+DATA_DIR/admin-token.`,
+		Example: `  export ATTESTATION_API_URL=http://attestation.example:9000
+  export ATTESTATION_TOKEN=$(cat /var/lib/attestation/admin-token)
+  attestation machines list --state attested
+  attestation machines approve 0b7e4a3c-5c1e-4d8e-9f3a-2b1c0d9e8f7a --role worker --hostname node-1
+  attestation events watch`,
+		Args:          cobra.ArbitraryArgs,
+		RunE:          groupRun,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return env.resolve(cmd)
+		},
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&env.URL, "url", DefaultURL, "daemon API URL (env "+EnvURL+")")
+	pf.StringVar(&env.Token, "token", "", "API bearer token (env "+EnvToken+")")
+	pf.StringVarP(&env.Output, "output", "o", OutputTable, "output format: table, json or yaml")
+	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(
+		[]string{OutputTable, OutputJSON, OutputYAML}, cobra.ShellCompDirectiveNoFileComp))
+
+	root.AddCommand(machinesCommand(env), eventsCommand(env), extensionsCommand(env))
+	return root
+}
+
+// groupRun runs a command that only groups others: it shows the group's
+// help, or reports an unknown subcommand (cobra does that only for the
+// root).
+func groupRun(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return cmd.Help()
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2
+	}
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		msg += fmt.Sprintf("; did you mean %q?", s[0])
+	}
+	return &usageError{errors.New(msg)}
+}
+
+// resolve fills env from the environment where no flag was given and
+// checks the result.
+func (e *Env) resolve(cmd *cobra.Command) error {
+	flags := cmd.Flags()
+	if !flags.Changed("url") {
+		if v := e.Getenv(EnvURL); v != "" {
+			e.URL = v
+		}
+	}
+	if !flags.Changed("token") {
+		e.Token = e.Getenv(EnvToken)
+	}
+	e.Token = strings.TrimSpace(e.Token)
+	e.Stdin, e.Stdout, e.Stderr = cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()
+
+	u, err := url.Parse(e.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return usageErrorf("--url %q is not an http:// or https:// URL (like %s)", e.URL, DefaultURL)
+	}
+	e.URL = strings.TrimRight(e.URL, "/")
+	switch e.Output {
+	case OutputTable, OutputJSON, OutputYAML:
+	default:
+		return usageErrorf("--output %q: want table, json or yaml", e.Output)
+	}
+	return nil
+}
+
+// bearer returns an interceptor that sends token as a bearer token on
+// every call, unary or streaming.
+func bearer(token string) connect.Interceptor { return bearerInterceptor(token) }
+
+type bearerInterceptor string
+
+func (b bearerInterceptor) set(h http.Header) {
+	if b != "" {
+		h.Set("Authorization", "Bearer "+string(b))
+	}
+}
+
+func (b bearerInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		b.set(req.Header())
+		return next(ctx, req)
+	}
+}
+
+func (b bearerInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		b.set(conn.RequestHeader())
+		return conn
+	}
+}
+
+func (b bearerInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
+}
