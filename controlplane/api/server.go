@@ -45,7 +45,7 @@ type Options struct {
 	Committed *events.Signal
 	// Stopping is closed when the server shuts down; streams end then.
 	Stopping <-chan struct{}
-	Auth      auth.Authenticator
+	Auth     auth.Authenticator
 	// Agent serves AgentService; nil leaves every agent call Unimplemented.
 	Agent attestationv1connect.AgentServiceHandler
 	// ExtensionStatus reports each extension's state (nil: "running").
