@@ -44,8 +44,8 @@ const (
 type EventServiceClient interface {
 	// ListEvents returns events in the order they were committed.
 	ListEvents(context.Context, *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error)
-	// WatchEvents streams events as they are committed, starting after
-	// after_seq (0: only new events).
+	// WatchEvents streams events as they are committed: first those after
+	// after_seq when it is set (0: the whole log), then every new one.
 	WatchEvents(context.Context, *connect.Request[v1.WatchEventsRequest]) (*connect.ServerStreamForClient[v1.WatchEventsResponse], error)
 }
 
@@ -97,8 +97,8 @@ func (c *eventServiceClient) WatchEvents(ctx context.Context, req *connect.Reque
 type EventServiceHandler interface {
 	// ListEvents returns events in the order they were committed.
 	ListEvents(context.Context, *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error)
-	// WatchEvents streams events as they are committed, starting after
-	// after_seq (0: only new events).
+	// WatchEvents streams events as they are committed: first those after
+	// after_seq when it is set (0: the whole log), then every new one.
 	WatchEvents(context.Context, *connect.Request[v1.WatchEventsRequest], *connect.ServerStream[v1.WatchEventsResponse]) error
 }
 
