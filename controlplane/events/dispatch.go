@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,7 +34,8 @@ type Subscription struct {
 	Name string
 	// Types the handler wants; empty means every type.
 	Types []Type
-	// Handle is called once per event, at least once.
+	// Handle is called once per event, at least once: after a crash or a
+	// timeout the same event (same ID) can come again.
 	Handle Handler
 	// Timeout bounds each call; zero means the dispatcher's default.
 	Timeout time.Duration
@@ -51,6 +53,32 @@ func (s *Subscription) wants(t Type) bool {
 	return false
 }
 
+// On returns a subscription to one event type whose handler gets the typed
+// payload, decoded, with its Common fields filled:
+//
+//	events.On("audit", func(ctx context.Context, ev events.Online) error { ... })
+func On[E any, P interface {
+	*E
+	Event
+}](name string, fn func(context.Context, E) error) Subscription {
+	t := TypeOf(P(new(E)))
+	return Subscription{
+		Name:  name,
+		Types: []Type{t},
+		Handle: func(ctx context.Context, env Envelope) error {
+			ev, err := env.Decode()
+			if err != nil {
+				return err
+			}
+			p, ok := ev.(P)
+			if !ok {
+				return fmt.Errorf("event %d: got a %T payload, want %T", env.Seq, ev, p)
+			}
+			return fn(ctx, *p)
+		},
+	}
+}
+
 // Options tune the dispatcher; zero values take the defaults.
 type Options struct {
 	// Timeout bounds each handler call (default 10 s).
@@ -63,8 +91,16 @@ type Options struct {
 	RetryBackoff time.Duration
 	// Poll is how often the outbox is read when nothing wakes the
 	// dispatcher (default 1 s).
-	Poll   time.Duration
-	Logger *slog.Logger
+	Poll time.Duration
+	// CursorInterval is how often, at most, a subscriber's cursor is
+	// written while events keep coming (default 1 s). Every cursor write is
+	// a durable commit that competes with the API's for the database, so
+	// writing one per event would halve the write throughput. The cursor is
+	// always written when the dispatcher stops; after a crash, what was
+	// delivered in the last interval is delivered again, which
+	// at-least-once delivery allows.
+	CursorInterval time.Duration
+	Logger         *slog.Logger
 	// Registerer receives the delivery metrics (nil: not registered).
 	Registerer prometheus.Registerer
 }
@@ -80,12 +116,30 @@ type Dispatcher struct {
 	wake Signal
 
 	mu      sync.Mutex
-	subs    []*Subscription
+	subs    []*subscriber
 	running bool
 
 	deliveries *prometheus.CounterVec
 	duration   *prometheus.HistogramVec
+	abandoned  *prometheus.GaugeVec
 }
+
+// subscriber is a subscription and the cursor Prepare read for it.
+type subscriber struct {
+	Subscription
+	cursor int64
+	loaded bool
+}
+
+// Delivery results, as counted in attestation_event_deliveries_total.
+const (
+	resultOK       = "ok"
+	resultError    = "error"
+	resultPanic    = "panic"
+	resultTimeout  = "timeout"
+	resultCanceled = "canceled"
+	resultGaveUp   = "gave_up"
+)
 
 // NewDispatcher returns a dispatcher reading from src.
 func NewDispatcher(src Source, opts Options) *Dispatcher {
@@ -101,6 +155,9 @@ func NewDispatcher(src Source, opts Options) *Dispatcher {
 	if opts.Poll <= 0 {
 		opts.Poll = time.Second
 	}
+	if opts.CursorInterval <= 0 {
+		opts.CursorInterval = time.Second
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -110,18 +167,42 @@ func NewDispatcher(src Source, opts Options) *Dispatcher {
 		log:  opts.Logger,
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "attestation_event_deliveries_total",
-			Help: "Event handler calls by subscriber and result (ok, error, panic, timeout, gave_up).",
+			Help: "Event handler calls by subscriber and result (ok, error, panic, timeout, canceled by shutdown), " +
+				"and deliveries given up after the last attempt (gave_up).",
 		}, []string{"subscriber", "result"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "attestation_event_handler_duration_seconds",
 			Help:    "Time spent in event handlers by subscriber.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		}, []string{"subscriber"}),
+		abandoned: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "attestation_event_handlers_abandoned",
+			Help: "Handler calls still running after their timeout or the shutdown, by subscriber: handlers that ignore their context.",
+		}, []string{"subscriber"}),
 	}
-	if opts.Registerer != nil {
-		opts.Registerer.MustRegister(d.deliveries, d.duration)
+	if r := opts.Registerer; r != nil {
+		d.deliveries = register(r, d.log, d.deliveries)
+		d.duration = register(r, d.log, d.duration)
+		d.abandoned = register(r, d.log, d.abandoned)
 	}
 	return d
+}
+
+// register registers c, or returns the equal collector already registered
+// (a second dispatcher on the same registry shares the metrics).
+func register[C prometheus.Collector](r prometheus.Registerer, log *slog.Logger, c C) C {
+	err := r.Register(c)
+	if err == nil {
+		return c
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing
+		}
+	}
+	log.Error("register event metrics; they will not be exported", "err", err)
+	return c
 }
 
 // Subscribe adds a subscription. It must be called before Run.
@@ -144,7 +225,8 @@ func (d *Dispatcher) Subscribe(s Subscription) error {
 			return fmt.Errorf("subscribe %q: unknown event type %q", s.Name, t)
 		}
 	}
-	d.subs = append(d.subs, &s)
+	s.Types = append([]Type(nil), s.Types...)
+	d.subs = append(d.subs, &subscriber{Subscription: s})
 	return nil
 }
 
@@ -159,23 +241,47 @@ func (d *Dispatcher) Subscribers() []string {
 	return out
 }
 
+// Prepare reads every subscription's cursor; the cursor of a subscription
+// seen for the first time is created at the newest event. Call it after
+// Subscribe and before the API accepts changes: a new subscriber then gets
+// every event committed after Prepare returns. Run calls it for the
+// subscriptions it was not called for, but by then the API may have
+// committed events that a new subscriber will never see.
+func (d *Dispatcher) Prepare(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, s := range d.subs {
+		if s.loaded {
+			continue
+		}
+		c, err := d.src.Cursor(ctx, s.Name)
+		if err != nil {
+			return fmt.Errorf("read event cursor of %s: %w", s.Name, err)
+		}
+		s.cursor, s.loaded = c, true
+	}
+	return nil
+}
+
 // Notify wakes the dispatcher after a commit. It never blocks.
 func (d *Dispatcher) Notify() { d.wake.Notify() }
 
-// Run delivers events until ctx is done, then returns nil.
+// Run delivers events until ctx is done, then returns nil once every
+// subscriber has saved its cursor. It does not wait for handlers that
+// ignore their context. Run may be called once.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	d.mu.Lock()
+	if d.running {
+		d.mu.Unlock()
+		return errors.New("run event dispatcher: already running")
+	}
 	d.running = true
-	subs := append([]*Subscription(nil), d.subs...)
+	subs := append([]*subscriber(nil), d.subs...)
 	d.mu.Unlock()
 
 	var wg sync.WaitGroup
 	for _, s := range subs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			d.loop(ctx, s)
-		}()
+		wg.Go(func() { d.loop(ctx, s) })
 	}
 	wg.Wait()
 	return nil
@@ -183,25 +289,53 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 
 const batchSize = 256
 
-func (d *Dispatcher) loop(ctx context.Context, s *Subscription) {
-	log := d.log.With("subscriber", s.Name)
-	var cursor int64
-	for {
+// start returns the cursor to deliver after: the one Prepare read, or
+// else the source's, retried until ctx ends.
+func (d *Dispatcher) start(ctx context.Context, log *slog.Logger, s *subscriber) (int64, bool) {
+	d.mu.Lock()
+	cursor, loaded := s.cursor, s.loaded
+	d.mu.Unlock()
+	for !loaded {
 		c, err := d.src.Cursor(ctx, s.Name)
 		if err == nil {
-			cursor = c
+			cursor, loaded = c, true
 			break
 		}
 		if ctx.Err() != nil {
-			return
+			return 0, false
 		}
 		log.Error("read event cursor; retrying", "err", err)
 		if !sleep(ctx, d.opts.Poll) {
-			return
+			return 0, false
 		}
 	}
+	return cursor, true
+}
+
+func (d *Dispatcher) loop(ctx context.Context, s *subscriber) {
+	log := d.log.With("subscriber", s.Name)
+	cursor, ok := d.start(ctx, log, s)
+	if !ok {
+		return
+	}
 	log.Debug("event subscriber started", "cursor", cursor)
+
+	// cursor is the last event delivered (or skipped: not wanted, or given
+	// up on); saved is the last one written to the source. cursor never
+	// passes an event that is still to be delivered, so saving it on any
+	// return is right.
+	saved, lastSave := cursor, time.Now()
+	save := func() {
+		if cursor > saved && d.saveCursor(log, s, cursor) {
+			saved = cursor
+		}
+		lastSave = time.Now()
+	}
+	defer save()
+
 	for {
+		// Take the wake-up channel before reading: a commit after the
+		// read closes it, so its Notify cannot be lost.
 		woken := d.wake.C()
 		batch, err := d.src.EventsAfter(ctx, cursor, batchSize)
 		if err != nil {
@@ -215,62 +349,92 @@ func (d *Dispatcher) loop(ctx context.Context, s *Subscription) {
 			continue
 		}
 		if len(batch) == 0 {
-			select {
-			case <-ctx.Done():
+			if !d.idle(ctx, woken, cursor > saved, lastSave, save) {
 				return
-			case <-woken:
-			case <-time.After(d.opts.Poll):
 			}
 			continue
 		}
 		for _, ev := range batch {
-			if s.wants(ev.Type) {
-				if !d.deliver(ctx, log, s, ev) {
-					// Shutting down: what was not acknowledged is delivered again
-					// after the restart.
-					d.saveCursor(log, s, cursor)
-					return
-				}
+			if s.wants(ev.Type) && !d.deliver(ctx, log, s, ev) {
+				// Shutting down: ev was not acknowledged and is delivered
+				// again after the restart.
+				return
 			}
 			cursor = ev.Seq
+			if time.Since(lastSave) >= d.opts.CursorInterval {
+				save()
+			}
 		}
-		d.saveCursor(log, s, cursor)
 	}
 }
 
-func (d *Dispatcher) saveCursor(log *slog.Logger, s *Subscription, seq int64) {
+// idle waits for a commit, the poll interval, or the end of ctx (false).
+// An unsaved cursor is saved once CursorInterval has passed since the
+// last save.
+func (d *Dispatcher) idle(ctx context.Context, woken <-chan struct{}, unsaved bool, lastSave time.Time, save func()) bool {
+	var flush <-chan time.Time
+	if unsaved {
+		wait := d.opts.CursorInterval - time.Since(lastSave)
+		if wait <= 0 {
+			save()
+		} else {
+			t := time.NewTimer(wait)
+			defer t.Stop()
+			flush = t.C
+		}
+	}
+	poll := time.NewTimer(d.opts.Poll)
+	defer poll.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-woken:
+	case <-poll.C:
+	case <-flush:
+		save()
+	}
+	return true
+}
+
+// saveCursor writes the cursor and reports whether it could.
+func (d *Dispatcher) saveCursor(log *slog.Logger, s *subscriber, seq int64) bool {
 	// The cursor is saved even while shutting down, so use a fresh context.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := d.src.SetCursor(ctx, s.Name, seq); err != nil {
 		log.Error("save event cursor; events after it will be delivered again", "seq", seq, "err", err)
+		return false
 	}
+	return true
 }
 
 // deliver calls the handler until it succeeds or MaxAttempts is reached.
 // It returns false only when ctx ended first.
-func (d *Dispatcher) deliver(ctx context.Context, log *slog.Logger, s *Subscription, ev Envelope) bool {
+func (d *Dispatcher) deliver(ctx context.Context, log *slog.Logger, s *subscriber, ev Envelope) bool {
 	backoff := d.opts.RetryBackoff
 	var err error
-	for attempt := 1; attempt <= d.opts.MaxAttempts; attempt++ {
+	for attempt := 1; ; attempt++ {
 		var result string
 		result, err = d.call(ctx, s, ev)
 		d.deliveries.WithLabelValues(s.Name, result).Inc()
 		if err == nil {
 			return true
 		}
-		if ctx.Err() != nil {
+		if result == resultCanceled || ctx.Err() != nil {
 			return false
 		}
-		log.Warn("event handler failed", "event", ev.Type, "seq", ev.Seq, "machine", ev.MachineID,
+		log.Warn("event handler failed", "event", ev.Type, "seq", ev.Seq, "id", ev.ID, "machine", ev.MachineID,
 			"attempt", attempt, "result", result, "err", err)
-		if attempt < d.opts.MaxAttempts && !sleep(ctx, backoff) {
+		if attempt >= d.opts.MaxAttempts {
+			break
+		}
+		if !sleep(ctx, backoff) {
 			return false
 		}
 		backoff = min(backoff*2, 30*time.Second)
 	}
-	d.deliveries.WithLabelValues(s.Name, "gave_up").Inc()
-	log.Error("event delivery failed; giving up", "event", ev.Type, "seq", ev.Seq, "machine", ev.MachineID,
+	d.deliveries.WithLabelValues(s.Name, resultGaveUp).Inc()
+	log.Error("event delivery failed; giving up", "event", ev.Type, "seq", ev.Seq, "id", ev.ID, "machine", ev.MachineID,
 		"attempts", d.opts.MaxAttempts, "err", err)
 	rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -280,9 +444,22 @@ func (d *Dispatcher) deliver(ctx context.Context, log *slog.Logger, s *Subscript
 	return true
 }
 
+// shutdownGrace is how long a handler whose context was canceled by the
+// shutdown may take to return before it is abandoned.
+const shutdownGrace = time.Second
+
+// Handler call states, for counting abandoned calls exactly once.
+const (
+	callRunning int32 = iota
+	callReturned
+	callAbandoned
+)
+
 // call runs the handler once in its own goroutine under the timeout. A
-// handler that ignores its context is abandoned when the timeout passes.
-func (d *Dispatcher) call(ctx context.Context, s *Subscription, ev Envelope) (result string, err error) {
+// handler that ignores its context is abandoned when the timeout passes:
+// it keeps its goroutine until it returns (see the abandoned gauge), and
+// the subscriber moves on.
+func (d *Dispatcher) call(ctx context.Context, s *subscriber, ev Envelope) (result string, err error) {
 	timeout := s.Timeout
 	if timeout <= 0 {
 		timeout = d.opts.Timeout
@@ -294,36 +471,69 @@ func (d *Dispatcher) call(ctx context.Context, s *Subscription, ev Envelope) (re
 		panicked bool
 	}
 	done := make(chan outcome, 1)
+	var state atomic.Int32
 	start := time.Now()
 	go func() {
+		var o outcome
 		defer func() {
 			if p := recover(); p != nil {
 				d.log.Error("event handler panicked", "subscriber", s.Name, "event", ev.Type, "seq", ev.Seq,
 					"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-				done <- outcome{err: fmt.Errorf("handler panicked: %v", p), panicked: true}
+				o = outcome{err: fmt.Errorf("handler panicked: %v", p), panicked: true}
+			}
+			done <- o
+			if !state.CompareAndSwap(callRunning, callReturned) {
+				d.abandoned.WithLabelValues(s.Name).Dec()
 			}
 		}()
-		done <- outcome{err: s.Handle(hctx, ev)}
+		o.err = s.Handle(hctx, ev)
 	}()
+
+	var (
+		o        outcome
+		returned bool
+	)
 	select {
-	case o := <-done:
-		d.duration.WithLabelValues(s.Name).Observe(time.Since(start).Seconds())
-		switch {
-		case o.panicked:
-			return "panic", o.err
-		case o.err != nil && errors.Is(hctx.Err(), context.DeadlineExceeded):
-			return "timeout", fmt.Errorf("handler timed out after %s: %w", timeout, o.err)
-		case o.err != nil:
-			return "error", o.err
-		}
-		return "ok", nil
+	case o = <-done:
+		returned = true
 	case <-hctx.Done():
-		d.duration.WithLabelValues(s.Name).Observe(time.Since(start).Seconds())
 		if ctx.Err() != nil {
-			return "canceled", ctx.Err()
+			// Shutting down: give a handler that heeds its context a moment
+			// to return, so that it does not outlive the dispatcher.
+			grace := time.NewTimer(shutdownGrace)
+			select {
+			case o = <-done:
+				returned = true
+			case <-grace.C:
+			}
+			grace.Stop()
 		}
-		return "timeout", fmt.Errorf("handler did not return within %s", timeout)
+		if !returned {
+			d.abandoned.WithLabelValues(s.Name).Inc()
+			if state.CompareAndSwap(callRunning, callAbandoned) {
+				d.duration.WithLabelValues(s.Name).Observe(time.Since(start).Seconds())
+				if ctx.Err() != nil {
+					return resultCanceled, ctx.Err()
+				}
+				return resultTimeout, fmt.Errorf("handler did not return within %s", timeout)
+			}
+			// It returned just now: not abandoned after all.
+			d.abandoned.WithLabelValues(s.Name).Dec()
+			o = <-done
+		}
 	}
+	d.duration.WithLabelValues(s.Name).Observe(time.Since(start).Seconds())
+	switch {
+	case o.panicked:
+		return resultPanic, o.err
+	case o.err == nil:
+		return resultOK, nil
+	case ctx.Err() != nil:
+		return resultCanceled, o.err
+	case errors.Is(hctx.Err(), context.DeadlineExceeded):
+		return resultTimeout, fmt.Errorf("handler timed out after %s: %w", timeout, o.err)
+	}
+	return resultError, o.err
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -215,6 +215,9 @@ func (e Envelope) Decode() (Event, error) {
 
 // Encode fills the event's header type if unset and returns its JSON.
 func Encode(ev Event) (json.RawMessage, error) {
+	if h := ev.Header(); h.Event == "" {
+		h.Event = TypeOf(ev)
+	}
 	b, err := json.Marshal(ev)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s event: %w", ev.Header().Event, err)
