@@ -85,6 +85,10 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 			return err
 		}
 	}
+	// Before the API commits anything, so a new subscriber misses nothing.
+	if err := dispatcher.Prepare(ctx); err != nil {
+		return err
+	}
 	committed := &events.Signal{}
 	svc := machines.New(st, func(evs []events.Envelope) {
 		if len(evs) > 0 {
