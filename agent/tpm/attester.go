@@ -35,7 +35,8 @@ type Attester struct {
 }
 
 // New reads the EK and its certificate and creates the AK. The Attester
-// owns t: Close flushes the keys and closes it.
+// owns t: Close flushes the keys and closes it. A certificate that cannot
+// be read is reported in EK.CertificateError, not as an error of New.
 func New(t transport.TPMCloser, opts Options) (*Attester, error) {
 	if opts.EK == "" {
 		opts.EK = RSA
@@ -47,12 +48,7 @@ func New(t transport.TPMCloser, opts Options) (*Attester, error) {
 	if err != nil {
 		return nil, err
 	}
-	cert, err := readEKCertificate(t, opts.EK)
-	if err != nil {
-		flush(t, ekH)
-		return nil, err
-	}
-	ek.Certificate = cert
+	ek.Certificate, ek.CertificateError = readEKCertificate(t, opts.EK)
 	ak, akH, err := createAK(t, opts.AK)
 	if err != nil {
 		flush(t, ekH)

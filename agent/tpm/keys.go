@@ -49,6 +49,10 @@ type EK struct {
 	Fingerprint string
 	// Certificate is the DER EK certificate from NV, nil when the TPM has none.
 	Certificate []byte
+	// CertificateError is why a certificate index that exists could not be
+	// read (Certificate is then nil). It does not stop attestation: the
+	// control plane may accept the EK by allowlist.
+	CertificateError error
 	// Persistent reports that the EK was found at its persistent handle
 	// rather than created from the template.
 	Persistent bool

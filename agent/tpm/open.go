@@ -105,12 +105,28 @@ func openTCP(addr string) (transport.TPMCloser, error) {
 	return &tcpTPM{conn: conn}, nil
 }
 
+// rcRetry is TPM_RC_RETRY: the TPM could not start the command and it
+// must be sent again.
+const rcRetry = 0x922
+
 func (t *tcpTPM) Send(cmd []byte) ([]byte, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return nil, errors.New("TPM connection is closed")
 	}
+	// Like the device transport: resend on TPM_RC_RETRY, backing off from
+	// 1 ms to 1 s.
+	for wait := time.Millisecond; ; wait *= 2 {
+		rsp, err := t.roundTrip(cmd)
+		if err != nil || binary.BigEndian.Uint32(rsp[6:10]) != rcRetry || wait > time.Second {
+			return rsp, err
+		}
+		time.Sleep(wait)
+	}
+}
+
+func (t *tcpTPM) roundTrip(cmd []byte) ([]byte, error) {
 	if err := t.conn.SetDeadline(time.Now().Add(tcpTimeout)); err != nil {
 		return nil, fmt.Errorf("send TPM command: %w", err)
 	}

@@ -141,3 +141,44 @@ func TestReadEventLog(t *testing.T) {
 		t.Fatalf("ReadEventLog = %x, %v, want %x", got, err, want)
 	}
 }
+
+// TestTCPRetry: a TPM that answers TPM_RC_RETRY gets the command again.
+func TestTCPRetry(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cmd := []byte{0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x7b, 0, 8}
+	retry := []byte{0x80, 0x01, 0, 0, 0, 10, 0, 0, 0x09, 0x22}
+	ok := []byte{0x80, 0x01, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0}
+	served := make(chan int, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		n := 0
+		for _, rsp := range [][]byte{retry, retry, ok} {
+			if _, err := io.ReadFull(c, make([]byte, len(cmd))); err != nil {
+				break
+			}
+			n++
+			c.Write(rsp)
+		}
+		served <- n
+	}()
+	tr, err := Open("tcp://" + ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	got, err := tr.Send(cmd)
+	if err != nil || !bytes.Equal(got, ok) {
+		t.Fatalf("Send = %x, %v; want %x", got, err, ok)
+	}
+	if n := <-served; n != 3 {
+		t.Errorf("the TPM saw the command %d times, want 3", n)
+	}
+}

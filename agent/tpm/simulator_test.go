@@ -74,8 +74,8 @@ func TestKeys(t *testing.T) {
 			if want := hex.EncodeToString(sum[:]); ek.Fingerprint != want {
 				t.Errorf("EK fingerprint %s, want %s", ek.Fingerprint, want)
 			}
-			if ek.Persistent || ek.Certificate != nil {
-				t.Errorf("simulator EK: persistent %v, certificate %x; want false, nil", ek.Persistent, ek.Certificate)
+			if ek.Persistent || ek.Certificate != nil || ek.CertificateError != nil {
+				t.Errorf("simulator EK: persistent %v, certificate %x, error %v; want false, nil, nil", ek.Persistent, ek.Certificate, ek.CertificateError)
 			}
 
 			// The public areas round-trip and are what the keys say.
@@ -295,15 +295,20 @@ func TestActivateMadeByTPM(t *testing.T) {
 // to size.
 func writeNV(t *testing.T, tr transport.TPM, index tpm2.TPMHandle, data []byte, size int) {
 	t.Helper()
+	writeNVWith(t, tr, tpm2.TPMANV{
+		PPWrite: true, PPRead: true, OwnerRead: true, AuthRead: true,
+		NoDA: true, PlatformCreate: true,
+		NT: tpm2.TPMNTOrdinary,
+	}, index, data, size)
+}
+
+func writeNVWith(t *testing.T, tr transport.TPM, attrs tpm2.TPMANV, index tpm2.TPMHandle, data []byte, size int) {
+	t.Helper()
 	pub := tpm2.TPMSNVPublic{
-		NVIndex: index,
-		NameAlg: tpm2.TPMAlgSHA256,
-		Attributes: tpm2.TPMANV{
-			PPWrite: true, PPRead: true, OwnerRead: true, AuthRead: true,
-			NoDA: true, PlatformCreate: true,
-			NT: tpm2.TPMNTOrdinary,
-		},
-		DataSize: uint16(size),
+		NVIndex:    index,
+		NameAlg:    tpm2.TPMAlgSHA256,
+		Attributes: attrs,
+		DataSize:   uint16(size),
 	}
 	if _, err := (tpm2.NVDefineSpace{
 		AuthHandle: tpm2.TPMRHPlatform,
@@ -384,6 +389,20 @@ func TestEKCertificateFromNV(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestEKCertificateUnreadable: an index only the platform may read is
+// reported, and the EK and AK still work.
+func TestEKCertificateUnreadable(t *testing.T) {
+	tr := openSim(t, "simulator")
+	writeNVWith(t, tr, tpm2.TPMANV{PPWrite: true, PPRead: true, NoDA: true, PlatformCreate: true, NT: tpm2.TPMNTOrdinary},
+		ekCertRSA, []byte{0x30, 0x03, 0x02, 0x01, 0x01}, 5)
+	a := newAttester(t, tr, Options{})
+	if a.EK().Certificate != nil || a.EK().CertificateError == nil {
+		t.Fatalf("certificate %x, error %v; want nil and an error", a.EK().Certificate, a.EK().CertificateError)
+	}
+	t.Logf("reported: %v", a.EK().CertificateError)
+	testActivate(t, a)
 }
 
 func TestQuotePCRValues(t *testing.T) {
