@@ -368,12 +368,15 @@ func TestRESTValidation(t *testing.T) {
 		{"after_seq not a number", "GET", "/api/v1/events?after_seq=x", "", "after_seq"},
 		{"machine ID in path", "GET", "/api/v1/machines/not-a-uuid", "", "id"},
 		{"escaped machine ID in path", "GET", "/api/v1/machines/%2e%2e", "", "id"},
+		{"machine ID not UTF-8", "GET", "/api/v1/machines/%ff%fe", "", "path"},
+		{"query not UTF-8", "GET", "/api/v1/machines?role=%ff", "", "role"},
+		{"body on a GET", "GET", "/api/v1/machines", "{}", "body"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			before := e.snapshot(t)
 			var body io.Reader
-			if c.method == http.MethodPost {
+			if c.method == http.MethodPost || c.body != "" {
 				body = strings.NewReader(c.body)
 			}
 			status, out, err := r.do(t.Context(), c.method, c.path, body)

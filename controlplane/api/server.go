@@ -11,13 +11,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
@@ -184,6 +187,9 @@ func (c restJSON) UnmarshalField(b []byte, msg proto.Message, field protoreflect
 	return nil
 }
 
+// internalMessage is all a caller learns of an internal error.
+const internalMessage = "internal error; see the daemon's log"
+
 // errorLogger logs internal errors once, at the edge, and hides their
 // details from callers.
 func errorLogger(log *slog.Logger) connect.Interceptor {
@@ -192,7 +198,7 @@ func errorLogger(log *slog.Logger) connect.Interceptor {
 			resp, err := next(ctx, req)
 			if err != nil && (connect.CodeOf(err) == connect.CodeInternal || connect.CodeOf(err) == connect.CodeUnknown) {
 				log.Error("request failed", "procedure", req.Spec().Procedure, "err", err)
-				return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("internal error; see the daemon's log"))
+				return nil, connect.NewError(connect.CodeInternal, errors.New(internalMessage))
 			}
 			return resp, err
 		}
@@ -204,9 +210,15 @@ func errorLogger(log *slog.Logger) connect.Interceptor {
 // (failed_precondition, 400 by default) becomes 409 Conflict.
 //
 // It also reads a body sent without a JSON content type (curl -d sends
-// application/x-www-form-urlencoded) as JSON, since JSON is all REST takes.
+// application/x-www-form-urlencoded) as JSON, since JSON is all REST takes,
+// and rejects a path or query that is not UTF-8, which could not become
+// the request message's string fields.
 func restErrors(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := checkUTF8(r.URL); err != nil {
+			writeRESTError(w, http.StatusBadRequest, connect.CodeInvalidArgument, err.Error())
+			return
+		}
 		if ct := r.Header.Get("Content-Type"); r.Body != nil && r.Method != http.MethodGet &&
 			(ct == "" || strings.HasPrefix(ct, "application/x-www-form-urlencoded")) {
 			r.Header.Set("Content-Type", "application/json")
@@ -215,6 +227,37 @@ func restErrors(next http.Handler) http.Handler {
 		next.ServeHTTP(rw, r)
 		rw.flushHeld()
 	})
+}
+
+// checkUTF8 fails when the decoded path or a query parameter is not UTF-8.
+func checkUTF8(u *url.URL) error {
+	if !utf8.ValidString(u.Path) {
+		return errors.New("the URL path is not valid UTF-8")
+	}
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return nil // the transcoder reports a malformed query
+	}
+	for k, vs := range q {
+		if !utf8.ValidString(k) {
+			return errors.New("a query parameter name is not valid UTF-8")
+		}
+		for _, v := range vs {
+			if !utf8.ValidString(v) {
+				return fmt.Errorf("query parameter %q is not valid UTF-8", k)
+			}
+		}
+	}
+	return nil
+}
+
+// writeRESTError writes an error in the REST API's format, the JSON of a
+// google.rpc.Status.
+func writeRESTError(w http.ResponseWriter, status int, code connect.Code, msg string) {
+	b, _ := json.Marshal(map[string]any{"code": int(code), "message": msg, "details": []any{}})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(b)
 }
 
 type restWriter struct {
@@ -264,10 +307,14 @@ func (w *restWriter) flushHeld() {
 		switch {
 		case connect.Code(code) == connect.CodeFailedPrecondition:
 			status = http.StatusConflict
-		case connect.Code(code) == connect.CodeInternal && strings.HasPrefix(msg, "unknown field in field path"):
-			// vanguard's answer to an unknown query parameter
-			status, body["code"] = http.StatusBadRequest, int(connect.CodeInvalidArgument)
-			body["message"] = "unknown query parameter: " + msg
+		case connect.Code(code) == connect.CodeInternal && msg != internalMessage:
+			// Not from a handler (errorLogger rewrites those): the
+			// transcoder could not make a request message of what was
+			// sent (an unknown query parameter, a body on a GET, ...).
+			if strings.HasPrefix(msg, "unknown field in field path") {
+				msg = "unknown query parameter: " + msg
+			}
+			status, body["code"], body["message"] = http.StatusBadRequest, int(connect.CodeInvalidArgument), msg
 			if b, err := json.Marshal(body); err == nil {
 				out = b
 			}
