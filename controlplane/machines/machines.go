@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -101,7 +102,10 @@ func (s *Service) Register(ctx context.Context, r Registration) (*store.Machine,
 	fp := NormalizeFingerprint(r.EKFingerprint)
 	macs := make([]string, 0, len(r.MACs))
 	for _, mac := range r.MACs {
-		macs = append(macs, NormalizeMAC(mac))
+		// 52-54-00-AB-CD-EF and 52:54:00:ab:cd:ef are one interface.
+		if mac = NormalizeMAC(mac); !slices.Contains(macs, mac) {
+			macs = append(macs, mac)
+		}
 	}
 	m := &store.Machine{
 		EKFingerprint: fp,
@@ -234,13 +238,16 @@ func (s *Service) Reinstate(ctx context.Context, id string) (*store.Machine, err
 // Attested records a successful attestation of the machine with the given
 // ID: it moves to attested (a provisioned machine stays provisioned) and
 // node.online is emitted. A pre-registered machine that carries an
-// intended role and hostname is approved in the same transaction.
+// intended role and hostname is approved in the same transaction on its
+// first attestation; one reinstated after a revocation keeps its role and
+// hostname but waits for an operator's approval again.
 func (s *Service) Attested(ctx context.Context, id string) (*store.Machine, error) {
 	return s.update(ctx, "attest", id, func(tx *store.Tx, m *store.Machine) error {
 		if err := transition(m, lifecycle.Attest); err != nil {
 			return err
 		}
-		if m.FirstSeenAt.IsZero() {
+		first := m.FirstSeenAt.IsZero()
+		if first {
 			m.FirstSeenAt = tx.Now()
 		}
 		if err := tx.UpdateMachine(ctx, m); err != nil {
@@ -249,7 +256,7 @@ func (s *Service) Attested(ctx context.Context, id string) (*store.Machine, erro
 		if err := tx.Emit(ctx, m, &events.Online{Hostname: m.Hostname, Role: m.Role, FirstSeen: m.FirstSeenAt}); err != nil {
 			return err
 		}
-		if m.State == lifecycle.Attested && m.PreRegistered && m.Role != "" && m.Hostname != "" {
+		if first && m.State == lifecycle.Attested && m.PreRegistered && m.Role != "" && m.Hostname != "" {
 			if err := transition(m, lifecycle.Approve); err != nil {
 				return err
 			}
@@ -265,7 +272,10 @@ func (s *Service) Get(ctx context.Context, id string) (*store.Machine, error) {
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("get machine %s: %w", id, ErrNotFound)
 	}
-	return m, err
+	if err != nil {
+		return nil, fmt.Errorf("get machine %s: %w", id, err)
+	}
+	return m, nil
 }
 
 var timeZero time.Time
