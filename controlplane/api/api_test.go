@@ -5,10 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,8 +26,12 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/attestation/attestation/controlplane/api"
+	"github.com/attestation/attestation/controlplane/auth"
 	"github.com/attestation/attestation/controlplane/daemon/daemontest"
 	"github.com/attestation/attestation/controlplane/events"
+	"github.com/attestation/attestation/controlplane/machines"
+	"github.com/attestation/attestation/controlplane/store"
 	attestationv1 "github.com/attestation/attestation/proto/gen/attestation/v1"
 	"github.com/attestation/attestation/proto/gen/attestation/v1/attestationv1connect"
 )
@@ -908,6 +916,39 @@ func TestWatchEvents(t *testing.T) {
 				})
 			}
 
+			for _, c := range []struct {
+				name, field string
+				req         *attestationv1.WatchEventsRequest
+			}{
+				{"machine not a UUID", "machine", &attestationv1.WatchEventsRequest{Machine: "node-1"}},
+				{"negative after_seq", "after_seq", &attestationv1.WatchEventsRequest{AfterSeq: proto.Int64(-1)}},
+			} {
+				t.Run(c.name, func(t *testing.T) {
+					var err error
+					switch p {
+					case "connect":
+						cl := attestationv1connect.NewEventServiceClient(http.DefaultClient, e.d.URL)
+						r := connect.NewRequest(c.req)
+						r.Header().Set("Authorization", bearer(daemontest.Token))
+						s, serr := cl.WatchEvents(t.Context(), r)
+						if serr != nil {
+							t.Fatal(serr)
+						}
+						defer s.Close()
+						for s.Receive() {
+						}
+						err = s.Err()
+					case "grpc":
+						var s grpc.ClientStream
+						if s, err = openGRPCWatch(t.Context(), dialGRPC(t, e.d), bearer(daemontest.Token), c.req); err == nil {
+							err = s.RecvMsg(&attestationv1.WatchEventsResponse{})
+						}
+						err = grpcError(err)
+					}
+					wantError(t, err, connect.CodeInvalidArgument, c.field)
+				})
+			}
+
 			t.Run("ends when the daemon stops", func(t *testing.T) {
 				done := make(chan error, 1)
 				go func() {
@@ -1009,5 +1050,87 @@ func TestMetrics(t *testing.T) {
 				t.Errorf("got %s%v = %v, want %v", c.metric, c.labels, got, c.want)
 			}
 		})
+	}
+}
+
+// lockedBuffer is a log sink safe for the server's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestInternalErrorsHidden breaks the database under the API: callers get
+// a bare internal error, the log gets the cause.
+func TestInternalErrorsHidden(t *testing.T) {
+	st, err := store.Open(t.Context(), filepath.Join(t.TempDir(), "attestation.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
+	h, _, err := api.Handler(api.Options{
+		Store:    st,
+		Machines: machines.New(st, nil),
+		Auth:     auth.NewStaticToken(daemontest.Token, "test"),
+		Logger:   slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	st.Close()
+
+	evc := attestationv1connect.NewEventServiceClient(http.DefaultClient, srv.URL)
+	watch := func(after *int64) error {
+		req := connect.NewRequest(&attestationv1.WatchEventsRequest{AfterSeq: after})
+		req.Header().Set("Authorization", bearer(daemontest.Token))
+		s, err := evc.WatchEvents(t.Context(), req)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		for s.Receive() {
+		}
+		return s.Err()
+	}
+	cases := []struct {
+		name string
+		call func() error
+	}{
+		{"connect unary", func() error {
+			_, err := newConnectTransport(srv.URL, bearer(daemontest.Token)).Call(t.Context(), procList, &attestationv1.ListMachinesRequest{})
+			return err
+		}},
+		{"rest", func() error {
+			_, err := (&restTransport{base: srv.URL, authorization: bearer(daemontest.Token)}).Call(t.Context(), procEvents, &attestationv1.ListEventsRequest{})
+			return err
+		}},
+		{"stream from now", func() error { return watch(nil) }},
+		{"stream replaying", func() error { return watch(proto.Int64(0)) }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := c.call()
+			wantError(t, err, connect.CodeInternal)
+			var ce *connect.Error
+			if errors.As(err, &ce) && ce.Message() != "internal error; see the daemon's log" {
+				t.Errorf("got message %q, want only \"internal error; see the daemon's log\"", ce.Message())
+			}
+		})
+	}
+	if got := strings.Count(logs.String(), "database is closed"); got != len(cases) {
+		t.Errorf("got the cause logged %d times, want %d:\n%s", got, len(cases), logs.String())
 	}
 }

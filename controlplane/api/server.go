@@ -76,6 +76,9 @@ func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 	if o.Agent == nil {
 		o.Agent = attestationv1connect.UnimplementedAgentServiceHandler{}
 	}
+	if o.Committed == nil {
+		o.Committed = &events.Signal{}
+	}
 	if o.Registry == nil {
 		o.Registry = prometheus.NewRegistry()
 	}
@@ -191,18 +194,43 @@ func (c restJSON) UnmarshalField(b []byte, msg proto.Message, field protoreflect
 const internalMessage = "internal error; see the daemon's log"
 
 // errorLogger logs internal errors once, at the edge, and hides their
-// details from callers.
-func errorLogger(log *slog.Logger) connect.Interceptor {
-	return connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			resp, err := next(ctx, req)
-			if err != nil && (connect.CodeOf(err) == connect.CodeInternal || connect.CodeOf(err) == connect.CodeUnknown) {
-				log.Error("request failed", "procedure", req.Spec().Procedure, "err", err)
-				return nil, connect.NewError(connect.CodeInternal, errors.New(internalMessage))
-			}
-			return resp, err
+// details from callers, for unary calls and streams alike.
+func errorLogger(log *slog.Logger) connect.Interceptor { return &errorHider{log: log} }
+
+type errorHider struct{ log *slog.Logger }
+
+func (h *errorHider) hide(ctx context.Context, procedure string, err error) error {
+	if code := connect.CodeOf(err); err == nil || (code != connect.CodeInternal && code != connect.CodeUnknown) {
+		return err
+	}
+	if ctx.Err() != nil {
+		return err // the caller hung up: nobody to tell, nothing went wrong here
+	}
+	h.log.Error("request failed", "procedure", procedure, "err", err)
+	return connect.NewError(connect.CodeInternal, errors.New(internalMessage))
+}
+
+func (h *errorHider) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if req.Spec().IsClient {
+			return next(ctx, req)
 		}
-	})
+		resp, err := next(ctx, req)
+		if err != nil {
+			return nil, h.hide(ctx, req.Spec().Procedure, err)
+		}
+		return resp, nil
+	}
+}
+
+func (h *errorHider) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (h *errorHider) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		return h.hide(ctx, conn.Spec().Procedure, next(ctx, conn))
+	}
 }
 
 // restErrors makes REST errors follow HTTP conventions where the usual
