@@ -78,9 +78,11 @@ func TestRPCs(t *testing.T) {
 			m2 := call[*attestationv1.RegisterMachineResponse](t, tr, procRegister,
 				&attestationv1.RegisterMachineRequest{EkFingerprint: fp2}).Machine
 
-			got := call[*attestationv1.GetMachineResponse](t, tr, procGet, &attestationv1.GetMachineRequest{Id: m2.Id}).Machine
-			if !proto.Equal(got, m2) {
-				t.Errorf("GetMachine: got %s, want %s", text(got), text(m2))
+			for _, id := range []string{m2.Id, strings.ToUpper(m2.Id)} {
+				got := call[*attestationv1.GetMachineResponse](t, tr, procGet, &attestationv1.GetMachineRequest{Id: id}).Machine
+				if !proto.Equal(got, m2) {
+					t.Errorf("GetMachine %s: got %s, want %s", id, text(got), text(m2))
+				}
 			}
 
 			page1 := call[*attestationv1.ListMachinesResponse](t, tr, procList, &attestationv1.ListMachinesRequest{PageSize: 1})
@@ -171,6 +173,7 @@ func TestRPCs(t *testing.T) {
 				{"after seq", &attestationv1.ListEventsRequest{AfterSeq: evs.Events[3].Seq}, "node.decommissioned node.registered", 0, false},
 				{"exact last page", &attestationv1.ListEventsRequest{AfterSeq: evs.Events[3].Seq, PageSize: 2}, "node.decommissioned node.registered", 0, false},
 				{"machine and type", &attestationv1.ListEventsRequest{Machine: m1.Id, Type: "node.online"}, "", 0, false},
+				{"machine in upper case", &attestationv1.ListEventsRequest{Machine: strings.ToUpper(m1.Id)}, "node.registered", 0, false},
 			} {
 				t.Run("ListEvents/"+c.name, func(t *testing.T) {
 					resp := call[*attestationv1.ListEventsResponse](t, tr, procEvents, c.req)

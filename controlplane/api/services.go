@@ -128,7 +128,7 @@ func (s *eventService) ListEvents(ctx context.Context, req *connect.Request[atte
 		limit = defaultPageSize
 	}
 	evs, err := s.store.ListEvents(ctx, store.EventFilter{
-		MachineID: req.Msg.Machine,
+		MachineID: machines.NormalizeID(req.Msg.Machine),
 		Type:      events.Type(req.Msg.Type),
 		AfterSeq:  req.Msg.AfterSeq,
 		Limit:     limit + 1, // one more tells whether there is a next page
@@ -167,7 +167,7 @@ func (s *eventService) WatchEvents(ctx context.Context, req *connect.Request[att
 	}
 	for {
 		woken := s.committed.C()
-		evs, err := s.store.ListEvents(ctx, store.EventFilter{MachineID: req.Msg.Machine, AfterSeq: after, Limit: 500})
+		evs, err := s.store.ListEvents(ctx, store.EventFilter{MachineID: machines.NormalizeID(req.Msg.Machine), AfterSeq: after, Limit: 500})
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil

@@ -49,6 +49,7 @@ func New(st *store.Store, committed func([]events.Envelope)) *Service {
 
 // update runs fn on the machine with the given ID in one transaction.
 func (s *Service) update(ctx context.Context, what, id string, fn func(tx *store.Tx, m *store.Machine) error) (*store.Machine, error) {
+	id = NormalizeID(id)
 	var out *store.Machine
 	evs, err := s.store.Update(ctx, func(tx *store.Tx) error {
 		m, err := tx.MachineByID(ctx, id)
@@ -80,6 +81,10 @@ func transition(m *store.Machine, op lifecycle.Op) error {
 	m.State = next
 	return nil
 }
+
+// NormalizeID lower-cases a machine ID: IDs are UUIDs, written in lower
+// case, and the same ID in upper case names the same machine.
+func NormalizeID(id string) string { return strings.ToLower(id) }
 
 // NormalizeFingerprint lower-cases an EK fingerprint.
 func NormalizeFingerprint(fp string) string { return strings.ToLower(fp) }
@@ -268,6 +273,7 @@ func (s *Service) Attested(ctx context.Context, id string) (*store.Machine, erro
 
 // Get returns one machine.
 func (s *Service) Get(ctx context.Context, id string) (*store.Machine, error) {
+	id = NormalizeID(id)
 	m, err := s.store.GetMachine(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("get machine %s: %w", id, ErrNotFound)

@@ -433,6 +433,19 @@ func TestAttested(t *testing.T) {
 	}
 }
 
+// TestUpperCaseID: a machine ID in upper case names the same machine.
+func TestUpperCaseID(t *testing.T) {
+	e := newEnv(t)
+	m := e.inState(t, lifecycle.Attested, machines.Registration{})
+	if got, err := e.svc.Get(t.Context(), strings.ToUpper(m.ID)); err != nil || got.ID != m.ID {
+		t.Errorf("Get: got %v, %v, want machine %s", got, err, m.ID)
+	}
+	got, err := e.svc.Approve(t.Context(), strings.ToUpper(m.ID), machines.Approval{Role: "db", Hostname: "db-1"})
+	if err != nil || got.ID != m.ID || got.State != lifecycle.Provisioned {
+		t.Errorf("Approve: got %v, %v, want machine %s provisioned", got, err, m.ID)
+	}
+}
+
 func TestNotFound(t *testing.T) {
 	e := newEnv(t)
 	ctx := t.Context()
