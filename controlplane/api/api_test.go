@@ -382,6 +382,7 @@ func TestRESTValidation(t *testing.T) {
 		{"machine ID not UTF-8", "GET", "/api/v1/machines/%ff%fe", "", "path"},
 		{"query not UTF-8", "GET", "/api/v1/machines?role=%ff", "", "role"},
 		{"body on a GET", "GET", "/api/v1/machines", "{}", "body"},
+		{"unknown query parameter on a POST", "POST", "/api/v1/machines/" + f.registered.Id + "/revoke?force=1", `{"reason":"x"}`, "force"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

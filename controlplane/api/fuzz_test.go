@@ -111,15 +111,16 @@ func FuzzREST(f *testing.F) {
 		}
 		req.Header.Set("Authorization", "Bearer fuzz-token")
 
+		target := req.Method + " " + req.URL.RequestURI() // the transcoder rewrites req.URL
 		before := dump(t, st)
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, req)
 		if w.Code >= 500 {
-			t.Fatalf("%s %q: got HTTP %d %s, want no server error", req.Method, req.URL.RequestURI(), w.Code, w.Body)
+			t.Fatalf("%q: got HTTP %d %s, want no server error", target, w.Code, w.Body)
 		}
 		if w.Code >= 400 {
 			if after := dump(t, st); after != before {
-				t.Fatalf("%s %q: HTTP %d %s changed the database:\nbefore %s\nafter  %s", req.Method, req.URL.RequestURI(), w.Code, w.Body, before, after)
+				t.Fatalf("%q: HTTP %d %s changed the database:\nbefore %s\nafter  %s", target, w.Code, w.Body, before, after)
 			}
 		}
 	})

@@ -335,7 +335,7 @@ func (w *restWriter) flushHeld() {
 		switch {
 		case connect.Code(code) == connect.CodeFailedPrecondition:
 			status = http.StatusConflict
-		case connect.Code(code) == connect.CodeInternal && msg != internalMessage:
+		case (connect.Code(code) == connect.CodeInternal || connect.Code(code) == connect.CodeUnknown) && msg != internalMessage:
 			// Not from a handler (errorLogger rewrites those): the
 			// transcoder could not make a request message of what was
 			// sent (an unknown query parameter, a body on a GET, ...).
