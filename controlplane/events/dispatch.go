@@ -93,12 +93,13 @@ type Options struct {
 	// dispatcher (default 1 s).
 	Poll time.Duration
 	// CursorInterval is how often, at most, a subscriber's cursor is
-	// written while events keep coming (default 1 s). Every cursor write is
-	// a durable commit that competes with the API's for the database, so
-	// writing one per event would halve the write throughput. The cursor is
-	// always written when the dispatcher stops; after a crash, what was
-	// delivered in the last interval is delivered again, which
-	// at-least-once delivery allows.
+	// written (default 1 s); the first delivery after a quiet spell is
+	// written at once. Every cursor write is a durable commit that waits
+	// for the database's one writer beside the API's, so writing one per
+	// event would add a commit per event and subscriber. Cursors are
+	// written beside delivery, never in its way, and always when the
+	// dispatcher stops; after a crash, what was delivered in the last
+	// interval is delivered again, which at-least-once delivery allows.
 	CursorInterval time.Duration
 	Logger         *slog.Logger
 	// Registerer receives the delivery metrics (nil: not registered).
@@ -321,17 +322,21 @@ func (d *Dispatcher) loop(ctx context.Context, s *subscriber) {
 	log.Debug("event subscriber started", "cursor", cursor)
 
 	// cursor is the last event delivered (or skipped: not wanted, or given
-	// up on); saved is the last one written to the source. cursor never
-	// passes an event that is still to be delivered, so saving it on any
-	// return is right.
-	saved, lastSave := cursor, time.Now()
-	save := func() {
-		if cursor > saved && d.saveCursor(log, s, cursor) {
-			saved = cursor
+	// up on); it never passes an event still to be delivered, so saving it
+	// at any time is right. A saver goroutine writes it, so that delivery
+	// never waits for the database's one writer, busy with the API.
+	var delivered atomic.Int64
+	delivered.Store(cursor)
+	kick := make(chan struct{}, 1)
+	saverCtx, stopSaver := context.WithCancel(context.Background())
+	saved := make(chan int64, 1)
+	go func(start int64) { saved <- d.saver(saverCtx, log, s, &delivered, start, kick) }(cursor)
+	defer func() {
+		stopSaver()
+		if last, seq := <-saved, delivered.Load(); seq > last {
+			d.saveCursor(log, s, seq)
 		}
-		lastSave = time.Now()
-	}
-	defer save()
+	}()
 
 	for {
 		// Take the wake-up channel before reading: a commit after the
@@ -349,9 +354,15 @@ func (d *Dispatcher) loop(ctx context.Context, s *subscriber) {
 			continue
 		}
 		if len(batch) == 0 {
-			if !d.idle(ctx, woken, cursor > saved, lastSave, save) {
+			poll := time.NewTimer(d.opts.Poll)
+			select {
+			case <-ctx.Done():
+				poll.Stop()
 				return
+			case <-woken:
+			case <-poll.C:
 			}
+			poll.Stop()
 			continue
 		}
 		for _, ev := range batch {
@@ -361,39 +372,31 @@ func (d *Dispatcher) loop(ctx context.Context, s *subscriber) {
 				return
 			}
 			cursor = ev.Seq
-			if time.Since(lastSave) >= d.opts.CursorInterval {
-				save()
+			delivered.Store(cursor)
+			select {
+			case kick <- struct{}{}:
+			default:
 			}
 		}
 	}
 }
 
-// idle waits for a commit, the poll interval, or the end of ctx (false).
-// An unsaved cursor is saved once CursorInterval has passed since the
-// last save.
-func (d *Dispatcher) idle(ctx context.Context, woken <-chan struct{}, unsaved bool, lastSave time.Time, save func()) bool {
-	var flush <-chan time.Time
-	if unsaved {
-		wait := d.opts.CursorInterval - time.Since(lastSave)
-		if wait <= 0 {
-			save()
-		} else {
-			t := time.NewTimer(wait)
-			defer t.Stop()
-			flush = t.C
+// saver writes the delivered cursor when kicked, at most once per
+// CursorInterval, until ctx ends; it returns the last cursor it saved.
+func (d *Dispatcher) saver(ctx context.Context, log *slog.Logger, s *subscriber, delivered *atomic.Int64, saved int64, kick <-chan struct{}) int64 {
+	for {
+		select {
+		case <-ctx.Done():
+			return saved
+		case <-kick:
+		}
+		if seq := delivered.Load(); seq > saved && d.saveCursor(log, s, seq) {
+			saved = seq
+		}
+		if !sleep(ctx, d.opts.CursorInterval) {
+			return saved
 		}
 	}
-	poll := time.NewTimer(d.opts.Poll)
-	defer poll.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-woken:
-	case <-poll.C:
-	case <-flush:
-		save()
-	}
-	return true
 }
 
 // saveCursor writes the cursor and reports whether it could.

@@ -722,8 +722,8 @@ func TestNotifyBetweenReadAndWait(t *testing.T) {
 	sameSeqs(t, "s", got, want)
 }
 
-// TestCursorInterval: the cursor is written at most once per interval
-// while running, and always at shutdown.
+// TestCursorInterval: the cursor is written at once after a quiet spell,
+// then at most once per interval, and always at shutdown.
 func TestCursorInterval(t *testing.T) {
 	st := openStore(t)
 	m := newMachine(t, st, "m")
@@ -731,25 +731,30 @@ func TestCursorInterval(t *testing.T) {
 	opts := fast()
 	opts.CursorInterval = time.Hour
 	d := start(t, st, opts, events.Subscription{Name: "s", Handle: rec.handle})
-	initial := cursor(t, st, "s")
-	want := []events.Envelope{commit(t, st, m, role(0)), commit(t, st, m, role(1))}
+	first := commit(t, st, m, role(0))
 	d.Notify()
-	rec.wait(t, len(want))
-	if got := cursor(t, st, "s"); got != initial {
-		t.Errorf("cursor written within the interval: %d, want still %d", got, initial)
+	rec.wait(t, 1)
+	eventually(t, "cursor written after the first delivery", func() bool { return cursor(t, st, "s") == first.Seq })
+	want := []events.Envelope{commit(t, st, m, role(1)), commit(t, st, m, role(2))}
+	d.Notify()
+	rec.wait(t, 3)
+	if got := cursor(t, st, "s"); got != first.Seq {
+		t.Errorf("cursor written again within the interval: %d, want still %d", got, first.Seq)
 	}
 	d.stop()
 	if got := cursor(t, st, "s"); got != want[1].Seq {
 		t.Errorf("cursor after stop = %d, want %d", got, want[1].Seq)
 	}
 
-	// With a short interval it is written while running.
+	// With a short interval it keeps being written while running.
 	var rec2 recorder
 	d = start(t, st, fast(), events.Subscription{Name: "s", Handle: rec2.handle})
-	last := commit(t, st, m, role(2))
-	d.Notify()
-	rec2.wait(t, 1)
-	eventually(t, "cursor written while running", func() bool { return cursor(t, st, "s") == last.Seq })
+	for i := range 3 {
+		last := commit(t, st, m, role(3+i))
+		d.Notify()
+		rec2.wait(t, i+1)
+		eventually(t, "cursor written while running", func() bool { return cursor(t, st, "s") == last.Seq })
+	}
 }
 
 func TestSubscribeErrors(t *testing.T) {
