@@ -25,7 +25,9 @@ type Source interface {
 	RecordFailure(ctx context.Context, subscriber string, seq int64, attempts int, err error) error
 }
 
-// Handler handles one event. Returning an error asks for a retry.
+// Handler handles one event. Returning an error asks for a retry. It must
+// heed ctx: a handler still running at its timeout is abandoned, and the
+// next event can then reach the same subscriber while it still runs.
 type Handler func(ctx context.Context, ev Envelope) error
 
 // Subscription is a named consumer of events. The name keys its delivery
