@@ -51,8 +51,8 @@ type Options struct {
 	Auth     auth.Authenticator
 	// Agent serves AgentService; nil leaves every agent call Unimplemented.
 	Agent attestationv1connect.AgentServiceHandler
-	// ExtensionStatus reports each extension's state (nil: "running").
-	ExtensionStatus ExtensionStatus
+	// Extensions lists the loaded extensions (nil: none).
+	Extensions func() []Extension
 	// Registry receives the API metrics and is served on /metrics.
 	Registry *prometheus.Registry
 	// Ready reports whether the daemon can serve (nil: always).
@@ -96,7 +96,7 @@ func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 	}
 	mount(attestationv1connect.NewMachineServiceHandler(&machineService{machines: o.Machines, store: o.Store}, operator))
 	mount(attestationv1connect.NewEventServiceHandler(&eventService{store: o.Store, committed: o.Committed, stopping: o.Stopping}, operator))
-	mount(attestationv1connect.NewExtensionServiceHandler(&extensionService{status: o.ExtensionStatus}, operator))
+	mount(attestationv1connect.NewExtensionServiceHandler(&extensionService{list: o.Extensions}, operator))
 	mux.Handle(attestationv1connect.NewAgentServiceHandler(o.Agent, agent))
 
 	transcoder, err := vanguard.NewTranscoder(services,

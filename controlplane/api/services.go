@@ -10,7 +10,6 @@ import (
 	"github.com/attestation/attestation/controlplane/lifecycle"
 	"github.com/attestation/attestation/controlplane/machines"
 	"github.com/attestation/attestation/controlplane/store"
-	"github.com/attestation/attestation/extensions"
 	attestationv1 "github.com/attestation/attestation/proto/gen/attestation/v1"
 	"github.com/attestation/attestation/proto/gen/attestation/v1/attestationv1connect"
 )
@@ -198,22 +197,24 @@ func (s *eventService) WatchEvents(ctx context.Context, req *connect.Request[att
 	}
 }
 
-// ExtensionStatus reports an extension's state for ListExtensions.
-type ExtensionStatus func(name string) string
+// Extension is one loaded extension as ListExtensions reports it.
+type Extension struct {
+	Name, Version, Description string
+	// Status is "running", or why the extension failed.
+	Status string
+}
 
 type extensionService struct {
-	status ExtensionStatus
+	list func() []Extension
 }
 
 func (s *extensionService) ListExtensions(context.Context, *connect.Request[attestationv1.ListExtensionsRequest]) (*connect.Response[attestationv1.ListExtensionsResponse], error) {
 	resp := &attestationv1.ListExtensionsResponse{Extensions: map[string]*attestationv1.ExtensionInfo{}}
-	for _, e := range extensions.All() {
-		info := e.Info()
-		st := "running"
-		if s.status != nil {
-			st = s.status(info.Name)
-		}
-		resp.Extensions[info.Name] = &attestationv1.ExtensionInfo{Version: info.Version, Description: info.Description, Status: st}
+	if s.list == nil {
+		return connect.NewResponse(resp), nil
+	}
+	for _, e := range s.list() {
+		resp.Extensions[e.Name] = &attestationv1.ExtensionInfo{Version: e.Version, Description: e.Description, Status: e.Status}
 	}
 	return connect.NewResponse(resp), nil
 }

@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -205,4 +206,28 @@ func LoadOrCreateToken(path string) (token string, created bool, err error) {
 		return "", false, fmt.Errorf("write admin token: %w", err)
 	}
 	return tok, true, f.Close()
+}
+
+// Middleware authenticates plain HTTP handlers (extensions' routes) like
+// the interceptor does Connect ones: 401 with a JSON error when the
+// request carries no accepted token, else the Principal in the context.
+func Middleware(a Authenticator, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := a.Authenticate(r.Context(), r.Header)
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="attestation"`)
+			WriteJSONError(w, http.StatusUnauthorized, int(connect.CodeUnauthenticated), err.Error())
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), p)))
+	})
+}
+
+// WriteJSONError writes an error in the REST API's shape:
+// {"code": <Connect/gRPC code number>, "message": "...", "details": []}.
+func WriteJSONError(w http.ResponseWriter, status, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	b, _ := json.Marshal(map[string]any{"code": code, "message": msg, "details": []any{}})
+	w.Write(append(b, '\n'))
 }

@@ -40,6 +40,9 @@ type Options struct {
 	Subscriptions []events.Subscription
 	// Listening is called with the API's address once it accepts connections.
 	Listening func(addr net.Addr)
+	// Extensions, when non-nil, are exactly the extensions to run (an
+	// empty slice: none); nil runs every registered extension.
+	Extensions []extensions.Extension
 }
 
 // Run runs the daemon until ctx is done, then shuts down and returns nil;
@@ -85,6 +88,21 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 			return err
 		}
 	}
+
+	// Listen before loading extensions, so they know the API's address.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	defer ln.Close()
+	exts := opts.Extensions
+	if exts == nil {
+		exts = extensions.All()
+	}
+	host := &host{log: log.With("component", "extensions")}
+	host.load(ctx, exts, st, baseURL(ln.Addr()), dispatcher)
+	// Stopped last, after the API and the dispatcher: in reverse order.
+	defer host.stop(10 * time.Second)
 	// Before the API commits anything, so a new subscriber misses nothing.
 	if err := dispatcher.Prepare(ctx); err != nil {
 		return err
@@ -97,29 +115,22 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		}
 	})
 
-	for _, e := range extensions.All() {
-		info := e.Info()
-		log.Info(fmt.Sprintf("Loaded extension: %s v%s", info.Name, info.Version), "extension", info.Name)
-	}
-
 	stopping := make(chan struct{})
-	handler, _, err := api.Handler(api.Options{
-		Store:     st,
-		Machines:  svc,
-		Committed: committed,
-		Stopping:  stopping,
-		Auth:      authn,
-		Registry:  reg,
-		Logger:    log.With("component", "api"),
+	handler, mux, err := api.Handler(api.Options{
+		Store:      st,
+		Machines:   svc,
+		Committed:  committed,
+		Stopping:   stopping,
+		Auth:       authn,
+		Extensions: host.list,
+		Registry:   reg,
+		Logger:     log.With("component", "api"),
 	})
 	if err != nil {
 		return err
 	}
-
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
-	}
+	host.mount(mux, authn)
+	host.start(ctx)
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -157,6 +168,18 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	err = g.Wait()
 	log.Info("stopped")
 	return err
+}
+
+// baseURL is the API's URL as the daemon itself reaches it.
+func baseURL(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return "http://" + a.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }
 
 // operatorAuth returns the static-token authenticator: the configured
