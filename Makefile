@@ -48,7 +48,7 @@ test-short: deps ## Run the fast tests only
 
 .PHONY: bench
 bench: deps ## Print the figures: lifecycle throughput and event dispatch latency
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./controlplane/bench/
+	$(GO) test -run '^$$' -bench . -benchtime 3s -timeout 20m ./controlplane/bench/
 
 .PHONY: fuzz
 fuzz: deps ## Fuzz the REST/JSON input decoding for FUZZTIME (default 60s)

@@ -24,6 +24,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
+	"github.com/attestation/attestation/extensions"
 	"github.com/attestation/attestation/proto/gen/attestation/v1/attestationv1connect"
 )
 
@@ -109,8 +110,40 @@ func Main(args []string) int {
 // any error, which is printed as one line on stderr (plus a usage hint
 // for usage errors).
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
-	env := &Env{Getenv: getenv}
+	return RunWith(ctx, Options{Args: args, Stdin: stdin, Stdout: stdout, Stderr: stderr, Getenv: getenv})
+}
+
+// Options are what RunWith runs the command line with.
+type Options struct {
+	Args           []string
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	Getenv         func(string) string
+	// Extensions, when non-nil, are exactly the extensions whose commands
+	// are added (an empty slice: none); nil adds every registered one.
+	Extensions []extensions.Extension
+}
+
+// RunWith is Run with the extensions chosen, for test kits and embedders.
+func RunWith(ctx context.Context, o Options) (code int) {
+	args, stdin, stdout, stderr := o.Args, o.Stdin, o.Stdout, o.Stderr
+	env := &Env{Getenv: o.Getenv, Stdin: stdin, Stdout: stdout, Stderr: stderr}
+	exts := o.Extensions
+	if exts == nil {
+		exts = extensions.All()
+	}
 	root := newRootCommand(env)
+	addExtensionCommands(root, env, exts, stderr)
+	defer func() {
+		if p := recover(); p != nil {
+			x, ok := p.(exit)
+			if !ok {
+				panic(p)
+			}
+			fmt.Fprintln(stderr, "attestation: "+x.err.Error())
+			code = 1
+		}
+	}()
 	root.SetArgs(args)
 	root.SetIn(stdin)
 	root.SetOut(stdout)
@@ -130,7 +163,10 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 // NewRootCommand returns the attestation command tree, reading the
 // environment with os.Getenv.
 func NewRootCommand() *cobra.Command {
-	return newRootCommand(&Env{Getenv: os.Getenv})
+	env := &Env{Getenv: os.Getenv, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+	root := newRootCommand(env)
+	addExtensionCommands(root, env, extensions.All(), os.Stderr)
+	return root
 }
 
 func newRootCommand(env *Env) *cobra.Command {
@@ -170,9 +206,17 @@ DATA_DIR/admin-token.`,
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(
 		[]string{OutputTable, OutputJSON, OutputYAML}, cobra.ShellCompDirectiveNoFileComp))
 
-	root.AddCommand(machinesCommand(env), eventsCommand(env), extensionsCommand(env))
+	root.AddGroup(&cobra.Group{ID: coreGroup, Title: "Commands:"})
+	for _, c := range []*cobra.Command{machinesCommand(env), eventsCommand(env), extensionsCommand(env)} {
+		c.GroupID = coreGroup
+		root.AddCommand(c)
+	}
+	root.SetHelpCommandGroupID(coreGroup)
+	root.SetCompletionCommandGroupID(coreGroup)
 	return root
 }
+
+const coreGroup = "core"
 
 // groupRun runs a command that only groups others: it shows the group's
 // help, or reports an unknown subcommand (cobra does that only for the

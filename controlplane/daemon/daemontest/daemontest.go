@@ -17,6 +17,7 @@ import (
 	"github.com/attestation/attestation/controlplane/config"
 	"github.com/attestation/attestation/controlplane/daemon"
 	"github.com/attestation/attestation/controlplane/events"
+	"github.com/attestation/attestation/extensions"
 )
 
 // Token is the admin token every test daemon accepts.
@@ -32,6 +33,9 @@ type Options struct {
 	Config func(*config.Config)
 	// Logger receives the daemon's logs (default: t.Log at warn level).
 	Logger *slog.Logger
+	// Extensions are exactly the extensions to run (nil: none, unlike the
+	// daemon, whose nil means every registered one).
+	Extensions []extensions.Extension
 }
 
 // Daemon is a running test daemon.
@@ -70,6 +74,7 @@ func Start(t testing.TB, o Options) *Daemon {
 			Logger:        log,
 			Subscriptions: o.Subscriptions,
 			Listening:     func(a net.Addr) { addr <- a },
+			Extensions:    append([]extensions.Extension{}, o.Extensions...),
 		})
 	}()
 	select {

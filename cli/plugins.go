@@ -1,0 +1,141 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/attestation/attestation/extensions"
+)
+
+// TokenCacheFile is where a login keeps the operator's token, under the
+// user's config directory ($XDG_CONFIG_HOME, else ~/.config).
+const TokenCacheFile = "attestation/token"
+
+// errNotLoggedIn ends a command whose extension asked for a token when
+// there is none.
+var errNotLoggedIn = errors.New("not logged in: pass --token or set " + EnvToken +
+	" (a daemon started without one keeps its generated admin token in DATA_DIR/admin-token)")
+
+// exit carries an error out of an extension's command through a panic,
+// so that Token can end the command as its contract says.
+type exit struct{ err error }
+
+// pluginCLI is what extensions' commands see of the CLI.
+type pluginCLI struct{ env *Env }
+
+var _ extensions.CLI = pluginCLI{}
+
+func (p pluginCLI) BaseURL() string   { return p.env.URL }
+func (p pluginCLI) Output() string    { return p.env.Output }
+func (p pluginCLI) Stdout() io.Writer { return p.env.Stdout }
+func (p pluginCLI) Stderr() io.Writer { return p.env.Stderr }
+
+func (p pluginCLI) Print(data any, table func(w io.Writer) error) error {
+	return p.env.Print(data, table)
+}
+
+// Token returns --token or ATTESTATION_TOKEN, else the login cache; with
+// none, the command ends with errNotLoggedIn.
+func (p pluginCLI) Token() string {
+	if p.env.Token != "" {
+		return p.env.Token
+	}
+	if tok := readTokenCache(p.env.Getenv); tok != "" {
+		return tok
+	}
+	panic(exit{errNotLoggedIn})
+}
+
+// HTTPClient sends the bearer token with every request.
+func (p pluginCLI) HTTPClient() *http.Client {
+	return &http.Client{Transport: bearerTransport{token: p.Token()}}
+}
+
+type bearerTransport struct{ token string }
+
+func (t bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+t.token)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// readTokenCache returns the cached login token, or "".
+func readTokenCache(getenv func(string) string) string {
+	dir := getenv("XDG_CONFIG_HOME")
+	if dir == "" {
+		home := getenv("HOME")
+		if home == "" {
+			return ""
+		}
+		dir = filepath.Join(home, ".config")
+	}
+	b, err := os.ReadFile(filepath.Join(dir, TokenCacheFile))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// addExtensionCommands adds the command groups of every Commander. One
+// that fails, panics, or collides with an existing command is reported
+// on stderr and left out; the rest of the CLI works.
+func addExtensionCommands(root *cobra.Command, env *Env, exts []extensions.Extension, stderr io.Writer) {
+	for _, e := range exts {
+		c, ok := e.(extensions.Commander)
+		if !ok {
+			continue
+		}
+		name := e.Info().Name
+		cmds, err := func() (cmds []*cobra.Command, err error) {
+			defer func() {
+				if p := recover(); p != nil {
+					err = fmt.Errorf("panicked: %v\n%s", p, firstLines(string(debug.Stack()), 8))
+				}
+			}()
+			return c.Commands(pluginCLI{env: env})
+		}()
+		if err != nil {
+			fmt.Fprintf(stderr, "attestation: extension %s: cannot add its commands: %v\n", name, err)
+			continue
+		}
+		for _, cmd := range cmds {
+			if cmd == nil {
+				continue
+			}
+			if existing, _, err := root.Find([]string{cmd.Name()}); err == nil && existing != root {
+				fmt.Fprintf(stderr, "attestation: extension %s: command %q is already taken; left out\n", name, cmd.Name())
+				continue
+			}
+			if cmd.PersistentPreRun != nil || cmd.PersistentPreRunE != nil {
+				fmt.Fprintf(stderr, "attestation: extension %s: command %q sets a PersistentPreRun, which would skip the CLI's own; left out\n", name, cmd.Name())
+				continue
+			}
+			if cmd.GroupID == "" {
+				if !root.ContainsGroup(extensionsGroup) {
+					root.AddGroup(&cobra.Group{ID: extensionsGroup, Title: "Extension commands:"})
+				}
+				cmd.GroupID = extensionsGroup
+			}
+			markRunErrors(cmd)
+			root.AddCommand(cmd)
+		}
+	}
+}
+
+const extensionsGroup = "extensions"
+
+func firstLines(s string, n int) string {
+	lines := strings.SplitN(s, "\n", n+1)
+	if len(lines) > n {
+		lines = lines[:n]
+	}
+	return strings.Join(lines, "\n")
+}
