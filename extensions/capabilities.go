@@ -3,6 +3,7 @@ package extensions
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -25,6 +26,10 @@ type Host struct {
 	DB *sql.DB
 	// BaseURL is the daemon's API base URL, like http://10.0.0.1:9000.
 	BaseURL string
+	// Config is the extension's section of the daemon's config file
+	// (extensions: <name>: ...) as JSON; nil when there is none. Decode it
+	// strictly and return an error from Provision when it is wrong.
+	Config json.RawMessage
 }
 
 // Provisioner is given the host before anything else happens to the

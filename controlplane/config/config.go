@@ -52,6 +52,9 @@ type Config struct {
 	LogFormat string `json:"log_format"`
 	// EventHandlerTimeout bounds each event handler call.
 	EventHandlerTimeout Duration `json:"event_handler_timeout"`
+	// Extensions holds each extension's own settings, by extension name,
+	// as written in the file (only the file sets them).
+	Extensions map[string]json.RawMessage `json:"extensions,omitempty"`
 }
 
 // Default returns the built-in defaults.

@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -76,7 +77,7 @@ func TestPrecedence(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Load: %v", err)
 			}
-			if got != tc.want {
+			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("got %+v, want %+v", got, tc.want)
 			}
 		})
@@ -126,6 +127,16 @@ func TestBadInput(t *testing.T) {
 				t.Fatalf("got error %v, want one mentioning %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+func TestExtensionSettings(t *testing.T) {
+	got, err := load(t, nil, nil, "extensions:\n  webhook:\n    targets:\n      - url: http://127.0.0.1:1/hook\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"targets":[{"url":"http://127.0.0.1:1/hook"}]}`; string(got.Extensions["webhook"]) != want {
+		t.Errorf("got %s, want %s", got.Extensions["webhook"], want)
 	}
 }
 

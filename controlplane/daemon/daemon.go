@@ -100,7 +100,12 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		exts = extensions.All()
 	}
 	host := &host{log: log.With("component", "extensions")}
-	host.load(ctx, exts, st, baseURL(ln.Addr()), dispatcher)
+	host.load(ctx, exts, st, baseURL(ln.Addr()), cfg.Extensions, dispatcher)
+	for name := range cfg.Extensions {
+		if !host.has(name) {
+			log.Warn("the config file has settings for an extension that is not compiled in", "extension", name)
+		}
+	}
 	// Stopped last, after the API and the dispatcher: in reverse order.
 	defer host.stop(10 * time.Second)
 	// Before the API commits anything, so a new subscriber misses nothing.

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -75,25 +76,30 @@ func guard(what string, fn func() error) (err error) {
 
 // load provisions every extension, applies its migrations and collects
 // its event subscriptions, in name order.
-func (h *host) load(ctx context.Context, list []extensions.Extension, st *store.Store, baseURL string, dispatcher *events.Dispatcher) {
+func (h *host) load(ctx context.Context, list []extensions.Extension, st *store.Store, baseURL string, settings map[string]json.RawMessage, dispatcher *events.Dispatcher) {
 	for _, e := range list {
 		info := e.Info()
 		l := &loaded{ext: e, info: info, log: h.log.With("extension", info.Name)}
 		h.exts = append(h.exts, l)
-		if err := h.loadOne(ctx, l, st, baseURL, dispatcher); err != nil {
+		if err := h.loadOne(ctx, l, st, baseURL, settings[info.Name], dispatcher); err != nil {
 			l.fail(err)
 			l.log.Error("extension failed to load", "err", err)
 		}
 	}
 }
 
-func (h *host) loadOne(ctx context.Context, l *loaded, st *store.Store, baseURL string, dispatcher *events.Dispatcher) error {
+func (h *host) loadOne(ctx context.Context, l *loaded, st *store.Store, baseURL string, settings json.RawMessage, dispatcher *events.Dispatcher) error {
 	name := l.info.Name
 	if reservedNames[name] {
 		return fmt.Errorf("the name %q is taken by the core API (/api/v1/%s)", name, name)
 	}
+	if settings != nil {
+		if _, ok := l.ext.(extensions.Provisioner); !ok {
+			return fmt.Errorf("the config file has settings for it (extensions: %s:), but it takes none", name)
+		}
+	}
 	if p, ok := l.ext.(extensions.Provisioner); ok {
-		hostInfo := &extensions.Host{Name: name, Logger: l.log, DB: st.DB(), BaseURL: baseURL}
+		hostInfo := &extensions.Host{Name: name, Logger: l.log, DB: st.DB(), BaseURL: baseURL, Config: settings}
 		if err := guard("Provision", func() error { return p.Provision(ctx, hostInfo) }); err != nil {
 			return fmt.Errorf("provision: %w", err)
 		}
@@ -214,7 +220,6 @@ func (h *host) stop(timeout time.Duration) {
 	}
 }
 
-
 // list reports every extension with its status, for ListExtensions.
 func (h *host) list() []api.Extension {
 	out := make([]api.Extension, 0, len(h.exts))
@@ -222,4 +227,14 @@ func (h *host) list() []api.Extension {
 		out = append(out, api.Extension{Name: l.info.Name, Version: l.info.Version, Description: l.info.Description, Status: l.status()})
 	}
 	return out
+}
+
+// has reports whether an extension of that name is loaded.
+func (h *host) has(name string) bool {
+	for _, l := range h.exts {
+		if l.info.Name == name {
+			return true
+		}
+	}
+	return false
 }
