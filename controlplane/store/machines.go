@@ -93,20 +93,6 @@ type Tx struct {
 	emitted []events.Envelope
 }
 
-// Update runs fn in a write transaction and commits it when fn returns nil.
-// It returns the events fn emitted, as committed.
-func (s *Store) Update(ctx context.Context, fn func(*Tx) error) ([]events.Envelope, error) {
-	var t *Tx
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		t = &Tx{tx: tx, now: time.Now().UTC()}
-		return fn(t)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return t.emitted, nil
-}
-
 // SQL is the underlying transaction, for extensions' own tables.
 func (t *Tx) SQL() *sql.Tx { return t.tx }
 

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
 )
@@ -38,6 +39,12 @@ type Store struct {
 	path string
 	w    *sql.DB
 	r    *sql.DB
+
+	// Update requests queue here for the group committer (group.go).
+	updates   chan *update
+	quit      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
 }
 
 // Open opens (creating if needed) the database at path and applies the
@@ -61,7 +68,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	r.SetMaxOpenConns(4)
 	r.SetMaxIdleConns(4)
-	s := &Store{path: path, w: w, r: r}
+	s := &Store{path: path, w: w, r: r, updates: make(chan *update), quit: make(chan struct{}), done: make(chan struct{})}
+	go s.commitLoop()
 	if err := s.init(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -104,6 +112,8 @@ func (s *Store) DB() *sql.DB { return s.w }
 
 // Close closes the database.
 func (s *Store) Close() error {
+	s.closeOnce.Do(func() { close(s.quit) })
+	<-s.done
 	return errors.Join(s.r.Close(), s.w.Close())
 }
 

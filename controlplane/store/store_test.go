@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -452,5 +453,68 @@ func TestCursors(t *testing.T) {
 	}
 	if err := st.RecordFailure(ctx, "a", 1, 4, errors.New("handler failed again")); err != nil {
 		t.Errorf("RecordFailure again: %v", err)
+	}
+}
+
+// Concurrent updates are group-committed, yet each commits or fails on
+// its own: a failing update in a group undoes only its own writes.
+func TestGroupCommitIsolation(t *testing.T) {
+	ctx := context.Background()
+	s, err := store.Open(ctx, filepath.Join(t.TempDir(), "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const n = 200
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := s.Update(ctx, func(tx *store.Tx) error {
+				m := &store.Machine{EKFingerprint: fmt.Sprintf("%064x", i), State: lifecycle.Registered}
+				if err := tx.InsertMachine(ctx, m); err != nil {
+					return err
+				}
+				if err := tx.Emit(ctx, m, &events.Registered{}); err != nil {
+					return err
+				}
+				if i%3 == 0 {
+					return fmt.Errorf("update %d refuses", i)
+				}
+				return nil
+			})
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	failed := 0
+	for err := range errs {
+		if err != nil {
+			failed++
+		}
+	}
+	if want := (n + 2) / 3; failed != want {
+		t.Fatalf("got %d failed updates, want %d", failed, want)
+	}
+	ms, err := s.ListMachines(ctx, store.MachineFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := s.ListEvents(ctx, store.EventFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := n - failed; len(ms) != want || len(evs) != want {
+		t.Fatalf("got %d machines and %d events, want %d of each", len(ms), len(evs), want)
+	}
+	for _, m := range ms {
+		var i int
+		fmt.Sscanf(m.EKFingerprint, "%x", &i)
+		if i%3 == 0 {
+			t.Errorf("machine %d was kept though its update failed", i)
+		}
 	}
 }

@@ -1,0 +1,155 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"time"
+
+	"github.com/attestation/attestation/controlplane/events"
+)
+
+// ErrClosed: the store was closed.
+var ErrClosed = errors.New("store closed")
+
+// maxGroup bounds how many updates share one commit.
+const maxGroup = 128
+
+// update is one Update call waiting for the committer.
+type update struct {
+	ctx    context.Context
+	fn     func(*Tx) error
+	result chan updateResult
+}
+
+type updateResult struct {
+	events []events.Envelope
+	err    error
+	// panicked is what fn panicked with, re-raised in the caller.
+	panicked any
+}
+
+// Update runs fn in a write transaction and commits it when fn returns nil;
+// when fn returns an error (or panics) nothing it wrote is kept. It returns
+// the events fn emitted, as committed.
+//
+// Updates are group-committed: while one commit is being made durable (an
+// fsync of the WAL), the updates that arrive queue up, and the next commit
+// carries all of them, each in its own savepoint so that one failing does
+// not undo the others. Every caller still returns only after its change is
+// durable, and the changes commit in the order they ran; what is saved is
+// the fsyncs, which bound the commit rate.
+func (s *Store) Update(ctx context.Context, fn func(*Tx) error) ([]events.Envelope, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	u := &update{ctx: ctx, fn: fn, result: make(chan updateResult, 1)}
+	select {
+	case s.updates <- u:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-s.quit:
+		return nil, ErrClosed
+	}
+	// Once queued, wait for the outcome even if ctx ends: the update may
+	// already be committed, and the caller must not be told otherwise.
+	r := <-u.result
+	if r.panicked != nil {
+		panic(r.panicked)
+	}
+	return r.events, r.err
+}
+
+// commitLoop is the one goroutine that runs updates and commits them.
+func (s *Store) commitLoop() {
+	defer close(s.done)
+	for {
+		var group []*update
+		select {
+		case u := <-s.updates:
+			group = append(group, u)
+		case <-s.quit:
+			return
+		}
+	collect:
+		for len(group) < maxGroup {
+			select {
+			case u := <-s.updates:
+				group = append(group, u)
+			default:
+				break collect
+			}
+		}
+		s.commitGroup(group)
+	}
+}
+
+// commitGroup runs a group of updates in one transaction, each in a
+// savepoint, and commits once.
+func (s *Store) commitGroup(group []*update) {
+	results := make([]updateResult, len(group))
+	failAll := func(err error) {
+		for i, u := range group {
+			u.result <- updateResult{err: errors.Join(results[i].err, err)}
+		}
+	}
+	ctx := context.Background()
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		failAll(fmt.Errorf("begin transaction: %w", err))
+		return
+	}
+	for i, u := range group {
+		if err := u.ctx.Err(); err != nil {
+			results[i].err = err
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `SAVEPOINT update_fn`); err != nil {
+			tx.Rollback()
+			failAll(fmt.Errorf("savepoint: %w", err))
+			return
+		}
+		t := &Tx{tx: tx, now: time.Now().UTC()}
+		if p, err := runFn(t, u.fn); err != nil || p != nil {
+			results[i].err, results[i].panicked = err, p
+			// Undo only this update. If SQLite aborted the whole
+			// transaction (I/O error, disk full), nothing can be kept.
+			if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO update_fn`); rerr != nil {
+				tx.Rollback()
+				failAll(fmt.Errorf("transaction aborted: %w", rerr))
+				return
+			}
+		} else {
+			results[i].events = t.emitted
+		}
+		if _, err := tx.ExecContext(ctx, `RELEASE update_fn`); err != nil {
+			tx.Rollback()
+			failAll(fmt.Errorf("release savepoint: %w", err))
+			return
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		tx.Rollback()
+		for i := range results {
+			if results[i].err == nil {
+				results[i] = updateResult{err: fmt.Errorf("commit: %w", err)}
+			}
+		}
+	}
+	for i, u := range group {
+		u.result <- results[i]
+	}
+}
+
+// runFn calls fn, catching a panic so that one bad update cannot take
+// down the committer (and with it every later write); the panic is raised
+// again in the caller's goroutine.
+func runFn(t *Tx, fn func(*Tx) error) (panicked any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			panicked = fmt.Sprintf("%v\n[in store.Update]\n%s", p, debug.Stack())
+		}
+	}()
+	return nil, fn(t)
+}
