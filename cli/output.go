@@ -20,8 +20,9 @@ import (
 var jsonOptions = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}
 
 // Print writes data in the chosen output format. data is a proto.Message,
-// a []proto.Message (printed as a JSON array) or a map[string]proto.Message
-// (a JSON object); table writes the table form.
+// a []proto.Message (printed as a JSON array), a map[string]proto.Message
+// (a JSON object), or any value encoding/json takes; table writes the
+// table form.
 func (e *Env) Print(data any, table func(w io.Writer) error) error {
 	switch e.Output {
 	case OutputJSON, OutputYAML:
@@ -96,7 +97,12 @@ func marshalJSON(data any) ([]byte, error) {
 		}
 		return append(buf, '}'), nil
 	}
-	return nil, fmt.Errorf("cannot print %T", data)
+	// Anything else (extensions' own types) is printed by encoding/json.
+	b, err := json.Marshal(data)
+	if err != nil {
+		return nil, fmt.Errorf("cannot print %T: %w", data, err)
+	}
+	return b, nil
 }
 
 // messages converts a typed slice for Print.
