@@ -163,11 +163,17 @@ func (l *loaded) gate(next events.Handler) events.Handler {
 // operator authentication.
 func (h *host) mount(mux *http.ServeMux, authn auth.Authenticator) {
 	for _, l := range h.exts {
-		if l.routes == nil {
+		_, isRouter := l.ext.(extensions.Router)
+		if !isRouter || reservedNames[l.info.Name] {
 			continue
 		}
+		// A router that failed to load still gets its prefix, to say so.
+		routes := l.routes
+		if routes == nil {
+			routes = http.NotFoundHandler()
+		}
 		prefix := "/api/v1/" + l.info.Name
-		inner := http.StripPrefix(prefix, l.routes)
+		inner := http.StripPrefix(prefix, routes)
 		mux.Handle(prefix+"/", auth.Middleware(authn, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if err := l.failed(); err != nil {
 				auth.WriteJSONError(w, http.StatusServiceUnavailable, 14, fmt.Sprintf("extension %s is not running: %v", l.info.Name, err))
