@@ -1,6 +1,16 @@
-// Package agent will hold attestation-agent: the static program that runs as
-// /init of the network-booted initramfs, reads the TPM, registers, attests,
-// waits for approval, fetches its one-time config and heartbeats. It talks
-// to the control plane only through the AgentService of package proto and
-// never imports the control plane.
+// Package agent is attestation-agent: the static program that runs as
+// /init of the network-booted initramfs (or as an ordinary program), reads
+// the TPM, registers, attests, waits for approval, fetches its one-time
+// config and heartbeats. It talks to the control plane only through the
+// AgentService of package proto and never imports the control plane.
+//
+// Run is the protocol, the same in both modes; RunInit is what process 1
+// does before it (mounts, NIC modules, DHCP, settings from the kernel
+// command line, see package sysinit and netconf); ParseArgs reads the
+// ordinary program's flags and environment.
+//
+// Every step logs one line with a fixed message, so that a console or a
+// test can follow a machine with grep: "tpm opened", "ek read",
+// "registered", "credential activated", "quote sent", "attested",
+// "waiting for approval", "approved", "config written", "heartbeat".
 package agent

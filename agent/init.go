@@ -1,0 +1,151 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/attestation/attestation/agent/hardware"
+	"github.com/attestation/attestation/agent/netconf"
+	"github.com/attestation/attestation/agent/sysinit"
+)
+
+// DefaultCAFile is the CA bundle an image can bake into the initramfs;
+// attestation.ca= names another.
+const DefaultCAFile = "/etc/attestation/ca.pem"
+
+const (
+	// fatalDelay is how long /init shows a fatal error on the console
+	// before powering the machine off.
+	fatalDelay = 5 * time.Minute
+	// restartDelay is how long /init waits before running the agent
+	// again after Run failed.
+	restartDelay = 30 * time.Second
+)
+
+// InitConfig turns the kernel command line settings into a Config. caExists
+// reports whether the baked-in CA bundle is present.
+func InitConfig(s sysinit.Settings, caExists bool) (Config, error) {
+	cfg := Config{Server: s.URL, TPM: s.TPM, CAFile: s.CA}
+	if cfg.CAFile == "" && caExists {
+		cfg.CAFile = DefaultCAFile
+	}
+	if s.PCRs != "" {
+		pcrs, err := ParsePCRs(s.PCRs)
+		if err != nil {
+			return cfg, fmt.Errorf("attestation.pcrs: %w", err)
+		}
+		cfg.PCRs = pcrs
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// RunInit is the agent as process 1 of the initramfs. It never returns:
+// process 1 exiting panics the kernel. It mounts the kernel filesystems,
+// loads the NIC modules, reads its settings from the kernel command line,
+// configures the network by DHCP (retrying until it can), then runs Run,
+// again after restartDelay whenever it fails. A setting that is missing
+// or wrong cannot get better by retrying: it is logged and the machine is
+// powered off after fatalDelay, leaving time to read the console.
+func RunInit(ctx context.Context, log *slog.Logger) {
+	if err := sysinit.MountAll(); err != nil {
+		log.Warn("mount", "err", err)
+	}
+	if err := sysinit.AttachConsole(); err != nil {
+		log.Warn("console", "err", err)
+	}
+	log.Info("attestation-agent running as /init", "version", VersionString())
+
+	settings, err := sysinit.ReadCmdline()
+	if err != nil {
+		fatal(log, err)
+	}
+	for _, k := range settings.Unknown {
+		log.Warn("unknown kernel parameter ignored", "param", k)
+	}
+	loadModules(log, settings.Modules)
+
+	_, statErr := os.Stat(DefaultCAFile)
+	cfg, err := InitConfig(settings, statErr == nil)
+	if err != nil {
+		fatal(log, fmt.Errorf("kernel command line: %w", err))
+	}
+	cfg.Logger = log
+
+	link := bringUpNetwork(ctx, log, settings.Iface)
+	go link.Maintain(ctx)
+
+	for {
+		err := Run(ctx, cfg)
+		if err == nil && ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		if err == nil {
+			err = errors.New("agent returned")
+		}
+		log.Error("agent stopped: starting again", "err", err, "retry_in", restartDelay)
+		time.Sleep(restartDelay)
+	}
+}
+
+func fatal(log *slog.Logger, err error) {
+	log.Error("cannot continue: powering off", "err", err, "in", fatalDelay)
+	sysinit.Halt(fatalDelay)
+}
+
+// loadModules loads mods, or the initramfs's module list when the command
+// line names none.
+func loadModules(log *slog.Logger, mods []sysinit.Module) {
+	if len(mods) == 0 {
+		var err error
+		if mods, err = sysinit.ReadModules(sysinit.ModulesFile); err != nil {
+			log.Warn("modules", "err", err)
+		}
+	}
+	loaded, err := sysinit.LoadModules("", mods)
+	if err != nil {
+		log.Warn("modules", "err", err)
+	}
+	for _, l := range loaded {
+		switch {
+		case l.Err != nil:
+			log.Warn("module not loaded", "module", l.Module.Name, "err", l.Err)
+		case l.Already:
+			log.Info("module already loaded", "module", l.Module.Name)
+		default:
+			log.Info("module loaded", "module", l.Module.Name, "path", l.Path)
+		}
+	}
+}
+
+// bringUpNetwork retries until a link has a DHCP lease: drivers probe
+// asynchronously, cables get plugged in, DHCP servers come back.
+func bringUpNetwork(ctx context.Context, log *slog.Logger, iface string) *netconf.Link {
+	r := retrier{b: Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}}
+	for {
+		hw := hardware.Collector{}
+		names := netconf.Select(hw.Physical(), iface, func(name string) string {
+			b, _ := os.ReadFile(filepath.Join("/sys/class/net", name, "address"))
+			return strings.TrimSpace(string(b))
+		})
+		link, err := netconf.Setup(ctx, netconf.Options{Interfaces: names, Logger: log})
+		if err == nil {
+			return link
+		}
+		if errors.Is(err, fs.ErrPermission) {
+			fatal(log, err)
+		}
+		d := r.next()
+		log.Warn("network not configured", "err", err, "retry_in", d.Round(time.Millisecond))
+		time.Sleep(d)
+	}
+}
