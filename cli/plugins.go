@@ -124,6 +124,7 @@ func addExtensionCommands(root *cobra.Command, env *Env, exts []extensions.Exten
 				}
 				cmd.GroupID = extensionsGroup
 			}
+			groupsRunHelp(cmd)
 			markRunErrors(cmd)
 			root.AddCommand(cmd)
 		}
@@ -131,6 +132,19 @@ func addExtensionCommands(root *cobra.Command, env *Env, exts []extensions.Exten
 }
 
 const extensionsGroup = "extensions"
+
+// groupsRunHelp makes every command of the tree that only groups others
+// behave like the core's groups: help without arguments, a usage error
+// naming an unknown subcommand.
+func groupsRunHelp(cmd *cobra.Command) {
+	if cmd.HasSubCommands() && cmd.Run == nil && cmd.RunE == nil {
+		cmd.Args = cobra.ArbitraryArgs
+		cmd.RunE = groupRun
+	}
+	for _, c := range cmd.Commands() {
+		groupsRunHelp(c)
+	}
+}
 
 func firstLines(s string, n int) string {
 	lines := strings.SplitN(s, "\n", n+1)

@@ -16,6 +16,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"io"
@@ -27,6 +28,8 @@ import (
 	"github.com/attestation/attestation/cli"
 	"github.com/attestation/attestation/controlplane/daemon/daemontest"
 	"github.com/attestation/attestation/extensions"
+
+	_ "github.com/mattn/go-sqlite3" // the "sqlite3" driver for DB
 )
 
 // Kit is a running daemon with the chosen extensions.
@@ -110,6 +113,41 @@ func (k *Kit) Do(t testing.TB, method, path string, body any) (int, []byte) {
 		t.Fatalf("%s %s: read body: %v", method, path, err)
 	}
 	return resp.StatusCode, b
+}
+
+// DoRaw sends a request with exactly the given body and headers (no
+// token unless h has one) and returns the status and the body.
+func (k *Kit) DoRaw(t testing.TB, method, path string, body io.Reader, h http.Header) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, k.URL+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, vs := range h {
+		req.Header[name] = vs
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	return resp.StatusCode, b
+}
+
+// DB opens the daemon's database read-only (closed when the test ends),
+// for checking what an extension wrote.
+func (k *Kit) DB(t testing.TB) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite3", "file:"+k.DatabasePath()+"?mode=ro&_busy_timeout=10000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }
 
 // RegisterMachine pre-registers a machine with a random EK fingerprint
