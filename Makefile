@@ -9,10 +9,6 @@ DATA_DIR    ?= ./var
 # SQLite (github.com/mattn/go-sqlite3) needs cgo.
 export CGO_ENABLED := 1
 
-# Debian packages the build and the tests need, by the command that proves
-# each is present.
-DEB_PKGS := gcc:gcc cc1:libc6-dev
-
 .DEFAULT_GOAL := help
 
 .PHONY: help
@@ -20,14 +16,27 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## Install the Debian packages the build needs (gcc and libc headers for cgo), when missing
+deps: ## Install the Debian packages the build needs (gcc, libc and OpenSSL headers for cgo), when missing
 	@missing=""; \
 	command -v gcc >/dev/null || missing="$$missing gcc"; \
 	[ -e /usr/include/stdio.h ] || missing="$$missing libc6-dev"; \
+	[ -e /usr/include/openssl/evp.h ] || missing="$$missing libssl-dev"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-		$$sudo apt-get update -qq && $$sudo apt-get install -y -qq $$missing; \
+		$$sudo apt-get update -qq && $$sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+.PHONY: test-deps
+test-deps: deps ## Install what the integration tests use (swtpm), when missing; tests skip visibly without it
+	@missing=""; \
+	command -v swtpm >/dev/null || missing="$$missing swtpm"; \
+	command -v swtpm_setup >/dev/null || missing="$$missing swtpm-tools"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		($$sudo apt-get update -qq && $$sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) || \
+			echo "could not install$$missing: the swtpm tests will be skipped"; \
 	fi
 
 .PHONY: build
@@ -39,7 +48,7 @@ run: build ## Build and start attestationd with its defaults (API on :9000, data
 	$(BIN)/attestationd --listen $(LISTEN) --data-dir $(DATA_DIR)
 
 .PHONY: test
-test: deps ## Run every test (unit, API through Connect/gRPC/REST, CLI, crash and durability)
+test: test-deps ## Run every test (unit, API through Connect/gRPC/REST, CLI, crash and durability)
 	$(GO) test -count=1 -timeout 20m ./...
 
 .PHONY: test-short
