@@ -47,8 +47,8 @@ type transport interface {
 	Call(ctx context.Context, procedure string, req proto.Message) (proto.Message, error)
 }
 
-// transportNames are the three protocols every operator RPC is tested over.
-var transportNames = []string{"connect", "grpc", "rest"}
+// transportNames are the protocols every operator RPC is tested over.
+var transportNames = []string{"connect", "grpc", "grpcweb", "rest"}
 
 // newTransport returns the named transport to d sending authorization as
 // the Authorization header ("" sends none).
@@ -57,6 +57,10 @@ func newTransport(t *testing.T, name string, d *daemontest.Daemon, authorization
 	switch name {
 	case "connect":
 		return newConnectTransport(d.URL, authorization)
+	case "grpcweb":
+		c := newConnectTransport(d.URL, authorization, connect.WithGRPCWeb())
+		c.name = "grpcweb"
+		return c
 	case "grpc":
 		return &grpcTransport{conn: dialGRPC(t, d), authorization: authorization}
 	case "rest":
@@ -100,6 +104,7 @@ func newResponse(procedure string) proto.Message {
 
 // connectTransport uses the generated Connect clients.
 type connectTransport struct {
+	name          string
 	machines      attestationv1connect.MachineServiceClient
 	events        attestationv1connect.EventServiceClient
 	extensions    attestationv1connect.ExtensionServiceClient
@@ -107,17 +112,18 @@ type connectTransport struct {
 	authorization string
 }
 
-func newConnectTransport(base, authorization string) *connectTransport {
+func newConnectTransport(base, authorization string, opts ...connect.ClientOption) *connectTransport {
 	return &connectTransport{
-		machines:      attestationv1connect.NewMachineServiceClient(http.DefaultClient, base),
-		events:        attestationv1connect.NewEventServiceClient(http.DefaultClient, base),
-		extensions:    attestationv1connect.NewExtensionServiceClient(http.DefaultClient, base),
-		agent:         attestationv1connect.NewAgentServiceClient(http.DefaultClient, base),
+		name:          "connect",
+		machines:      attestationv1connect.NewMachineServiceClient(http.DefaultClient, base, opts...),
+		events:        attestationv1connect.NewEventServiceClient(http.DefaultClient, base, opts...),
+		extensions:    attestationv1connect.NewExtensionServiceClient(http.DefaultClient, base, opts...),
+		agent:         attestationv1connect.NewAgentServiceClient(http.DefaultClient, base, opts...),
 		authorization: authorization,
 	}
 }
 
-func (c *connectTransport) Name() string { return "connect" }
+func (c *connectTransport) Name() string { return c.name }
 
 func (c *connectTransport) Call(ctx context.Context, procedure string, req proto.Message) (proto.Message, error) {
 	switch procedure {
