@@ -1,0 +1,386 @@
+//go:build cgo
+
+package agent_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/attestation/attestation/agent"
+	"github.com/attestation/attestation/controlplane/config"
+	"github.com/attestation/attestation/controlplane/daemon/daemontest"
+	attestationv1 "github.com/attestation/attestation/proto/gen/attestation/v1"
+	"github.com/attestation/attestation/proto/gen/attestation/v1/attestationv1connect"
+)
+
+// These tests run the agent against a real attestationd (daemontest) with
+// the in-process TPM simulator: the whole protocol, through the daemon's
+// front door, with nothing faked.
+
+// settings adjusts the daemon's config by its file keys, so that the test
+// names settings (ek_policy, ...) the way an operator writes them.
+func settings(t *testing.T, kv map[string]any) func(*config.Config) {
+	return func(c *config.Config) {
+		b, err := json.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]any{}
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range kv {
+			m[k] = v
+		}
+		if b, err = json.Marshal(m); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// startDaemon starts a daemon that accepts the simulator's EK (it has no
+// EK certificate) and skips the test while the daemon does not implement
+// AgentService yet.
+func startDaemon(t *testing.T, o daemontest.Options, kv map[string]any) *daemontest.Daemon {
+	t.Helper()
+	all := map[string]any{"ek_policy": "any", "heartbeat_interval": "2s"}
+	for k, v := range kv {
+		all[k] = v
+	}
+	o.Config = settings(t, all)
+	d := daemontest.Start(t, o)
+	client := attestationv1connect.NewAgentServiceClient(http.DefaultClient, d.URL)
+	_, err := client.Register(context.Background(), connect.NewRequest(&attestationv1.RegisterRequest{}))
+	if connect.CodeOf(err) == connect.CodeUnimplemented {
+		t.Skip("the daemon answers AgentService.Register with Unimplemented: the end-to-end agent tests run once the daemon side of AgentService is in")
+	}
+	return d
+}
+
+// logs records the agent's log lines so that the test can wait for steps.
+type logs struct {
+	t       *testing.T
+	mu      sync.Mutex
+	records []map[string]string
+	changed chan struct{}
+}
+
+func newLogs(t *testing.T) *logs {
+	l := &logs{t: t, changed: make(chan struct{})}
+	t.Cleanup(func() {
+		l.mu.Lock()
+		l.t = nil
+		l.mu.Unlock()
+	})
+	return l
+}
+
+func (l *logs) logger() *slog.Logger { return slog.New(&logHandler{l: l}) }
+
+type logHandler struct {
+	l     *logs
+	attrs []slog.Attr
+}
+
+func (h *logHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *logHandler) WithGroup(string) slog.Handler             { return h }
+func (h *logHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &logHandler{l: h.l, attrs: append(append([]slog.Attr{}, h.attrs...), as...)}
+}
+
+func (h *logHandler) Handle(_ context.Context, r slog.Record) error {
+	rec := map[string]string{"msg": r.Message, "level": r.Level.String()}
+	line := []string{r.Level.String(), fmt.Sprintf("msg=%q", r.Message)}
+	add := func(a slog.Attr) bool {
+		rec[a.Key] = a.Value.String()
+		line = append(line, a.Key+"="+a.Value.String())
+		return true
+	}
+	for _, a := range h.attrs {
+		add(a)
+	}
+	r.Attrs(add)
+	l := h.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.t != nil {
+		l.t.Log("agent: " + strings.Join(line, " "))
+	}
+	l.records = append(l.records, rec)
+	close(l.changed)
+	l.changed = make(chan struct{})
+	return nil
+}
+
+// wait returns the n-th (1-based) record with message msg, waiting up to
+// timeout for it.
+func (l *logs) wait(msg string, n int, timeout time.Duration) map[string]string {
+	l.t.Helper()
+	deadline := time.After(timeout)
+	for {
+		l.mu.Lock()
+		seen := 0
+		for _, r := range l.records {
+			if r["msg"] == msg {
+				if seen++; seen == n {
+					l.mu.Unlock()
+					return r
+				}
+			}
+		}
+		ch := l.changed
+		l.mu.Unlock()
+		select {
+		case <-ch:
+		case <-deadline:
+			l.t.Fatalf("no log line %q (#%d) within %s", msg, n, timeout)
+		}
+	}
+}
+
+func (l *logs) count(msg string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, r := range l.records {
+		if r["msg"] == msg {
+			n++
+		}
+	}
+	return n
+}
+
+// runAgent starts agent.Run with test timings and returns its result.
+func runAgent(t *testing.T, ctx context.Context, cfg agent.Config) <-chan error {
+	t.Helper()
+	if cfg.TPM == "" {
+		cfg.TPM = "simulator"
+	}
+	cfg.HeartbeatInterval = time.Second
+	cfg.Retry = agent.Backoff{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond}
+	cfg.SlowRetry = agent.Backoff{Min: 200 * time.Millisecond, Max: time.Second}
+	cfg.EventLog = filepath.Join(t.TempDir(), "no-event-log")
+	done := make(chan error, 1)
+	go func() { done <- agent.Run(ctx, cfg) }()
+	return done
+}
+
+func operator[T any](req *T) *connect.Request[T] {
+	r := connect.NewRequest(req)
+	r.Header().Set("Authorization", "Bearer "+daemontest.Token)
+	return r
+}
+
+func machines(d *daemontest.Daemon) attestationv1connect.MachineServiceClient {
+	return attestationv1connect.NewMachineServiceClient(http.DefaultClient, d.URL)
+}
+
+func approve(t *testing.T, d *daemontest.Daemon, id, hostname string) {
+	t.Helper()
+	_, err := machines(d).ApproveMachine(context.Background(), operator(&attestationv1.ApproveMachineRequest{
+		Id: id, Role: "worker", Hostname: hostname,
+	}))
+	if err != nil {
+		t.Fatalf("approve machine %s: %v", id, err)
+	}
+}
+
+func getMachine(t *testing.T, d *daemontest.Daemon, id string) *attestationv1.Machine {
+	t.Helper()
+	res, err := machines(d).GetMachine(context.Background(), operator(&attestationv1.GetMachineRequest{Id: id}))
+	if err != nil {
+		t.Fatalf("get machine %s: %v", id, err)
+	}
+	return res.Msg.GetMachine()
+}
+
+func stop(t *testing.T, cancel context.CancelFunc, done <-chan error) {
+	t.Helper()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("agent.Run after cancel = %v, want nil once configured", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("agent.Run did not return within 30s of cancel")
+	}
+}
+
+func TestEndToEnd(t *testing.T) {
+	d := startDaemon(t, daemontest.Options{}, nil)
+	l := newLogs(t)
+	out := filepath.Join(t.TempDir(), "run", "attestation", "config")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := runAgent(t, ctx, agent.Config{Server: d.URL, ConfigOut: out, Logger: l.logger()})
+
+	for _, step := range []string{"tpm opened", "ek read", "registered", "credential activated", "quote sent", "attested"} {
+		l.wait(step, 1, time.Minute)
+	}
+	waiting := l.wait("waiting for approval", 1, time.Minute)
+	id := waiting["machine"]
+	if m := getMachine(t, d, id); m.GetState() != "attested" || !m.GetTpmAvailable() {
+		t.Fatalf("before approval the machine is %q (tpm_available %v), want attested with a TPM", m.GetState(), m.GetTpmAvailable())
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Fatal("a config was written before approval")
+	}
+
+	approve(t, d, id, "node-1.lab.example")
+	approved := l.wait("approved", 1, 30*time.Second)
+	written := l.wait("config written", 1, 30*time.Second)
+	if written["path"] != out {
+		t.Errorf("config written to %q, want %q", written["path"], out)
+	}
+	body, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(body), "node-1.lab.example") || fmt.Sprint(len(body)) != written["bytes"] {
+		t.Errorf("config (%s bytes logged) = %q, want the machine's config naming its hostname", written["bytes"], body)
+	}
+	if fi, _ := os.Stat(out); fi.Mode().Perm() != 0o600 {
+		t.Errorf("config mode %v, want 0600", fi.Mode().Perm())
+	}
+
+	// The URL was spent by the agent's single fetch.
+	res, err := http.Get(approved["config_url"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusGone {
+		t.Errorf("second GET of the config URL: %s, want 410 Gone", res.Status)
+	}
+
+	l.wait("heartbeat", 2, 30*time.Second)
+	m := getMachine(t, d, id)
+	if m.GetState() != "provisioned" || m.GetHostname() != "node-1.lab.example" || m.GetLastHeartbeatAt() == nil {
+		t.Errorf("after heartbeats the machine is %q %q (last heartbeat %v), want provisioned node-1.lab.example with a heartbeat",
+			m.GetState(), m.GetHostname(), m.GetLastHeartbeatAt())
+	}
+	stop(t, cancel, done)
+	if n := l.count("config written"); n != 1 {
+		t.Errorf("config written %d times, want once", n)
+	}
+}
+
+func TestEndToEndOnce(t *testing.T) {
+	d := startDaemon(t, daemontest.Options{}, nil)
+	l := newLogs(t)
+	out := filepath.Join(t.TempDir(), "config")
+	done := runAgent(t, context.Background(), agent.Config{Server: d.URL, ConfigOut: out, Once: true, Logger: l.logger()})
+	id := l.wait("waiting for approval", 1, time.Minute)["machine"]
+	approve(t, d, id, "once")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("agent.Run with Once = %v, want nil after writing the config", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("agent.Run with Once did not return within a minute of approval")
+	}
+	if _, err := os.Stat(out); err != nil {
+		t.Errorf("config not written: %v", err)
+	}
+	if n := l.count("heartbeat"); n != 0 {
+		t.Errorf("%d heartbeats with Once, want none", n)
+	}
+}
+
+// The daemon restarts while the agent waits for approval: the agent
+// reconnects by itself and still gets its config.
+func TestEndToEndDaemonRestart(t *testing.T) {
+	dir := t.TempDir()
+	d := startDaemon(t, daemontest.Options{DataDir: dir}, nil)
+	addr := d.Addr.String()
+	l := newLogs(t)
+	out := filepath.Join(t.TempDir(), "config")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := runAgent(t, ctx, agent.Config{Server: d.URL, ConfigOut: out, Logger: l.logger()})
+	id := l.wait("waiting for approval", 1, time.Minute)["machine"]
+
+	d.Stop(t)
+	l.wait("approval stream lost", 1, 30*time.Second)
+	d2 := startDaemon(t, daemontest.Options{DataDir: dir}, map[string]any{"listen": addr})
+	l.wait("waiting for approval", 2, 30*time.Second)
+
+	approve(t, d2, id, "after-restart")
+	l.wait("config written", 1, 30*time.Second)
+	l.wait("heartbeat", 1, 30*time.Second)
+	stop(t, cancel, done)
+}
+
+// A decommissioned machine is refused clearly and retried slowly, and
+// goes on by itself once an operator reinstates it.
+func TestEndToEndDecommissioned(t *testing.T) {
+	d := startDaemon(t, daemontest.Options{}, nil)
+	l := newLogs(t)
+	out := filepath.Join(t.TempDir(), "config")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := runAgent(t, ctx, agent.Config{Server: d.URL, TPM: "simulator:42", ConfigOut: out, Logger: l.logger()})
+	id := l.wait("waiting for approval", 1, time.Minute)["machine"]
+
+	if _, err := machines(d).RevokeMachine(ctx, operator(&attestationv1.RevokeMachineRequest{Id: id, Reason: "test"})); err != nil {
+		t.Fatal(err)
+	}
+	// The daemon ends the machine's session with the decommission: the
+	// agent finds out from the stream (decommissioned, or its session
+	// rejected) and registers again, which is refused.
+	refused := l.wait("registration failed: refused by the control plane", 1, 30*time.Second)
+	if refused["code"] != connect.CodeFailedPrecondition.String() || !strings.Contains(refused["err"], "decommissioned") {
+		t.Errorf("refusal logged as code %q err %q, want failed_precondition naming the decommission", refused["code"], refused["err"])
+	}
+	if _, err := machines(d).ReinstateMachine(ctx, operator(&attestationv1.ReinstateMachineRequest{Id: id})); err != nil {
+		t.Fatal(err)
+	}
+	l.wait("attested", 2, 30*time.Second)
+	got := l.wait("waiting for approval", 2, 30*time.Second)["machine"]
+	if got != id {
+		t.Errorf("after reinstatement the agent is machine %s, want the same machine %s", got, id)
+	}
+	approve(t, d, id, "reinstated")
+	l.wait("config written", 1, 30*time.Second)
+	stop(t, cancel, done)
+}
+
+// A machine without a TPM says so and registers with tpm_available=false;
+// this daemon allows it.
+func TestEndToEndNoTPM(t *testing.T) {
+	d := startDaemon(t, daemontest.Options{}, map[string]any{"allow_no_tpm": true})
+	l := newLogs(t)
+	out := filepath.Join(t.TempDir(), "config")
+	missing := filepath.Join(t.TempDir(), "tpmrm0")
+	done := runAgent(t, context.Background(), agent.Config{Server: d.URL, TPM: missing, ConfigOut: out, Once: true, Logger: l.logger()})
+	l.wait("no TPM found at "+missing+": registering with tpm_available=false", 1, 30*time.Second)
+	id := l.wait("waiting for approval", 1, time.Minute)["machine"]
+	if m := getMachine(t, d, id); m.GetTpmAvailable() {
+		t.Errorf("machine %s has tpm_available true, want false", id)
+	}
+	approve(t, d, id, "no-tpm")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if l.count("credential activated") != 0 || l.count("quote sent") != 0 {
+		t.Error("a machine without a TPM claimed to activate a credential or quote")
+	}
+}
