@@ -98,7 +98,7 @@ type logHandler struct {
 }
 
 func (h *logHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *logHandler) WithGroup(string) slog.Handler             { return h }
+func (h *logHandler) WithGroup(string) slog.Handler            { return h }
 func (h *logHandler) WithAttrs(as []slog.Attr) slog.Handler {
 	return &logHandler{l: h.l, attrs: append(append([]slog.Attr{}, h.attrs...), as...)}
 }
