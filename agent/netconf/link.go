@@ -123,7 +123,7 @@ func (l *Link) Maintain(ctx context.Context) {
 		}
 		lease, err := l.client.Renew(ctx, l.lease, requestOptions())
 		if err != nil {
-			wait = max(time.Until(l.lease.CreationTime.Add(l.Config.Lease))/2, time.Minute)
+			wait = max(time.Until(l.lease.CreationTime.Add(l.Config.Lease))/2, 10*time.Second)
 			log.Warn("dhcp renew failed", "link", l.Config.Interface, "err", err, "retry_in", wait.Round(time.Second))
 			continue
 		}
@@ -137,7 +137,7 @@ func (l *Link) Maintain(ctx context.Context) {
 			l.Config = c
 		}
 		l.lease = lease
-		wait = max(c.Renew, time.Minute)
+		wait = max(c.Renew, 10*time.Second)
 		log.Info("dhcp renewed", "link", l.Config.Interface, "address", l.Config.Address, "lease", c.Lease)
 	}
 }
