@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/attestation/attestation/controlplane/auth"
@@ -22,8 +23,15 @@ type Host struct {
 	// Logger is tagged with extension=<name>.
 	Logger *slog.Logger
 	// DB is the daemon's database. An extension keeps its data in its own
-	// tables (extension_<name>_*), created by its migrations.
+	// tables (extension_<name>_*), created by its migrations. It is the one
+	// write connection: keep transactions short, never across network I/O.
 	DB *sql.DB
+	// ReadDB is a read-only pool on the same database, for queries that
+	// should not queue behind writes.
+	ReadDB *sql.DB
+	// Metrics registers the extension's Prometheus collectors, served on
+	// the daemon's /metrics with the label extension=<name>.
+	Metrics prometheus.Registerer
 	// BaseURL is the daemon's API base URL, like http://10.0.0.1:9000.
 	BaseURL string
 	// Config is the extension's section of the daemon's config file

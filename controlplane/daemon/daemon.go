@@ -100,7 +100,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		exts = extensions.All()
 	}
 	host := &host{log: log.With("component", "extensions")}
-	host.load(ctx, exts, st, baseURL(ln.Addr()), cfg.Extensions, dispatcher)
+	host.load(ctx, exts, st, baseURL(ln.Addr()), cfg.Extensions, dispatcher, reg)
 	for name := range cfg.Extensions {
 		if !host.has(name) {
 			log.Warn("the config file has settings for an extension that is not compiled in", "extension", name)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -77,19 +78,19 @@ func guard(what string, fn func() error) (err error) {
 
 // load provisions every extension, applies its migrations and collects
 // its event subscriptions, in name order.
-func (h *host) load(ctx context.Context, list []extensions.Extension, st *store.Store, baseURL string, settings map[string]json.RawMessage, dispatcher *events.Dispatcher) {
+func (h *host) load(ctx context.Context, list []extensions.Extension, st *store.Store, baseURL string, settings map[string]json.RawMessage, dispatcher *events.Dispatcher, reg prometheus.Registerer) {
 	for _, e := range list {
 		info := e.Info()
 		l := &loaded{ext: e, info: info, log: h.log.With("extension", info.Name)}
 		h.exts = append(h.exts, l)
-		if err := h.loadOne(ctx, l, st, baseURL, settings[info.Name], dispatcher); err != nil {
+		if err := h.loadOne(ctx, l, st, baseURL, settings[info.Name], dispatcher, reg); err != nil {
 			l.fail(err)
 			l.log.Error("extension failed to load", "err", err)
 		}
 	}
 }
 
-func (h *host) loadOne(ctx context.Context, l *loaded, st *store.Store, baseURL string, settings json.RawMessage, dispatcher *events.Dispatcher) error {
+func (h *host) loadOne(ctx context.Context, l *loaded, st *store.Store, baseURL string, settings json.RawMessage, dispatcher *events.Dispatcher, reg prometheus.Registerer) error {
 	name := l.info.Name
 	if reservedNames[name] {
 		return fmt.Errorf("the name %q is taken by the core API (/api/v1/%s)", name, name)
@@ -100,7 +101,10 @@ func (h *host) loadOne(ctx context.Context, l *loaded, st *store.Store, baseURL 
 		}
 	}
 	if p, ok := l.ext.(extensions.Provisioner); ok {
-		hostInfo := &extensions.Host{Name: name, Logger: l.log, DB: st.DB(), BaseURL: baseURL, Config: settings}
+		hostInfo := &extensions.Host{
+			Name: name, Logger: l.log, DB: st.DB(), ReadDB: st.ReadDB(), BaseURL: baseURL, Config: settings,
+			Metrics: prometheus.WrapRegistererWith(prometheus.Labels{"extension": name}, reg),
+		}
 		if err := guard("Provision", func() error { return p.Provision(ctx, hostInfo) }); err != nil {
 			return fmt.Errorf("provision: %w", err)
 		}

@@ -110,6 +110,9 @@ func (s *Store) Path() string { return s.path }
 // DB is the write handle, for extensions that keep their own tables.
 func (s *Store) DB() *sql.DB { return s.w }
 
+// ReadDB is the read-only pool.
+func (s *Store) ReadDB() *sql.DB { return s.r }
+
 // Close closes the database.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() { close(s.quit) })

@@ -5,5 +5,6 @@
 package all
 
 import (
-	_ "github.com/attestation/attestation/extensions/tags" // label machines
+	_ "github.com/attestation/attestation/extensions/tags"    // label machines
+	_ "github.com/attestation/attestation/extensions/webhook" // send events to HTTP endpoints
 )
