@@ -311,6 +311,9 @@ func (a *agent) waitApproval(ctx context.Context) (string, error) {
 		req := connect.NewRequest(&attestationv1.WatchApprovalRequest{})
 		a.authorize(req.Header())
 		sctx, cancel := context.WithCancel(ctx)
+		// Approval can take days: heartbeats keep the session alive
+		// meanwhile (the control plane renews it on each).
+		go a.keepAlive(sctx, a.token)
 		stream, err := a.api.WatchApproval(sctx, req)
 		state := ""
 		if err == nil {
@@ -365,6 +368,23 @@ func (a *agent) waitApproval(ctx context.Context) (string, error) {
 		a.log.Warn("approval stream lost", "err", err, "retry_in", d.Round(time.Millisecond))
 		if !sleep(ctx, d) {
 			return "", fmt.Errorf("stopped before the config was written: %w", ctx.Err())
+		}
+	}
+}
+
+// keepAlive heartbeats with token until ctx is done, quietly: failures
+// show on the approval stream, which acts on them.
+func (a *agent) keepAlive(ctx context.Context, token string) {
+	for sleep(ctx, jitter(a.cfg.HeartbeatInterval, 0.2, nil)) {
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		req := connect.NewRequest(&attestationv1.HeartbeatRequest{Ips: a.hw.Collect().IPs()})
+		req.Header().Set("Authorization", "Bearer "+token)
+		_, err := a.api.Heartbeat(cctx, req)
+		cancel()
+		if err != nil {
+			a.log.Debug("session keepalive failed", "err", err)
+		} else {
+			a.log.Debug("session kept alive", "machine", a.machineID)
 		}
 	}
 }

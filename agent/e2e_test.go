@@ -171,7 +171,9 @@ func runAgent(t *testing.T, ctx context.Context, cfg agent.Config) <-chan error 
 	if cfg.TPM == "" {
 		cfg.TPM = "simulator"
 	}
-	cfg.HeartbeatInterval = time.Second
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = time.Second
+	}
 	cfg.Retry = agent.Backoff{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond}
 	cfg.SlowRetry = agent.Backoff{Min: 200 * time.Millisecond, Max: time.Second}
 	cfg.EventLog = filepath.Join(t.TempDir(), "no-event-log")
@@ -383,4 +385,80 @@ func TestEndToEndNoTPM(t *testing.T) {
 	if l.count("credential activated") != 0 || l.count("quote sent") != 0 {
 		t.Error("a machine without a TPM claimed to activate a credential or quote")
 	}
+}
+
+// The session ends while the agent heartbeats (here: it outlives its TTL
+// between two heartbeats): the agent attests again and goes on.
+func TestEndToEndSessionExpires(t *testing.T) {
+	d := startDaemon(t, daemontest.Options{}, map[string]any{"session_ttl": "1500ms", "heartbeat_interval": "10s"})
+	l := newLogs(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := runAgent(t, ctx, agent.Config{
+		Server: d.URL, ConfigOut: filepath.Join(t.TempDir(), "config"), Logger: l.logger(),
+		HeartbeatInterval: 3 * time.Second,
+	})
+	id := l.wait("waiting for approval", 1, time.Minute)["machine"]
+	approve(t, d, id, "expiring")
+	l.wait("config written", 1, 30*time.Second)
+	rejected := l.wait("session rejected: attesting again", 1, 30*time.Second)
+	if !strings.Contains(rejected["err"], "unauthenticated") {
+		t.Errorf("rejection logged as %q, want unauthenticated", rejected["err"])
+	}
+	l.wait("attested", 2, 30*time.Second)
+	hb := l.count("heartbeat")
+	l.wait("heartbeat", hb+1, 30*time.Second)
+	if m := getMachine(t, d, id); m.GetState() != "provisioned" {
+		t.Errorf("after attesting again the machine is %q, want still provisioned", m.GetState())
+	}
+	if n := l.count("config written"); n != 1 {
+		t.Errorf("config written %d times, want once", n)
+	}
+	stop(t, cancel, done)
+}
+
+// The daemon restarts while the agent heartbeats: heartbeats fail for a
+// while, then resume with the same session.
+func TestEndToEndDaemonRestartWhileHeartbeating(t *testing.T) {
+	dir := t.TempDir()
+	d := startDaemon(t, daemontest.Options{DataDir: dir}, nil)
+	addr := d.Addr.String()
+	l := newLogs(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := runAgent(t, ctx, agent.Config{Server: d.URL, ConfigOut: filepath.Join(t.TempDir(), "config"), Logger: l.logger()})
+	id := l.wait("waiting for approval", 1, time.Minute)["machine"]
+	approve(t, d, id, "steady")
+	l.wait("heartbeat", 1, 30*time.Second)
+
+	d.Stop(t)
+	l.wait("heartbeat failed", 1, 30*time.Second)
+	startDaemon(t, daemontest.Options{DataDir: dir}, map[string]any{"listen": addr})
+	hb := l.count("heartbeat")
+	l.wait("heartbeat", hb+1, 30*time.Second)
+	if n := l.count("attested"); n != 1 {
+		t.Errorf("attested %d times, want once: the session should survive a daemon restart", n)
+	}
+	stop(t, cancel, done)
+}
+
+// Approval takes longer than a session lasts: the agent keeps its session
+// alive while it waits, and attests only once.
+func TestEndToEndSlowApproval(t *testing.T) {
+	d := startDaemon(t, daemontest.Options{}, map[string]any{"session_ttl": "2500ms"})
+	l := newLogs(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := runAgent(t, ctx, agent.Config{Server: d.URL, ConfigOut: filepath.Join(t.TempDir(), "config"), Logger: l.logger()})
+	id := l.wait("waiting for approval", 1, time.Minute)["machine"]
+	time.Sleep(6 * time.Second)
+	if m := getMachine(t, d, id); m.GetLastHeartbeatAt() == nil {
+		t.Error("no heartbeat recorded while waiting for approval")
+	}
+	approve(t, d, id, "patient")
+	l.wait("config written", 1, 30*time.Second)
+	if n, r := l.count("attested"), l.count("session rejected: attesting again"); n != 1 || r != 0 {
+		t.Errorf("attested %d times with %d sessions rejected, want once and none", n, r)
+	}
+	stop(t, cancel, done)
 }
