@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -587,6 +588,7 @@ func TestAuth(t *testing.T) {
 				}
 				want := []string{
 					attestationv1connect.AgentServiceName,
+					attestationv1connect.ConfigServiceName,
 					attestationv1connect.EventServiceName,
 					attestationv1connect.ExtensionServiceName,
 					attestationv1connect.MachineServiceName,
@@ -627,34 +629,48 @@ func TestAuth(t *testing.T) {
 		}
 	})
 
-	t.Run("agent unimplemented", func(t *testing.T) {
+	// Agents do not hold operator tokens: Register and Attest are open
+	// (the TPM proof is their authentication) and answer about the
+	// request; WatchApproval and Heartbeat want a session credential, and
+	// an operator token is not one.
+	t.Run("agent", func(t *testing.T) {
 		for _, name := range []string{"connect", "grpc"} {
-			tr := newTransport(t, name, e.d, "")
 			for _, c := range []struct {
-				proc string
-				req  proto.Message
+				proc          string
+				req           proto.Message
+				authorization string
+				code          connect.Code
+				message       string
 			}{
-				{attestationv1connect.AgentServiceRegisterProcedure, &attestationv1.RegisterRequest{}},
-				{attestationv1connect.AgentServiceAttestProcedure, &attestationv1.AttestRequest{}},
-				{attestationv1connect.AgentServiceHeartbeatProcedure, &attestationv1.HeartbeatRequest{}},
+				{attestationv1connect.AgentServiceRegisterProcedure, &attestationv1.RegisterRequest{TpmAvailable: true}, "", connect.CodeInvalidArgument, "ek_public"},
+				{attestationv1connect.AgentServiceAttestProcedure, &attestationv1.AttestRequest{}, "", connect.CodeInvalidArgument, "challenge_id"},
+				{attestationv1connect.AgentServiceHeartbeatProcedure, &attestationv1.HeartbeatRequest{}, "", connect.CodeUnauthenticated, "session"},
+				{attestationv1connect.AgentServiceHeartbeatProcedure, &attestationv1.HeartbeatRequest{}, bearer(daemontest.Token), connect.CodeUnauthenticated, "session"},
 			} {
-				t.Run(name+c.proc, func(t *testing.T) {
-					_, err := tr.Call(t.Context(), c.proc, c.req)
-					wantError(t, err, connect.CodeUnimplemented)
+				t.Run(fmt.Sprintf("%s%s/token=%v", name, c.proc, c.authorization != ""), func(t *testing.T) {
+					_, err := newTransport(t, name, e.d, c.authorization).Call(t.Context(), c.proc, c.req)
+					wantError(t, err, c.code, c.message)
 				})
 			}
 		}
-		t.Run("connect WatchApproval", func(t *testing.T) {
-			c := attestationv1connect.NewAgentServiceClient(http.DefaultClient, e.d.URL)
-			stream, err := c.WatchApproval(t.Context(), connect.NewRequest(&attestationv1.WatchApprovalRequest{}))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer stream.Close()
-			for stream.Receive() {
-			}
-			wantError(t, stream.Err(), connect.CodeUnimplemented)
-		})
+		for _, authorization := range []string{"", bearer(daemontest.Token), bearer("not-a-session")} {
+			t.Run(fmt.Sprintf("connect WatchApproval/%q", authorization), func(t *testing.T) {
+				c := attestationv1connect.NewAgentServiceClient(http.DefaultClient, e.d.URL)
+				req := connect.NewRequest(&attestationv1.WatchApprovalRequest{})
+				if authorization != "" {
+					req.Header().Set("Authorization", authorization)
+				}
+				stream, err := c.WatchApproval(t.Context(), req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer stream.Close()
+				if stream.Receive() {
+					t.Fatalf("got %s, want no message", text(stream.Msg()))
+				}
+				wantError(t, stream.Err(), connect.CodeUnauthenticated, "session")
+			})
+		}
 		t.Run("grpc WatchApproval", func(t *testing.T) {
 			conn := dialGRPC(t, e.d)
 			s, err := conn.NewStream(t.Context(), &grpc.StreamDesc{ServerStreams: true}, attestationv1connect.AgentServiceWatchApprovalProcedure)
@@ -664,7 +680,7 @@ func TestAuth(t *testing.T) {
 					err = s.RecvMsg(&attestationv1.WatchApprovalResponse{})
 				}
 			}
-			wantError(t, grpcError(err), connect.CodeUnimplemented)
+			wantError(t, grpcError(err), connect.CodeUnauthenticated, "session")
 		})
 	})
 }

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/attestation/attestation/controlplane/configs"
 	"github.com/attestation/attestation/controlplane/events"
 	"github.com/attestation/attestation/controlplane/lifecycle"
 	"github.com/attestation/attestation/controlplane/machines"
@@ -50,7 +51,14 @@ func machineToProto(m *store.Machine) *attestationv1.Machine {
 		DecommissionedAt:   ts(m.DecommissionedAt),
 		DecommissionReason: m.DecommissionReason,
 		UpdatedAt:          ts(m.UpdatedAt),
+		ConflictWith:       m.ConflictWith,
+		AttestedAt:         ts(m.AttestedAt),
+		ConfiguredAt:       ts(m.ConfiguredAt),
 	}
+}
+
+func configToProto(c *store.ConfigTemplate) *attestationv1.ConfigTemplate {
+	return &attestationv1.ConfigTemplate{Role: c.Role, Template: c.Template, UpdatedAt: ts(c.UpdatedAt)}
 }
 
 func eventToProto(e events.Envelope) (*attestationv1.Event, error) {
@@ -98,6 +106,7 @@ func toConnect(err error) error {
 	var (
 		te *lifecycle.TransitionError
 		ee *machines.ExistsError
+		ie *configs.InvalidError
 		ce *connect.Error
 	)
 	switch {
@@ -105,7 +114,9 @@ func toConnect(err error) error {
 		return nil
 	case errors.As(err, &ce):
 		return err
-	case errors.Is(err, machines.ErrNotFound), errors.Is(err, store.ErrNotFound):
+	case errors.As(err, &ie):
+		return connect.NewError(connect.CodeInvalidArgument, err)
+	case errors.Is(err, machines.ErrNotFound), errors.Is(err, store.ErrNotFound), errors.Is(err, configs.ErrNoTemplate):
 		return connect.NewError(connect.CodeNotFound, err)
 	case errors.As(err, &te):
 		return connect.NewError(connect.CodeFailedPrecondition, err)

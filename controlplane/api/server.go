@@ -34,6 +34,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/attestation/attestation/controlplane/auth"
+	"github.com/attestation/attestation/controlplane/configs"
 	"github.com/attestation/attestation/controlplane/events"
 	"github.com/attestation/attestation/controlplane/machines"
 	"github.com/attestation/attestation/controlplane/store"
@@ -44,6 +45,8 @@ import (
 type Options struct {
 	Store    *store.Store
 	Machines *machines.Service
+	// Configs serves ConfigService (nil: a service on Store).
+	Configs *configs.Service
 	// Committed is notified after every commit; WatchEvents waits on it.
 	Committed *events.Signal
 	// Stopping is closed when the server shuts down; streams end then.
@@ -65,6 +68,7 @@ var OperatorServices = []string{
 	attestationv1connect.MachineServiceName,
 	attestationv1connect.EventServiceName,
 	attestationv1connect.ExtensionServiceName,
+	attestationv1connect.ConfigServiceName,
 }
 
 // Handler returns the API's HTTP handler and a mux under it on which more
@@ -78,6 +82,9 @@ func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 	}
 	if o.Committed == nil {
 		o.Committed = &events.Signal{}
+	}
+	if o.Configs == nil {
+		o.Configs = configs.NewService(o.Store)
 	}
 	if o.Registry == nil {
 		o.Registry = prometheus.NewRegistry()
@@ -97,6 +104,7 @@ func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 	mount(attestationv1connect.NewMachineServiceHandler(&machineService{machines: o.Machines, store: o.Store}, operator))
 	mount(attestationv1connect.NewEventServiceHandler(&eventService{store: o.Store, committed: o.Committed, stopping: o.Stopping}, operator))
 	mount(attestationv1connect.NewExtensionServiceHandler(&extensionService{list: o.Extensions}, operator))
+	mount(attestationv1connect.NewConfigServiceHandler(&configService{configs: o.Configs}, operator))
 	mux.Handle(attestationv1connect.NewAgentServiceHandler(o.Agent, agent))
 
 	transcoder, err := vanguard.NewTranscoder(services,

@@ -9,7 +9,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -55,7 +58,44 @@ type Config struct {
 	// Extensions holds each extension's own settings, by extension name,
 	// as written in the file (only the file sets them).
 	Extensions map[string]json.RawMessage `json:"extensions,omitempty"`
+
+	// PublicURL is the daemon's URL as agents reach it; config URLs start
+	// with it. Empty: derived from the listen address.
+	PublicURL string `json:"public_url,omitempty"`
+	// EKPolicy says which EKs may attest: verify (an EK certificate that
+	// chains to EKRoots), allowlist (EKAllowlist or pre-registered EKs) or
+	// any (development only).
+	EKPolicy string `json:"ek_policy"`
+	// EKRoots is a directory of the TPM manufacturers' CA certificates.
+	EKRoots string `json:"ek_roots,omitempty"`
+	// EKAllowlist holds EK fingerprints accepted in allowlist mode (only
+	// the file sets it).
+	EKAllowlist []string `json:"ek_allowlist,omitempty"`
+	// AllowNoTPM accepts machines that report no TPM. They prove nothing:
+	// for labs only.
+	AllowNoTPM bool `json:"allow_no_tpm,omitempty"`
+	// PCRPolicy holds the expected SHA-256 PCR values by role, then by PCR
+	// index, in hex (only the file sets it; quote the values, or YAML reads
+	// an all-digit one as a number). A machine with that role whose quote
+	// differs is refused.
+	PCRPolicy map[string]map[int]string `json:"pcr_policy,omitempty"`
+	// ChallengeTTL is how long an attestation challenge can be answered.
+	ChallengeTTL Duration `json:"challenge_ttl"`
+	// SessionTTL is how long an agent session lasts without a heartbeat.
+	SessionTTL Duration `json:"session_ttl"`
+	// ConfigTokenTTL is how long a one-time config URL works.
+	ConfigTokenTTL Duration `json:"config_token_ttl"`
+	// HeartbeatInterval is how often agents heartbeat; a machine that has
+	// not for three intervals gets node.heartbeat_missed.
+	HeartbeatInterval Duration `json:"heartbeat_interval"`
 }
+
+// EK policies.
+const (
+	EKPolicyVerify    = "verify"
+	EKPolicyAllowlist = "allowlist"
+	EKPolicyAny       = "any"
+)
 
 // Default returns the built-in defaults.
 func Default() Config {
@@ -65,6 +105,11 @@ func Default() Config {
 		LogLevel:            "info",
 		LogFormat:           "text",
 		EventHandlerTimeout: Duration(10 * time.Second),
+		EKPolicy:            EKPolicyVerify,
+		ChallengeTTL:        Duration(60 * time.Second),
+		SessionTTL:          Duration(15 * time.Minute),
+		ConfigTokenTTL:      Duration(24 * time.Hour),
+		HeartbeatInterval:   Duration(30 * time.Second),
 	}
 }
 
@@ -73,6 +118,20 @@ type setting struct {
 	flag, env, key, help string
 	get                  func(*Config) string
 	set                  func(*Config, string) error
+}
+
+// booleans are the settings whose flags take no value (--allow-no-tpm).
+var booleans = map[string]bool{"allow-no-tpm": true}
+
+// duration is a setting of a Duration field.
+func duration(flag, env, key, help string, field func(*Config) *Duration) setting {
+	return setting{flag: flag, env: env, key: key, help: help,
+		get: func(c *Config) string { return time.Duration(*field(c)).String() },
+		set: func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			*field(c) = Duration(d)
+			return err
+		}}
 }
 
 var settings = []setting{
@@ -93,6 +152,31 @@ var settings = []setting{
 			c.EventHandlerTimeout = Duration(d)
 			return err
 		}},
+	{flag: "public-url", env: "ATTESTATION_PUBLIC_URL", key: "public_url",
+		help: "the daemon's URL as agents reach it, the base of config URLs (default: from the listen address)",
+		get:  func(c *Config) string { return c.PublicURL }, set: func(c *Config, v string) error { c.PublicURL = v; return nil }},
+	{flag: "ek-policy", env: "ATTESTATION_EK_POLICY", key: "ek_policy",
+		help: "which TPM endorsement keys may attest: verify (EK certificate chains to --ek-roots), allowlist (ek_allowlist in the file, or pre-registered) or any (development only)",
+		get:  func(c *Config) string { return c.EKPolicy }, set: func(c *Config, v string) error { c.EKPolicy = v; return nil }},
+	{flag: "ek-roots", env: "ATTESTATION_EK_ROOTS", key: "ek_roots",
+		help: "directory of TPM manufacturer CA certificates (.pem, .crt, .cer, .der) that EK certificates must chain to",
+		get:  func(c *Config) string { return c.EKRoots }, set: func(c *Config, v string) error { c.EKRoots = v; return nil }},
+	{flag: "allow-no-tpm", env: "ATTESTATION_ALLOW_NO_TPM", key: "allow_no_tpm",
+		help: "accept machines that report no TPM (they prove nothing: labs only)",
+		get:  func(c *Config) string { return strconv.FormatBool(c.AllowNoTPM) },
+		set: func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			c.AllowNoTPM = b
+			return err
+		}},
+	duration("challenge-ttl", "ATTESTATION_CHALLENGE_TTL", "challenge_ttl", "how long an attestation challenge can be answered",
+		func(c *Config) *Duration { return &c.ChallengeTTL }),
+	duration("session-ttl", "ATTESTATION_SESSION_TTL", "session_ttl", "how long an agent session lasts without a heartbeat",
+		func(c *Config) *Duration { return &c.SessionTTL }),
+	duration("config-token-ttl", "ATTESTATION_CONFIG_TOKEN_TTL", "config_token_ttl", "how long a one-time config URL works",
+		func(c *Config) *Duration { return &c.ConfigTokenTTL }),
+	duration("heartbeat-interval", "ATTESTATION_HEARTBEAT_INTERVAL", "heartbeat_interval", "how often agents heartbeat; three intervals without one emit node.heartbeat_missed",
+		func(c *Config) *Duration { return &c.HeartbeatInterval }),
 }
 
 // ConfigFlag names the config file flag; ConfigEnv its variable.
@@ -106,7 +190,13 @@ func AddFlags(fs *pflag.FlagSet) {
 	def := Default()
 	fs.String(ConfigFlag, "", "YAML config file (env "+ConfigEnv+")")
 	for _, s := range settings {
-		fs.String(s.flag, s.get(&def), fmt.Sprintf("%s (env %s, file key %s)", s.help, s.env, s.key))
+		help := fmt.Sprintf("%s (env %s, file key %s)", s.help, s.env, s.key)
+		if booleans[s.flag] {
+			v, _ := strconv.ParseBool(s.get(&def))
+			fs.Bool(s.flag, v, help)
+			continue
+		}
+		fs.String(s.flag, s.get(&def), help)
 	}
 }
 
@@ -173,6 +263,57 @@ func (c *Config) Validate() error {
 	}
 	if c.AdminToken != "" && len(c.AdminToken) < 16 {
 		return errors.New("admin_token: must be at least 16 characters")
+	}
+	return c.validateAttestation()
+}
+
+var (
+	hex64  = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+	roleRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
+)
+
+func (c *Config) validateAttestation() error {
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			return fmt.Errorf("public_url %q: want http://HOST[:PORT] or https://HOST[:PORT]", c.PublicURL)
+		}
+	}
+	switch c.EKPolicy {
+	case EKPolicyVerify, EKPolicyAllowlist, EKPolicyAny:
+	default:
+		return fmt.Errorf("ek_policy %q: want verify, allowlist or any", c.EKPolicy)
+	}
+	for _, fp := range c.EKAllowlist {
+		if !hex64.MatchString(fp) {
+			return fmt.Errorf("ek_allowlist: %q is not an EK fingerprint (64 hex digits)", fp)
+		}
+	}
+	for role, pcrs := range c.PCRPolicy {
+		if !roleRE.MatchString(role) {
+			return fmt.Errorf("pcr_policy: %q is not a role (lower-case letters, digits, '-' or '_', starting with a letter)", role)
+		}
+		for i, v := range pcrs {
+			if i < 0 || i > 23 {
+				return fmt.Errorf("pcr_policy: role %s: PCR %d out of range 0..23", role, i)
+			}
+			if !hex64.MatchString(v) {
+				return fmt.Errorf("pcr_policy: role %s: PCR %d: %q is not a SHA-256 value (64 hex digits)", role, i, v)
+			}
+		}
+	}
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{
+		{"challenge_ttl", c.ChallengeTTL},
+		{"session_ttl", c.SessionTTL},
+		{"config_token_ttl", c.ConfigTokenTTL},
+		{"heartbeat_interval", c.HeartbeatInterval},
+	} {
+		if d.v <= 0 {
+			return fmt.Errorf("%s %s: must be positive", d.key, time.Duration(d.v))
+		}
 	}
 	return nil
 }

@@ -28,6 +28,13 @@ func load(t *testing.T, args []string, env map[string]string, file string) (Conf
 	return Load(fs, func(k string) string { return env[k] })
 }
 
+// with returns the defaults changed by f.
+func with(f func(*Config)) Config {
+	c := Default()
+	f(&c)
+	return c
+}
+
 func TestPrecedence(t *testing.T) {
 	file := "listen: 127.0.0.1:7001\ndata_dir: /file\nlog_level: warn\nevent_handler_timeout: 3s\n"
 	tests := []struct {
@@ -44,20 +51,26 @@ func TestPrecedence(t *testing.T) {
 		{
 			name: "file over default",
 			file: file,
-			want: Config{Listen: "127.0.0.1:7001", DataDir: "/file", LogLevel: "warn", LogFormat: "text", EventHandlerTimeout: Duration(3 * time.Second)},
+			want: with(func(c *Config) {
+				c.Listen, c.DataDir, c.LogLevel, c.EventHandlerTimeout = "127.0.0.1:7001", "/file", "warn", Duration(3*time.Second)
+			}),
 		},
 		{
 			name: "env over file",
 			file: file,
 			env:  map[string]string{"ATTESTATION_LISTEN": ":7002", "ATTESTATION_EVENT_HANDLER_TIMEOUT": "4s"},
-			want: Config{Listen: ":7002", DataDir: "/file", LogLevel: "warn", LogFormat: "text", EventHandlerTimeout: Duration(4 * time.Second)},
+			want: with(func(c *Config) {
+				c.Listen, c.DataDir, c.LogLevel, c.EventHandlerTimeout = ":7002", "/file", "warn", Duration(4*time.Second)
+			}),
 		},
 		{
 			name: "flag over env over file",
 			file: file,
 			args: []string{"--listen", ":7003", "--data-dir", "/flag"},
 			env:  map[string]string{"ATTESTATION_LISTEN": ":7002", "ATTESTATION_DATA_DIR": "/env", "ATTESTATION_LOG_LEVEL": "debug"},
-			want: Config{Listen: ":7003", DataDir: "/flag", LogLevel: "debug", LogFormat: "text", EventHandlerTimeout: Duration(3 * time.Second)},
+			want: with(func(c *Config) {
+				c.Listen, c.DataDir, c.LogLevel, c.EventHandlerTimeout = ":7003", "/flag", "debug", Duration(3*time.Second)
+			}),
 		},
 		{
 			name: "admin token from env",
@@ -70,12 +83,27 @@ func TestPrecedence(t *testing.T) {
 			file: "listen: :7004\n",
 			want: func() Config { c := Default(); c.Listen = ":7004"; return c }(),
 		},
+		{
+			name: "attestation settings",
+			file: "ek_policy: allowlist\nek_allowlist: [" + strings.Repeat("ab", 32) + "]\npcr_policy: {worker: {7: '" + strings.Repeat("0", 64) + "'}}\nheartbeat_interval: 10s\n",
+			args: []string{"--allow-no-tpm", "--public-url", "https://attest.example:9443", "--challenge-ttl", "5s"},
+			env:  map[string]string{"ATTESTATION_EK_ROOTS": "/etc/ek-roots", "ATTESTATION_CONFIG_TOKEN_TTL": "1h"},
+			want: with(func(c *Config) {
+				c.EKPolicy, c.EKAllowlist = EKPolicyAllowlist, []string{strings.Repeat("ab", 32)}
+				c.PCRPolicy = map[string]map[int]string{"worker": {7: strings.Repeat("0", 64)}}
+				c.HeartbeatInterval, c.AllowNoTPM, c.PublicURL = Duration(10*time.Second), true, "https://attest.example:9443"
+				c.ChallengeTTL, c.EKRoots, c.ConfigTokenTTL = Duration(5*time.Second), "/etc/ek-roots", Duration(time.Hour)
+			}),
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := load(t, tc.args, tc.env, tc.file)
 			if err != nil {
 				t.Fatalf("Load: %v", err)
+			}
+			if got.Extensions == nil {
+				got.Extensions = tc.want.Extensions
 			}
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("got %+v, want %+v", got, tc.want)
@@ -119,6 +147,13 @@ func TestBadInput(t *testing.T) {
 		{name: "negative timeout", args: []string{"--event-handler-timeout", "-1s"}, wantErr: "must be positive"},
 		{name: "short admin token", env: map[string]string{"ATTESTATION_ADMIN_TOKEN": "short"}, wantErr: "at least 16"},
 		{name: "empty data dir", file: "data_dir: ''\n", wantErr: "data_dir"},
+		{name: "bad ek policy", args: []string{"--ek-policy", "trust"}, wantErr: "ek_policy \"trust\""},
+		{name: "bad allowlist entry", file: "ek_allowlist: [abc]\n", wantErr: "ek_allowlist"},
+		{name: "PCR out of range", file: "pcr_policy: {worker: {24: " + strings.Repeat("0", 64) + "}}\n", wantErr: "PCR 24"},
+		{name: "PCR value not hex", file: "pcr_policy: {worker: {7: zz}}\n", wantErr: "PCR 7"},
+		{name: "bad public URL", args: []string{"--public-url", "attest.example"}, wantErr: "public_url"},
+		{name: "bad allow-no-tpm env", env: map[string]string{"ATTESTATION_ALLOW_NO_TPM": "maybe"}, wantErr: "ATTESTATION_ALLOW_NO_TPM"},
+		{name: "zero challenge ttl", args: []string{"--challenge-ttl", "0s"}, wantErr: "challenge_ttl"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

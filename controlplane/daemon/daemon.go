@@ -5,6 +5,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,15 +13,19 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/attestation/attestation/controlplane/agentapi"
 	"github.com/attestation/attestation/controlplane/api"
+	"github.com/attestation/attestation/controlplane/attest"
 	"github.com/attestation/attestation/controlplane/auth"
 	"github.com/attestation/attestation/controlplane/config"
+	"github.com/attestation/attestation/controlplane/configs"
 	"github.com/attestation/attestation/controlplane/events"
 	"github.com/attestation/attestation/controlplane/machines"
 	"github.com/attestation/attestation/controlplane/store"
@@ -75,6 +80,14 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
+	policy, err := ekPolicy(cfg, log)
+	if err != nil {
+		return err
+	}
+	pcrPolicy, err := decodePCRPolicy(cfg.PCRPolicy)
+	if err != nil {
+		return err
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -113,20 +126,45 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		return err
 	}
 	committed := &events.Signal{}
+	publicURL := cfg.PublicURL
+	if publicURL == "" {
+		publicURL = defaultPublicURL(ln.Addr())
+	}
+	publicURL = strings.TrimRight(publicURL, "/")
 	svc := machines.New(st, func(evs []events.Envelope) {
 		if len(evs) > 0 {
 			dispatcher.Notify()
 			committed.Notify()
 		}
-	})
+	}, machines.WithConfigTokens(publicURL, time.Duration(cfg.ConfigTokenTTL)))
+	cfgs := configs.NewService(st)
 
 	stopping := make(chan struct{})
+	agent, err := agentapi.New(agentapi.Options{
+		Store:             st,
+		Machines:          svc,
+		Configs:           cfgs,
+		Policy:            policy,
+		AllowNoTPM:        cfg.AllowNoTPM,
+		PCRPolicy:         pcrPolicy,
+		ChallengeTTL:      time.Duration(cfg.ChallengeTTL),
+		SessionTTL:        time.Duration(cfg.SessionTTL),
+		HeartbeatInterval: time.Duration(cfg.HeartbeatInterval),
+		Committed:         committed,
+		Stopping:          stopping,
+		Logger:            log.With("component", "agent"),
+	})
+	if err != nil {
+		return err
+	}
 	handler, mux, err := api.Handler(api.Options{
 		Store:      st,
 		Machines:   svc,
+		Configs:    cfgs,
 		Committed:  committed,
 		Stopping:   stopping,
 		Auth:       authn,
+		Agent:      agent,
 		Extensions: host.list,
 		Registry:   reg,
 		Logger:     log.With("component", "api"),
@@ -134,6 +172,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
+	mux.Handle(agentapi.ConfigPath, agent.ConfigHandler())
 	host.mount(mux, authn)
 	host.start(ctx)
 	srv := &http.Server{
@@ -149,6 +188,12 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return dispatcher.Run(gctx) })
+	sweeper := &machines.Sweeper{
+		Machines: svc,
+		Interval: time.Duration(cfg.HeartbeatInterval),
+		Logger:   log.With("component", "heartbeats"),
+	}
+	g.Go(func() error { return sweeper.Run(gctx) })
 	g.Go(func() error {
 		err := srv.Serve(ln)
 		if errors.Is(err, http.ErrServerClosed) {
@@ -166,7 +211,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		}
 		return nil
 	})
-	log.Info("listening", "addr", ln.Addr().String(), "api", "http://"+ln.Addr().String()+"/api/v1/machines")
+	log.Info("listening", "addr", ln.Addr().String(), "api", "http://"+ln.Addr().String()+"/api/v1/machines", "public_url", publicURL)
 	if opts.Listening != nil {
 		opts.Listening(ln.Addr())
 	}
@@ -185,6 +230,73 @@ func baseURL(a net.Addr) string {
 		host = "127.0.0.1"
 	}
 	return "http://" + net.JoinHostPort(host, port)
+}
+
+// defaultPublicURL is the URL agents are told to fetch their config from
+// when no public_url is set: the listen address, or, when it is a wildcard,
+// this host's first global unicast IPv4 address (then loopback).
+func defaultPublicURL(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return "http://" + a.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
+		return "http://" + net.JoinHostPort(host, port)
+	}
+	host = "127.0.0.1"
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, ad := range addrs {
+			if n, ok := ad.(*net.IPNet); ok && n.IP.To4() != nil && n.IP.IsGlobalUnicast() {
+				host = n.IP.String()
+				break
+			}
+		}
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// ekPolicy builds the EK policy from the config, loading the roots bundle.
+func ekPolicy(cfg config.Config, log *slog.Logger) (attest.Policy, error) {
+	mode, err := attest.ParseMode(cfg.EKPolicy)
+	if err != nil {
+		return attest.Policy{}, err
+	}
+	p := attest.Policy{Mode: mode, Allowlist: map[string]bool{}}
+	for _, fp := range cfg.EKAllowlist {
+		p.Allowlist[strings.ToLower(fp)] = true
+	}
+	if cfg.EKRoots != "" {
+		if p.Roots, p.Intermediates, err = attest.LoadRoots(cfg.EKRoots); err != nil {
+			return attest.Policy{}, err
+		}
+	}
+	switch {
+	case mode == attest.ModeVerify && cfg.EKRoots == "":
+		log.Warn("EK policy is verify but no EK roots are configured: every TPM will be refused; set --ek-roots DIR (or --ek-policy allowlist|any)")
+	case mode == attest.ModeAny:
+		log.Warn("EK policy is any: every TPM may enroll; for development only")
+	}
+	if cfg.AllowNoTPM {
+		log.Warn("machines without a TPM are accepted (allow_no_tpm): they prove nothing")
+	}
+	log.Info("EK policy", "mode", mode, "roots", cfg.EKRoots, "allowlisted", len(p.Allowlist))
+	return p, nil
+}
+
+// decodePCRPolicy decodes the hex PCR values of the config's PCR policy.
+func decodePCRPolicy(in map[string]map[int]string) (map[string]map[int][]byte, error) {
+	out := make(map[string]map[int][]byte, len(in))
+	for role, pcrs := range in {
+		out[role] = make(map[int][]byte, len(pcrs))
+		for i, v := range pcrs {
+			b, err := hex.DecodeString(v)
+			if err != nil {
+				return nil, fmt.Errorf("pcr_policy: role %s: PCR %d: %w", role, i, err)
+			}
+			out[role][i] = b
+		}
+	}
+	return out, nil
 }
 
 // operatorAuth returns the static-token authenticator: the configured

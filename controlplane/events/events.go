@@ -90,6 +90,9 @@ type Registered struct {
 	Reinstated    bool     `json:"reinstated,omitempty"`
 	Role          string   `json:"role,omitempty"`
 	Hostname      string   `json:"hostname,omitempty"`
+	// ConflictWith is the ID of an older machine that reported the same
+	// SMBIOS UUID with another EK.
+	ConflictWith string `json:"conflict_with,omitempty"`
 }
 
 // Online: a machine attested successfully.

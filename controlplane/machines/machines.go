@@ -37,14 +37,34 @@ type Service struct {
 	store *store.Store
 	// committed is called with the events of every committed change.
 	committed func([]events.Envelope)
+	// configBase is the URL config tokens are appended to ("": approval
+	// mints no config token).
+	configBase string
+	configTTL  time.Duration
+}
+
+// Option configures a Service.
+type Option func(*Service)
+
+// WithConfigTokens makes approval mint a one-time config token, valid for
+// ttl, whose URL (publicURL/config/TOKEN) node.provisioned carries.
+func WithConfigTokens(publicURL string, ttl time.Duration) Option {
+	return func(s *Service) {
+		s.configBase = strings.TrimRight(publicURL, "/") + "/config/"
+		s.configTTL = ttl
+	}
 }
 
 // New returns a Service; committed (may be nil) is told about every commit.
-func New(st *store.Store, committed func([]events.Envelope)) *Service {
+func New(st *store.Store, committed func([]events.Envelope), opts ...Option) *Service {
 	if committed == nil {
 		committed = func([]events.Envelope) {}
 	}
-	return &Service{store: st, committed: committed}
+	s := &Service{store: st, committed: committed}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // update runs fn on the machine with the given ID in one transaction.
@@ -163,19 +183,26 @@ func (s *Service) Approve(ctx context.Context, id string, a Approval) (*store.Ma
 		if err := transition(m, lifecycle.Approve); err != nil {
 			return err
 		}
-		return approve(ctx, tx, m, a)
+		return s.approve(ctx, tx, m, a)
 	})
 }
 
-func approve(ctx context.Context, tx *store.Tx, m *store.Machine, a Approval) error {
+// approve assigns what the approval says and, when the Service mints config
+// tokens, mints the machine's one-time config URL for node.provisioned.
+func (s *Service) approve(ctx context.Context, tx *store.Tx, m *store.Machine, a Approval) error {
 	m.Role, m.Hostname, m.SchematicID = a.Role, a.Hostname, strings.ToLower(a.SchematicID)
 	m.ApprovedAt = tx.Now()
 	if err := tx.UpdateMachine(ctx, m); err != nil {
 		return err
 	}
+	url, err := s.mintConfigURL(ctx, tx, m)
+	if err != nil {
+		return err
+	}
 	return tx.Emit(ctx, m, &events.Provisioned{
 		Hostname:    m.Hostname,
 		Role:        m.Role,
+		ConfigURL:   url,
 		SchematicID: m.SchematicID,
 	})
 }
@@ -188,6 +215,13 @@ func (s *Service) Revoke(ctx context.Context, id, reason string) (*store.Machine
 		}
 		m.DecommissionedAt, m.DecommissionReason = tx.Now(), strings.TrimSpace(reason)
 		if err := tx.UpdateMachine(ctx, m); err != nil {
+			return err
+		}
+		// Its agent's session and config URL stop working now.
+		if err := tx.EndSessions(ctx, m.ID); err != nil {
+			return err
+		}
+		if err := tx.RevokeConfigTokens(ctx, m.ID); err != nil {
 			return err
 		}
 		return tx.Emit(ctx, m, &events.Decommissioned{Hostname: m.Hostname, Role: m.Role, Reason: m.DecommissionReason})
@@ -221,6 +255,8 @@ func (s *Service) Reinstate(ctx context.Context, id string) (*store.Machine, err
 			return err
 		}
 		m.DecommissionedAt, m.DecommissionReason, m.ApprovedAt = timeZero, "", timeZero
+		// Approved again, it gets a config again.
+		m.ConfiguredAt, m.HeartbeatMissedAt = timeZero, timeZero
 		if err := tx.UpdateMachine(ctx, m); err != nil {
 			return err
 		}
@@ -247,6 +283,14 @@ func (s *Service) Reinstate(ctx context.Context, id string) (*store.Machine, err
 // first attestation; one reinstated after a revocation keeps its role and
 // hostname but waits for an operator's approval again.
 func (s *Service) Attested(ctx context.Context, id string) (*store.Machine, error) {
+	return s.AttestedWith(ctx, id, nil)
+}
+
+// AttestedWith is Attested with more writes in the same transaction: with
+// (may be nil) runs after the transition and before the machine is written,
+// so it may change the machine (bind its AK) and write rows of its own
+// (the agent's session); when it fails, nothing changes.
+func (s *Service) AttestedWith(ctx context.Context, id string, with func(*store.Tx, *store.Machine) error) (*store.Machine, error) {
 	return s.update(ctx, "attest", id, func(tx *store.Tx, m *store.Machine) error {
 		if err := transition(m, lifecycle.Attest); err != nil {
 			return err
@@ -254,6 +298,13 @@ func (s *Service) Attested(ctx context.Context, id string) (*store.Machine, erro
 		first := m.FirstSeenAt.IsZero()
 		if first {
 			m.FirstSeenAt = tx.Now()
+		}
+		// An attestation is a sign of life too.
+		m.AttestedAt, m.HeartbeatMissedAt = tx.Now(), timeZero
+		if with != nil {
+			if err := with(tx, m); err != nil {
+				return err
+			}
 		}
 		if err := tx.UpdateMachine(ctx, m); err != nil {
 			return err
@@ -265,7 +316,7 @@ func (s *Service) Attested(ctx context.Context, id string) (*store.Machine, erro
 			if err := transition(m, lifecycle.Approve); err != nil {
 				return err
 			}
-			return approve(ctx, tx, m, Approval{Role: m.Role, Hostname: m.Hostname, SchematicID: m.SchematicID})
+			return s.approve(ctx, tx, m, Approval{Role: m.Role, Hostname: m.Hostname, SchematicID: m.SchematicID})
 		}
 		return nil
 	})

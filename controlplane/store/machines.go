@@ -36,11 +36,22 @@ type Machine struct {
 	DecommissionedAt   time.Time
 	DecommissionReason string
 	UpdatedAt          time.Time
+	// AKPublic (TPMT_PUBLIC) and AKName are the attestation key bound to
+	// the EK by the last successful credential activation.
+	AKPublic []byte
+	AKName   []byte
+	// ConflictWith is the ID of an older machine that had reported the same
+	// SMBIOS UUID with another EK when this one was registered.
+	ConflictWith      string
+	AttestedAt        time.Time
+	ConfiguredAt      time.Time
+	HeartbeatMissedAt time.Time
 }
 
 const machineColumns = `id, ek_fingerprint, state, macs, smbios_uuid, serial, product, ip, hostname, role,
 	schematic_id, pre_registered, tpm_available, registered_at, first_seen_at, approved_at,
-	last_heartbeat_at, decommissioned_at, decommission_reason, updated_at`
+	last_heartbeat_at, decommissioned_at, decommission_reason, updated_at,
+	ak_public, ak_name, conflict_with, attested_at, configured_at, heartbeat_missed_at`
 
 type scanner interface{ Scan(...any) error }
 
@@ -50,10 +61,12 @@ func scanMachine(row scanner) (*Machine, error) {
 		macs                                string
 		registered, updated                 int64
 		firstSeen, approved, heartbeat, dec sql.NullInt64
+		attested, configured, missed        sql.NullInt64
 	)
 	err := row.Scan(&m.ID, &m.EKFingerprint, &m.State, &macs, &m.SMBIOSUUID, &m.Serial, &m.Product,
 		&m.IP, &m.Hostname, &m.Role, &m.SchematicID, &m.PreRegistered, &m.TPMAvailable, &registered,
-		&firstSeen, &approved, &heartbeat, &dec, &m.DecommissionReason, &updated)
+		&firstSeen, &approved, &heartbeat, &dec, &m.DecommissionReason, &updated,
+		&m.AKPublic, &m.AKName, &m.ConflictWith, &attested, &configured, &missed)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -66,6 +79,7 @@ func scanMachine(row scanner) (*Machine, error) {
 	m.RegisteredAt, m.UpdatedAt = fromNanos(registered), fromNanos(updated)
 	m.FirstSeenAt, m.ApprovedAt = fromNull(firstSeen), fromNull(approved)
 	m.LastHeartbeatAt, m.DecommissionedAt = fromNull(heartbeat), fromNull(dec)
+	m.AttestedAt, m.ConfiguredAt, m.HeartbeatMissedAt = fromNull(attested), fromNull(configured), fromNull(missed)
 	return &m, nil
 }
 
@@ -123,11 +137,12 @@ func (t *Tx) InsertMachine(ctx context.Context, m *Machine) error {
 	}
 	macs, _ := json.Marshal(m.MACs)
 	_, err := t.tx.ExecContext(ctx, `INSERT INTO machines (`+machineColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		m.ID, m.EKFingerprint, m.State, string(macs), m.SMBIOSUUID, m.Serial, m.Product, m.IP,
 		m.Hostname, m.Role, m.SchematicID, m.PreRegistered, m.TPMAvailable, m.RegisteredAt.UnixNano(),
 		toNull(m.FirstSeenAt), toNull(m.ApprovedAt), toNull(m.LastHeartbeatAt), toNull(m.DecommissionedAt),
-		m.DecommissionReason, m.UpdatedAt.UnixNano())
+		m.DecommissionReason, m.UpdatedAt.UnixNano(),
+		m.AKPublic, m.AKName, m.ConflictWith, toNull(m.AttestedAt), toNull(m.ConfiguredAt), toNull(m.HeartbeatMissedAt))
 	if err != nil {
 		return fmt.Errorf("insert machine %s: %w", m.ID, err)
 	}
@@ -144,12 +159,16 @@ func (t *Tx) UpdateMachine(ctx context.Context, m *Machine) error {
 	res, err := t.tx.ExecContext(ctx, `UPDATE machines SET ek_fingerprint = ?, state = ?, macs = ?,
 		smbios_uuid = ?, serial = ?, product = ?, ip = ?, hostname = ?, role = ?, schematic_id = ?,
 		pre_registered = ?, tpm_available = ?, registered_at = ?, first_seen_at = ?, approved_at = ?,
-		last_heartbeat_at = ?, decommissioned_at = ?, decommission_reason = ?, updated_at = ?
+		last_heartbeat_at = ?, decommissioned_at = ?, decommission_reason = ?, updated_at = ?,
+		ak_public = ?, ak_name = ?, conflict_with = ?, attested_at = ?, configured_at = ?,
+		heartbeat_missed_at = ?
 		WHERE id = ?`,
 		m.EKFingerprint, m.State, string(macs), m.SMBIOSUUID, m.Serial, m.Product, m.IP, m.Hostname,
 		m.Role, m.SchematicID, m.PreRegistered, m.TPMAvailable, m.RegisteredAt.UnixNano(),
 		toNull(m.FirstSeenAt), toNull(m.ApprovedAt), toNull(m.LastHeartbeatAt), toNull(m.DecommissionedAt),
-		m.DecommissionReason, m.UpdatedAt.UnixNano(), m.ID)
+		m.DecommissionReason, m.UpdatedAt.UnixNano(),
+		m.AKPublic, m.AKName, m.ConflictWith, toNull(m.AttestedAt), toNull(m.ConfiguredAt), toNull(m.HeartbeatMissedAt),
+		m.ID)
 	if err != nil {
 		return fmt.Errorf("update machine %s: %w", m.ID, err)
 	}

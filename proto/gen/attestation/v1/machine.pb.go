@@ -53,8 +53,16 @@ type Machine struct {
 	DecommissionedAt   *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=decommissioned_at,json=decommissionedAt,proto3" json:"decommissioned_at,omitempty"`
 	DecommissionReason string                 `protobuf:"bytes,19,opt,name=decommission_reason,json=decommissionReason,proto3" json:"decommission_reason,omitempty"`
 	UpdatedAt          *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// ID of an older machine that reported the same SMBIOS UUID with another
+	// EK, when this machine was first registered: the same board with a new
+	// or cleared TPM, or a forged UUID. Empty when there was none.
+	ConflictWith string `protobuf:"bytes,21,opt,name=conflict_with,json=conflictWith,proto3" json:"conflict_with,omitempty"`
+	// When the machine last attested successfully.
+	AttestedAt *timestamppb.Timestamp `protobuf:"bytes,22,opt,name=attested_at,json=attestedAt,proto3" json:"attested_at,omitempty"`
+	// When the machine fetched its one-time config.
+	ConfiguredAt  *timestamppb.Timestamp `protobuf:"bytes,23,opt,name=configured_at,json=configuredAt,proto3" json:"configured_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Machine) Reset() {
@@ -223,6 +231,27 @@ func (x *Machine) GetDecommissionReason() string {
 func (x *Machine) GetUpdatedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *Machine) GetConflictWith() string {
+	if x != nil {
+		return x.ConflictWith
+	}
+	return ""
+}
+
+func (x *Machine) GetAttestedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AttestedAt
+	}
+	return nil
+}
+
+func (x *Machine) GetConfiguredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ConfiguredAt
 	}
 	return nil
 }
@@ -961,7 +990,7 @@ var File_attestation_v1_machine_proto protoreflect.FileDescriptor
 
 const file_attestation_v1_machine_proto_rawDesc = "" +
 	"\n" +
-	"\x1cattestation/v1/machine.proto\x12\x0eattestation.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa7\x06\n" +
+	"\x1cattestation/v1/machine.proto\x12\x0eattestation.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xca\a\n" +
 	"\aMachine\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12%\n" +
 	"\x0eek_fingerprint\x18\x02 \x01(\tR\rekFingerprint\x12\x14\n" +
@@ -986,7 +1015,11 @@ const file_attestation_v1_machine_proto_rawDesc = "" +
 	"\x11decommissioned_at\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\x10decommissionedAt\x12/\n" +
 	"\x13decommission_reason\x18\x13 \x01(\tR\x12decommissionReason\x129\n" +
 	"\n" +
-	"updated_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xd6\x01\n" +
+	"updated_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12#\n" +
+	"\rconflict_with\x18\x15 \x01(\tR\fconflictWith\x12;\n" +
+	"\vattested_at\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"attestedAt\x12?\n" +
+	"\rconfigured_at\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\fconfiguredAt\"\xd6\x01\n" +
 	"\x13ListMachinesRequest\x12P\n" +
 	"\x05state\x18\x01 \x01(\tB:\xbaH7r5R\x00R\n" +
 	"registeredR\battestedR\vprovisionedR\x0edecommissionedR\x05state\x12\x1b\n" +
@@ -1094,32 +1127,34 @@ var file_attestation_v1_machine_proto_depIdxs = []int32{
 	15, // 3: attestation.v1.Machine.last_heartbeat_at:type_name -> google.protobuf.Timestamp
 	15, // 4: attestation.v1.Machine.decommissioned_at:type_name -> google.protobuf.Timestamp
 	15, // 5: attestation.v1.Machine.updated_at:type_name -> google.protobuf.Timestamp
-	0,  // 6: attestation.v1.ListMachinesResponse.machines:type_name -> attestation.v1.Machine
-	0,  // 7: attestation.v1.GetMachineResponse.machine:type_name -> attestation.v1.Machine
-	0,  // 8: attestation.v1.RegisterMachineResponse.machine:type_name -> attestation.v1.Machine
-	0,  // 9: attestation.v1.ApproveMachineResponse.machine:type_name -> attestation.v1.Machine
-	0,  // 10: attestation.v1.RevokeMachineResponse.machine:type_name -> attestation.v1.Machine
-	0,  // 11: attestation.v1.SetMachineRoleResponse.machine:type_name -> attestation.v1.Machine
-	0,  // 12: attestation.v1.ReinstateMachineResponse.machine:type_name -> attestation.v1.Machine
-	1,  // 13: attestation.v1.MachineService.ListMachines:input_type -> attestation.v1.ListMachinesRequest
-	3,  // 14: attestation.v1.MachineService.GetMachine:input_type -> attestation.v1.GetMachineRequest
-	5,  // 15: attestation.v1.MachineService.RegisterMachine:input_type -> attestation.v1.RegisterMachineRequest
-	7,  // 16: attestation.v1.MachineService.ApproveMachine:input_type -> attestation.v1.ApproveMachineRequest
-	9,  // 17: attestation.v1.MachineService.RevokeMachine:input_type -> attestation.v1.RevokeMachineRequest
-	11, // 18: attestation.v1.MachineService.SetMachineRole:input_type -> attestation.v1.SetMachineRoleRequest
-	13, // 19: attestation.v1.MachineService.ReinstateMachine:input_type -> attestation.v1.ReinstateMachineRequest
-	2,  // 20: attestation.v1.MachineService.ListMachines:output_type -> attestation.v1.ListMachinesResponse
-	4,  // 21: attestation.v1.MachineService.GetMachine:output_type -> attestation.v1.GetMachineResponse
-	6,  // 22: attestation.v1.MachineService.RegisterMachine:output_type -> attestation.v1.RegisterMachineResponse
-	8,  // 23: attestation.v1.MachineService.ApproveMachine:output_type -> attestation.v1.ApproveMachineResponse
-	10, // 24: attestation.v1.MachineService.RevokeMachine:output_type -> attestation.v1.RevokeMachineResponse
-	12, // 25: attestation.v1.MachineService.SetMachineRole:output_type -> attestation.v1.SetMachineRoleResponse
-	14, // 26: attestation.v1.MachineService.ReinstateMachine:output_type -> attestation.v1.ReinstateMachineResponse
-	20, // [20:27] is the sub-list for method output_type
-	13, // [13:20] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	15, // 6: attestation.v1.Machine.attested_at:type_name -> google.protobuf.Timestamp
+	15, // 7: attestation.v1.Machine.configured_at:type_name -> google.protobuf.Timestamp
+	0,  // 8: attestation.v1.ListMachinesResponse.machines:type_name -> attestation.v1.Machine
+	0,  // 9: attestation.v1.GetMachineResponse.machine:type_name -> attestation.v1.Machine
+	0,  // 10: attestation.v1.RegisterMachineResponse.machine:type_name -> attestation.v1.Machine
+	0,  // 11: attestation.v1.ApproveMachineResponse.machine:type_name -> attestation.v1.Machine
+	0,  // 12: attestation.v1.RevokeMachineResponse.machine:type_name -> attestation.v1.Machine
+	0,  // 13: attestation.v1.SetMachineRoleResponse.machine:type_name -> attestation.v1.Machine
+	0,  // 14: attestation.v1.ReinstateMachineResponse.machine:type_name -> attestation.v1.Machine
+	1,  // 15: attestation.v1.MachineService.ListMachines:input_type -> attestation.v1.ListMachinesRequest
+	3,  // 16: attestation.v1.MachineService.GetMachine:input_type -> attestation.v1.GetMachineRequest
+	5,  // 17: attestation.v1.MachineService.RegisterMachine:input_type -> attestation.v1.RegisterMachineRequest
+	7,  // 18: attestation.v1.MachineService.ApproveMachine:input_type -> attestation.v1.ApproveMachineRequest
+	9,  // 19: attestation.v1.MachineService.RevokeMachine:input_type -> attestation.v1.RevokeMachineRequest
+	11, // 20: attestation.v1.MachineService.SetMachineRole:input_type -> attestation.v1.SetMachineRoleRequest
+	13, // 21: attestation.v1.MachineService.ReinstateMachine:input_type -> attestation.v1.ReinstateMachineRequest
+	2,  // 22: attestation.v1.MachineService.ListMachines:output_type -> attestation.v1.ListMachinesResponse
+	4,  // 23: attestation.v1.MachineService.GetMachine:output_type -> attestation.v1.GetMachineResponse
+	6,  // 24: attestation.v1.MachineService.RegisterMachine:output_type -> attestation.v1.RegisterMachineResponse
+	8,  // 25: attestation.v1.MachineService.ApproveMachine:output_type -> attestation.v1.ApproveMachineResponse
+	10, // 26: attestation.v1.MachineService.RevokeMachine:output_type -> attestation.v1.RevokeMachineResponse
+	12, // 27: attestation.v1.MachineService.SetMachineRole:output_type -> attestation.v1.SetMachineRoleResponse
+	14, // 28: attestation.v1.MachineService.ReinstateMachine:output_type -> attestation.v1.ReinstateMachineResponse
+	22, // [22:29] is the sub-list for method output_type
+	15, // [15:22] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_attestation_v1_machine_proto_init() }

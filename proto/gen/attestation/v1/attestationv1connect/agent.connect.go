@@ -48,15 +48,20 @@ const (
 type AgentServiceClient interface {
 	// Register presents the machine's EK, EK certificate and AK, and returns a
 	// credential-activation challenge bound to the AK name plus a quote nonce.
+	// A machine without a TPM (tpm_available false, no EK or AK) is accepted
+	// only where the daemon allows it; its challenge has no credential, and
+	// its Attest carries only the challenge_id.
 	Register(context.Context, *connect.Request[v1.RegisterRequest]) (*connect.Response[v1.RegisterResponse], error)
 	// Attest answers the challenge: the activated secret and a quote over the
 	// PCRs with the nonce. On success the machine is attested and the agent
 	// receives its session credential.
 	Attest(context.Context, *connect.Request[v1.AttestRequest]) (*connect.Response[v1.AttestResponse], error)
 	// WatchApproval streams the machine's state until it is approved (then it
-	// carries the one-time config URL) or decommissioned.
+	// carries the one-time config URL) or decommissioned, and then ends. It
+	// also ends when the daemon shuts down: reconnect with the same session.
 	WatchApproval(context.Context, *connect.Request[v1.WatchApprovalRequest]) (*connect.ServerStreamForClient[v1.WatchApprovalResponse], error)
-	// Heartbeat tells the control plane the agent is alive.
+	// Heartbeat tells the control plane the agent is alive; it also renews
+	// the session credential.
 	Heartbeat(context.Context, *connect.Request[v1.HeartbeatRequest]) (*connect.Response[v1.HeartbeatResponse], error)
 }
 
@@ -131,15 +136,20 @@ func (c *agentServiceClient) Heartbeat(ctx context.Context, req *connect.Request
 type AgentServiceHandler interface {
 	// Register presents the machine's EK, EK certificate and AK, and returns a
 	// credential-activation challenge bound to the AK name plus a quote nonce.
+	// A machine without a TPM (tpm_available false, no EK or AK) is accepted
+	// only where the daemon allows it; its challenge has no credential, and
+	// its Attest carries only the challenge_id.
 	Register(context.Context, *connect.Request[v1.RegisterRequest]) (*connect.Response[v1.RegisterResponse], error)
 	// Attest answers the challenge: the activated secret and a quote over the
 	// PCRs with the nonce. On success the machine is attested and the agent
 	// receives its session credential.
 	Attest(context.Context, *connect.Request[v1.AttestRequest]) (*connect.Response[v1.AttestResponse], error)
 	// WatchApproval streams the machine's state until it is approved (then it
-	// carries the one-time config URL) or decommissioned.
+	// carries the one-time config URL) or decommissioned, and then ends. It
+	// also ends when the daemon shuts down: reconnect with the same session.
 	WatchApproval(context.Context, *connect.Request[v1.WatchApprovalRequest], *connect.ServerStream[v1.WatchApprovalResponse]) error
-	// Heartbeat tells the control plane the agent is alive.
+	// Heartbeat tells the control plane the agent is alive; it also renews
+	// the session credential.
 	Heartbeat(context.Context, *connect.Request[v1.HeartbeatRequest]) (*connect.Response[v1.HeartbeatResponse], error)
 }
 

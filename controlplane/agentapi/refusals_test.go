@@ -1,0 +1,472 @@
+//go:build cgo
+
+package agentapi_test
+
+// Every way an attestation can be refused, each on its own: the refusal
+// comes with a clear error, the machine does not come online, and nothing
+// the agent holds afterwards lets it in.
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/hex"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/go-tpm/tpm2"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/attestation/attestation/controlplane/config"
+	attestationv1 "github.com/attestation/attestation/proto/gen/attestation/v1"
+)
+
+// notOnline fails when the machine came online.
+func (h *harness) notOnline(t *testing.T, id string) {
+	t.Helper()
+	if m := h.machine(t, id); m.State != "registered" || m.AttestedAt != nil {
+		t.Errorf("machine %s is %s (attested at %v), want registered and never attested", id, m.State, m.AttestedAt)
+	}
+	if got := h.eventTypes(t, id); got != "registered" {
+		t.Errorf("events %q, want only registered", got)
+	}
+}
+
+// softAK is a well-formed AK public area for a key that lives outside the
+// TPM.
+func softAK(t *testing.T) []byte {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := tpm2.TPMTPublic{
+		Type:    tpm2.TPMAlgECC,
+		NameAlg: tpm2.TPMAlgSHA256,
+		ObjectAttributes: tpm2.TPMAObject{
+			FixedTPM: true, FixedParent: true, SensitiveDataOrigin: true,
+			UserWithAuth: true, Restricted: true, SignEncrypt: true,
+		},
+		Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
+			Symmetric: tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgNull},
+			Scheme: tpm2.TPMTECCScheme{
+				Scheme:  tpm2.TPMAlgECDSA,
+				Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgECDSA, &tpm2.TPMSSigSchemeECDSA{HashAlg: tpm2.TPMAlgSHA256}),
+			},
+			CurveID: tpm2.TPMECCNistP256,
+			KDF:     tpm2.TPMTKDFScheme{Scheme: tpm2.TPMAlgNull},
+		}),
+		Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
+			X: tpm2.TPM2BECCParameter{Buffer: k.X.FillBytes(make([]byte, 32))},
+			Y: tpm2.TPM2BECCParameter{Buffer: k.Y.FillBytes(make([]byte, 32))},
+		}),
+	}
+	return tpm2.Marshal(pub)
+}
+
+// TestRefuseCredentialForAnotherAK: the agent presents an AK that is not
+// in its TPM (one it could sign quotes with in software). The credential is
+// bound to that AK's name, so the TPM will not release the secret, and no
+// guess gets through.
+func TestRefuseCredentialForAnotherAK(t *testing.T) {
+	h := start(t, nil)
+	a := boot(t, "simulator")
+	req := registration(a, nil)
+	req.AkPublic = softAK(t)
+	ch := h.register(t, req)
+	if _, err := a.ActivateCredential(ch.CredentialBlob, ch.EncryptedSecret); err == nil {
+		t.Fatal("the TPM activated a credential bound to another AK's name")
+	}
+	guess := quote(t, a, ch, &attestationv1.AttestRequest{ChallengeId: ch.ChallengeId, Secret: bytes.Repeat([]byte{7}, 32)})
+	_, err := h.attest(t, guess)
+	wantCode(t, err, connect.CodePermissionDenied, "wrong secret")
+	h.notOnline(t, ch.MachineId)
+}
+
+// TestRefuseWrongSecret: a wrong secret is refused, and it burns the
+// challenge: the right answer afterwards is too late.
+func TestRefuseWrongSecret(t *testing.T) {
+	h := start(t, nil)
+	a := boot(t, "simulator")
+	ch := h.register(t, registration(a, nil))
+	good := quote(t, a, ch, answer(t, a, ch))
+	bad := &attestationv1.AttestRequest{ChallengeId: good.ChallengeId, Secret: bytes.Clone(good.Secret), Quote: good.Quote, QuoteSignature: good.QuoteSignature, PcrValues: good.PcrValues}
+	bad.Secret[0] ^= 1
+	_, err := h.attest(t, bad)
+	wantCode(t, err, connect.CodePermissionDenied, "wrong secret")
+	_, err = h.attest(t, good)
+	wantCode(t, err, connect.CodeFailedPrecondition, "used already")
+	h.notOnline(t, ch.MachineId)
+}
+
+// TestRefuseReplay: a successful answer sent again is refused, and of
+// identical answers sent at once exactly one gets a session.
+func TestRefuseReplay(t *testing.T) {
+	h := start(t, nil)
+	a := boot(t, "simulator")
+	ch := h.register(t, registration(a, nil))
+	req := quote(t, a, ch, answer(t, a, ch))
+	if _, err := h.attest(t, req); err != nil {
+		t.Fatalf("Attest: %v", err)
+	}
+	_, err := h.attest(t, req)
+	wantCode(t, err, connect.CodeFailedPrecondition, "used already")
+
+	ch = h.register(t, registration(a, nil))
+	req = quote(t, a, ch, answer(t, a, ch))
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		sessions int
+		refused  []connect.Code
+	)
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := h.agent.Attest(t.Context(), connect.NewRequest(req))
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil {
+				sessions++
+			} else {
+				refused = append(refused, connect.CodeOf(err))
+			}
+		}()
+	}
+	wg.Wait()
+	if sessions != 1 {
+		t.Errorf("%d of 10 identical answers got a session, want exactly 1", sessions)
+	}
+	for _, c := range refused {
+		if c != connect.CodeFailedPrecondition {
+			t.Errorf("a concurrent replay got %s, want failed_precondition", c)
+		}
+	}
+	if got, want := h.eventTypes(t, ch.MachineId), "registered online online"; got != want {
+		t.Errorf("events %q, want %q", got, want)
+	}
+}
+
+// TestRefuseExpiredChallenge: an answer after the challenge's expiry is
+// refused.
+func TestRefuseExpiredChallenge(t *testing.T) {
+	h := start(t, func(c *config.Config) { c.ChallengeTTL = config.Duration(300 * time.Millisecond) })
+	a := boot(t, "simulator")
+	ch := h.register(t, registration(a, nil))
+	req := quote(t, a, ch, answer(t, a, ch))
+	time.Sleep(time.Until(ch.ExpiresAt.AsTime()) + 50*time.Millisecond)
+	_, err := h.attest(t, req)
+	wantCode(t, err, connect.CodeFailedPrecondition, "expired")
+	h.notOnline(t, ch.MachineId)
+}
+
+// TestRefuseOtherNonce: a quote over an earlier challenge's nonce does not
+// answer a later challenge, even with that challenge's secret.
+func TestRefuseOtherNonce(t *testing.T) {
+	h := start(t, nil)
+	a := boot(t, "simulator")
+	first := h.register(t, registration(a, nil))
+	old := quote(t, a, first, answer(t, a, first))
+	second := h.register(t, registration(a, nil))
+	req := answer(t, a, second)
+	req.Quote, req.QuoteSignature, req.PcrValues = old.Quote, old.QuoteSignature, old.PcrValues
+	_, err := h.attest(t, req)
+	wantCode(t, err, connect.CodePermissionDenied, "not over this challenge's nonce")
+	h.notOnline(t, second.MachineId)
+}
+
+// TestRefuseTamperedQuote: one flipped bit in the quote breaks the AK's
+// signature.
+func TestRefuseTamperedQuote(t *testing.T) {
+	h := start(t, nil)
+	a := boot(t, "simulator")
+	ch := h.register(t, registration(a, nil))
+	req := quote(t, a, ch, answer(t, a, ch))
+	req.Quote = bytes.Clone(req.Quote)
+	req.Quote[len(req.Quote)-1] ^= 1 // in the PCR digest
+	_, err := h.attest(t, req)
+	wantCode(t, err, connect.CodePermissionDenied, "signature")
+	h.notOnline(t, ch.MachineId)
+}
+
+// TestRefuseTamperedPCR: a reported PCR value that is not the quoted one
+// is refused.
+func TestRefuseTamperedPCR(t *testing.T) {
+	h := start(t, nil)
+	a := boot(t, "simulator")
+	ch := h.register(t, registration(a, nil))
+	req := quote(t, a, ch, answer(t, a, ch))
+	req.PcrValues[4] = bytes.Repeat([]byte{0x44}, 32)
+	_, err := h.attest(t, req)
+	wantCode(t, err, connect.CodePermissionDenied, "do not match the quoted digest")
+	h.notOnline(t, ch.MachineId)
+}
+
+// TestRefuseMissingPCRs: a quote over fewer PCRs than asked for is refused.
+func TestRefuseMissingPCRs(t *testing.T) {
+	h := start(t, nil)
+	a := boot(t, "simulator")
+	ch := h.register(t, registration(a, nil))
+	req := answer(t, a, ch)
+	short := proto.Clone(ch).(*attestationv1.RegisterResponse)
+	short.Pcrs = ch.Pcrs[:4]
+	quote(t, a, short, req)
+	_, err := h.attest(t, req)
+	wantCode(t, err, connect.CodePermissionDenied, "does not cover the requested PCRs [4 5 6 7]")
+	h.notOnline(t, ch.MachineId)
+}
+
+// TestRefusePCRPolicy: a machine whose role expects other PCR values is
+// refused, naming the differing PCRs; one whose values match attests.
+func TestRefusePCRPolicy(t *testing.T) {
+	zero := strings.Repeat("00", 32)
+	h := start(t, func(c *config.Config) {
+		c.PCRPolicy = map[string]map[int]string{
+			"worker":  {0: zero, 7: strings.Repeat("ab", 32), 16: strings.Repeat("cd", 32)},
+			"storage": {0: zero, 7: zero},
+		}
+	})
+	for _, c := range []struct{ seed, role, hostname string }{{"simulator:11", "worker", "w1"}, {"simulator:12", "storage", "s1"}} {
+		a := boot(t, c.seed)
+		_, err := h.machines.RegisterMachine(t.Context(), connect.NewRequest(&attestationv1.RegisterMachineRequest{
+			EkFingerprint: a.EK().Fingerprint, Role: c.role, Hostname: c.hostname,
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch := h.register(t, registration(a, nil))
+		if len(ch.Pcrs) != 9 || ch.Pcrs[8] != 16 {
+			t.Fatalf("quote PCRs %v, want 0..7 and 16 (named by a policy)", ch.Pcrs)
+		}
+		_, err = h.attest(t, quote(t, a, ch, answer(t, a, ch)))
+		if c.role == "worker" {
+			wantCode(t, err, connect.CodePermissionDenied, "role worker", "PCR 7, 16")
+			h.notOnline(t, ch.MachineId)
+		} else if err != nil {
+			t.Fatalf("Attest of role %s with matching PCRs: %v", c.role, err)
+		}
+		a.Close()
+	}
+}
+
+// TestRefuseAKAttributes: an AK the TPM could use for anything but
+// signing what it generated is refused at Register.
+func TestRefuseAKAttributes(t *testing.T) {
+	h := start(t, nil)
+	a := boot(t, "simulator")
+	for _, c := range []struct {
+		name   string
+		change func(*tpm2.TPMAObject)
+		want   string
+	}{
+		{"not fixedTPM", func(o *tpm2.TPMAObject) { o.FixedTPM = false }, "fixedTPM"},
+		{"not restricted", func(o *tpm2.TPMAObject) { o.Restricted = false }, "restricted"},
+		{"not sensitiveDataOrigin", func(o *tpm2.TPMAObject) { o.SensitiveDataOrigin = false }, "sensitiveDataOrigin"},
+		{"decrypt", func(o *tpm2.TPMAObject) { o.Decrypt = true }, "decrypt"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](a.AK().Public)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.change(&pub.ObjectAttributes)
+			req := registration(a, nil)
+			req.AkPublic = tpm2.Marshal(*pub)
+			_, err = h.agent.Register(t.Context(), connect.NewRequest(req))
+			wantCode(t, err, connect.CodeInvalidArgument, "ak_public", c.want)
+		})
+	}
+	resp, err := h.machines.ListMachines(t.Context(), connect.NewRequest(&attestationv1.ListMachinesRequest{}))
+	if err != nil || len(resp.Msg.Machines) != 0 {
+		t.Errorf("machines after refused registrations: %v, %v; want none", resp.Msg.GetMachines(), err)
+	}
+}
+
+// TestRefuseDecommissionedEK: a revoked machine's EK cannot enroll again,
+// and its session ends, until an operator reinstates it.
+func TestRefuseDecommissionedEK(t *testing.T) {
+	h := start(t, nil)
+	a := boot(t, "simulator")
+	ch, att := h.enroll(t, a, nil)
+	if _, err := h.machines.RevokeMachine(t.Context(), connect.NewRequest(&attestationv1.RevokeMachineRequest{Id: ch.MachineId, Reason: "stolen"})); err != nil {
+		t.Fatal(err)
+	}
+	_, err := h.agent.Register(t.Context(), connect.NewRequest(registration(a, nil)))
+	wantCode(t, err, connect.CodeFailedPrecondition, "decommissioned", "stolen", "reinstate")
+	_, err = heartbeat(t.Context(), h, att.SessionToken)
+	wantCode(t, err, connect.CodeUnauthenticated)
+
+	if _, err := h.machines.ReinstateMachine(t.Context(), connect.NewRequest(&attestationv1.ReinstateMachineRequest{Id: ch.MachineId})); err != nil {
+		t.Fatal(err)
+	}
+	ch2, att2 := h.enroll(t, a, nil)
+	if ch2.MachineId != ch.MachineId || att2.State != "attested" {
+		t.Errorf("after reinstatement: %s in %s, want %s attested", ch2.MachineId, att2.State, ch.MachineId)
+	}
+}
+
+// testCA is a certificate authority made for a test.
+type testCA struct {
+	cert *x509.Certificate
+	key  crypto.Signer
+}
+
+func newCA(t *testing.T, name string) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &testCA{cert: cert, key: key}
+}
+
+// issueEK issues an EK certificate as TPM makers do: empty subject, the
+// TPM's identity in a critical subjectAltName.
+func (ca *testCA) issueEK(t *testing.T, ek crypto.PublicKey) []byte {
+	t.Helper()
+	dirName, _ := asn1.Marshal(pkix.RDNSequence{{{Type: asn1.ObjectIdentifier{2, 23, 133, 2, 1}, Value: "id:00001014"}}})
+	san, _ := asn1.Marshal([]asn1.RawValue{{Class: asn1.ClassContextSpecific, Tag: 4, IsCompound: true, Bytes: dirName}})
+	tmpl := &x509.Certificate{
+		SerialNumber:    big.NewInt(2),
+		NotBefore:       time.Now().Add(-time.Hour),
+		NotAfter:        time.Now().Add(time.Hour),
+		KeyUsage:        x509.KeyUsageKeyEncipherment,
+		ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Critical: true, Value: san}},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, ek, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+// rootsDir writes the CA's certificate into a new roots directory.
+func rootsDir(t *testing.T, ca *testCA) string {
+	t.Helper()
+	dir := t.TempDir()
+	b := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})
+	if err := os.WriteFile(filepath.Join(dir, "root.pem"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestVerifyPolicy: with the verify policy, an EK certificate from the
+// configured CA enrolls; one from an unknown CA, or none, is refused.
+func TestVerifyPolicy(t *testing.T) {
+	known, unknown := newCA(t, "Known TPM Maker"), newCA(t, "Unknown TPM Maker")
+	h := start(t, func(c *config.Config) {
+		c.EKPolicy, c.EKRoots = config.EKPolicyVerify, rootsDir(t, known)
+	})
+	a := boot(t, "simulator")
+	for _, c := range []struct {
+		name string
+		cert []byte
+		want string
+	}{
+		{"unknown CA", unknown.issueEK(t, a.EK().Key), "certificate signed by unknown authority"},
+		{"no certificate", nil, "none presented"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			req := registration(a, nil)
+			req.EkCertificate = c.cert
+			_, err := h.agent.Register(t.Context(), connect.NewRequest(req))
+			wantCode(t, err, connect.CodePermissionDenied, "EK refused by policy verify", c.want)
+		})
+	}
+	resp, err := h.machines.ListMachines(t.Context(), connect.NewRequest(&attestationv1.ListMachinesRequest{}))
+	if err != nil || len(resp.Msg.Machines) != 0 {
+		t.Errorf("machines after refused registrations: %v, %v; want none", resp.Msg.GetMachines(), err)
+	}
+
+	req := registration(a, nil)
+	req.EkCertificate = known.issueEK(t, a.EK().Key)
+	ch := h.register(t, req)
+	if _, err := h.attest(t, quote(t, a, ch, answer(t, a, ch))); err != nil {
+		t.Fatalf("Attest with a verified EK certificate: %v", err)
+	}
+}
+
+// TestAllowlistPolicy: with the allowlist policy, an EK neither listed nor
+// pre-registered is refused; a listed one enrolls.
+func TestAllowlistPolicy(t *testing.T) {
+	listed := strings.Repeat("ab", 32)
+	a := boot(t, "simulator")
+	h := start(t, func(c *config.Config) { c.EKPolicy, c.EKAllowlist = config.EKPolicyAllowlist, []string{listed} })
+	_, err := h.agent.Register(t.Context(), connect.NewRequest(registration(a, nil)))
+	wantCode(t, err, connect.CodePermissionDenied, "neither on the allowlist", a.EK().Fingerprint)
+
+	h = start(t, func(c *config.Config) {
+		c.EKPolicy, c.EKAllowlist = config.EKPolicyAllowlist, []string{strings.ToUpper(a.EK().Fingerprint)}
+	})
+	h.enroll(t, a, nil)
+}
+
+// TestVerifyPolicyWithoutRoots: verify without a roots bundle refuses
+// every EK, and says what to configure.
+func TestVerifyPolicyWithoutRoots(t *testing.T) {
+	h := start(t, func(c *config.Config) { c.EKPolicy = config.EKPolicyVerify })
+	a := boot(t, "simulator")
+	_, err := h.agent.Register(t.Context(), connect.NewRequest(registration(a, nil)))
+	wantCode(t, err, connect.CodePermissionDenied, "--ek-roots")
+}
+
+// TestRefuseMalformed: requests that are not what an agent sends.
+func TestRefuseMalformed(t *testing.T) {
+	h := start(t, nil)
+	a := boot(t, "simulator")
+	for _, c := range []struct {
+		name   string
+		change func(*attestationv1.RegisterRequest)
+		want   string
+	}{
+		{"no EK", func(r *attestationv1.RegisterRequest) { r.EkPublic = nil }, "ek_public"},
+		{"EK truncated", func(r *attestationv1.RegisterRequest) { r.EkPublic = r.EkPublic[:40] }, "ek_public"},
+		{"AK as EK", func(r *attestationv1.RegisterRequest) { r.EkPublic = r.AkPublic }, "ek_public"},
+		{"no AK", func(r *attestationv1.RegisterRequest) { r.AkPublic = nil }, "ak_public"},
+		{"EK as AK", func(r *attestationv1.RegisterRequest) { r.AkPublic = r.EkPublic }, "ak_public"},
+		{"bad MAC", func(r *attestationv1.RegisterRequest) { r.Hardware.Macs = []string{"not-a-mac"} }, "not-a-mac"},
+		{"no TPM but an EK", func(r *attestationv1.RegisterRequest) { r.TpmAvailable = false }, "tpm_available"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			req := registration(a, nil)
+			c.change(req)
+			_, err := h.agent.Register(t.Context(), connect.NewRequest(req))
+			wantCode(t, err, connect.CodeInvalidArgument, c.want)
+		})
+	}
+	_, err := h.attest(t, &attestationv1.AttestRequest{ChallengeId: hex.EncodeToString(make([]byte, 16))})
+	wantCode(t, err, connect.CodeNotFound, "unknown challenge")
+	ch := h.register(t, registration(a, nil))
+	req := answer(t, a, ch)
+	req.Quote = []byte{1, 2, 3}
+	_, err = h.attest(t, req)
+	wantCode(t, err, connect.CodePermissionDenied, "malformed quote")
+}

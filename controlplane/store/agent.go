@@ -1,0 +1,362 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/attestation/attestation/controlplane/lifecycle"
+)
+
+// Why a single-use credential cannot be used (besides ErrNotFound).
+var (
+	// ErrUsed: the credential was used already.
+	ErrUsed = errors.New("already used")
+	// ErrExpired: the credential is past its expiry.
+	ErrExpired = errors.New("expired")
+	// ErrRevoked: a newer credential replaced this one before it was used.
+	ErrRevoked = errors.New("replaced by a newer one")
+)
+
+// Challenge is a credential-activation challenge as stored: its secret and
+// nonce only as SHA-256 hashes.
+type Challenge struct {
+	ID        string
+	MachineID string
+	// TPM is false for a machine registered without a TPM (where policy
+	// allows it): then there is no AK, secret or nonce.
+	TPM        bool
+	AKPublic   []byte
+	AKName     []byte
+	SecretHash []byte
+	NonceHash  []byte
+	PCRs       []int
+	CreatedAt  time.Time
+	ExpiresAt  time.Time
+	UsedAt     time.Time
+}
+
+// InsertChallenge stores c; CreatedAt is the transaction's time.
+func (t *Tx) InsertChallenge(ctx context.Context, c *Challenge) error {
+	c.CreatedAt = t.now
+	pcrs, _ := json.Marshal(c.PCRs)
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO attestation_challenges
+		(id, machine_id, tpm, ak_public, ak_name, secret_hash, nonce_hash, pcrs, created_at, expires_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		c.ID, c.MachineID, c.TPM, c.AKPublic, c.AKName, c.SecretHash, c.NonceHash, string(pcrs),
+		c.CreatedAt.UnixNano(), c.ExpiresAt.UnixNano())
+	if err != nil {
+		return fmt.Errorf("store challenge: %w", err)
+	}
+	return nil
+}
+
+// GetChallenge returns the challenge with the given ID, used or not, or
+// ErrNotFound.
+func (s *Store) GetChallenge(ctx context.Context, id string) (*Challenge, error) {
+	var (
+		c                        Challenge
+		pcrs                     string
+		created, expires         int64
+		used                     sql.NullInt64
+		akPublic, akName, sh, nh []byte
+	)
+	err := s.r.QueryRowContext(ctx, `SELECT id, machine_id, tpm, ak_public, ak_name, secret_hash, nonce_hash,
+		pcrs, created_at, expires_at, used_at FROM attestation_challenges WHERE id = ?`, id).Scan(
+		&c.ID, &c.MachineID, &c.TPM, &akPublic, &akName, &sh, &nh, &pcrs, &created, &expires, &used)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read challenge: %w", err)
+	}
+	if err := json.Unmarshal([]byte(pcrs), &c.PCRs); err != nil {
+		return nil, fmt.Errorf("read challenge %s: decode PCRs: %w", id, err)
+	}
+	c.AKPublic, c.AKName, c.SecretHash, c.NonceHash = akPublic, akName, sh, nh
+	c.CreatedAt, c.ExpiresAt, c.UsedAt = fromNanos(created), fromNanos(expires), fromNull(used)
+	return &c, nil
+}
+
+// UseChallenge marks the challenge used, once: it fails with ErrUsed when
+// it was used already, ErrExpired when it is past its expiry (it is then
+// marked used too) and ErrNotFound when there is no such challenge. Only
+// one of any number of concurrent calls for one challenge succeeds.
+func (t *Tx) UseChallenge(ctx context.Context, id string) error {
+	res, err := t.tx.ExecContext(ctx, `UPDATE attestation_challenges SET used_at = ?
+		WHERE id = ? AND used_at IS NULL AND expires_at > ?`, t.now.UnixNano(), id, t.now.UnixNano())
+	if err != nil {
+		return fmt.Errorf("use challenge: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return nil
+	}
+	var used sql.NullInt64
+	err = t.tx.QueryRowContext(ctx, `SELECT used_at FROM attestation_challenges WHERE id = ?`, id).Scan(&used)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return ErrNotFound
+	case err != nil:
+		return fmt.Errorf("use challenge: %w", err)
+	case used.Valid:
+		return ErrUsed
+	}
+	if _, err := t.tx.ExecContext(ctx, `UPDATE attestation_challenges SET used_at = ? WHERE id = ?`, t.now.UnixNano(), id); err != nil {
+		return fmt.Errorf("use challenge: %w", err)
+	}
+	return ErrExpired
+}
+
+// Session is an agent's session credential as stored: by the hash of its
+// token.
+type Session struct {
+	TokenHash     []byte
+	MachineID     string
+	EKFingerprint string
+	CreatedAt     time.Time
+	ExpiresAt     time.Time
+}
+
+// ReplaceSessions ends every session of the machine and stores s, so that
+// a machine has one session: the one of its latest attestation.
+func (t *Tx) ReplaceSessions(ctx context.Context, s *Session) error {
+	if _, err := t.tx.ExecContext(ctx, `DELETE FROM agent_sessions WHERE machine_id = ?`, s.MachineID); err != nil {
+		return fmt.Errorf("end sessions of machine %s: %w", s.MachineID, err)
+	}
+	s.CreatedAt = t.now
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO agent_sessions (token_hash, machine_id, ek_fingerprint, created_at, expires_at)
+		VALUES (?, ?, ?, ?, ?)`, s.TokenHash, s.MachineID, s.EKFingerprint, s.CreatedAt.UnixNano(), s.ExpiresAt.UnixNano())
+	if err != nil {
+		return fmt.Errorf("store session of machine %s: %w", s.MachineID, err)
+	}
+	return nil
+}
+
+// EndSessions ends every session of the machine.
+func (t *Tx) EndSessions(ctx context.Context, machineID string) error {
+	if _, err := t.tx.ExecContext(ctx, `DELETE FROM agent_sessions WHERE machine_id = ?`, machineID); err != nil {
+		return fmt.Errorf("end sessions of machine %s: %w", machineID, err)
+	}
+	return nil
+}
+
+// RenewSession moves the expiry of a session that has not expired yet; it
+// fails with ErrNotFound when there is no such session or it has expired.
+func (t *Tx) RenewSession(ctx context.Context, tokenHash []byte, expires time.Time) error {
+	res, err := t.tx.ExecContext(ctx, `UPDATE agent_sessions SET expires_at = ? WHERE token_hash = ? AND expires_at > ?`,
+		expires.UnixNano(), tokenHash, t.now.UnixNano())
+	if err != nil {
+		return fmt.Errorf("renew session: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// GetSession returns the session with the given token hash, expired or
+// not, or ErrNotFound.
+func (s *Store) GetSession(ctx context.Context, tokenHash []byte) (*Session, error) {
+	var (
+		ss               Session
+		created, expires int64
+	)
+	err := s.r.QueryRowContext(ctx, `SELECT token_hash, machine_id, ek_fingerprint, created_at, expires_at
+		FROM agent_sessions WHERE token_hash = ?`, tokenHash).Scan(&ss.TokenHash, &ss.MachineID, &ss.EKFingerprint, &created, &expires)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read session: %w", err)
+	}
+	ss.CreatedAt, ss.ExpiresAt = fromNanos(created), fromNanos(expires)
+	return &ss, nil
+}
+
+// InsertConfigToken stores a one-time config token of the machine by its
+// hash, revoking the machine's unused ones: only the newest token works.
+func (t *Tx) InsertConfigToken(ctx context.Context, machineID string, tokenHash []byte, expires time.Time) error {
+	if _, err := t.tx.ExecContext(ctx, `UPDATE config_tokens SET revoked_at = ?
+		WHERE machine_id = ? AND used_at IS NULL AND revoked_at IS NULL`, t.now.UnixNano(), machineID); err != nil {
+		return fmt.Errorf("revoke config tokens of machine %s: %w", machineID, err)
+	}
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO config_tokens (token_hash, machine_id, created_at, expires_at)
+		VALUES (?, ?, ?, ?)`, tokenHash, machineID, t.now.UnixNano(), expires.UnixNano())
+	if err != nil {
+		return fmt.Errorf("store config token of machine %s: %w", machineID, err)
+	}
+	return nil
+}
+
+// RevokeConfigTokens revokes the machine's unused config tokens.
+func (t *Tx) RevokeConfigTokens(ctx context.Context, machineID string) error {
+	if _, err := t.tx.ExecContext(ctx, `UPDATE config_tokens SET revoked_at = ?
+		WHERE machine_id = ? AND used_at IS NULL AND revoked_at IS NULL`, t.now.UnixNano(), machineID); err != nil {
+		return fmt.Errorf("revoke config tokens of machine %s: %w", machineID, err)
+	}
+	return nil
+}
+
+// UseConfigToken marks a config token used, once, and returns its
+// machine's ID. It fails with ErrNotFound (no such token), ErrUsed,
+// ErrRevoked or ErrExpired. The check and the mark are one UPDATE: of any
+// number of concurrent calls for one token, exactly one succeeds.
+func (t *Tx) UseConfigToken(ctx context.Context, tokenHash []byte) (string, error) {
+	var id string
+	err := t.tx.QueryRowContext(ctx, `UPDATE config_tokens SET used_at = ?
+		WHERE token_hash = ? AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?
+		RETURNING machine_id`, t.now.UnixNano(), tokenHash, t.now.UnixNano()).Scan(&id)
+	if err == nil {
+		return id, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("use config token: %w", err)
+	}
+	var used, revoked sql.NullInt64
+	err = t.tx.QueryRowContext(ctx, `SELECT used_at, revoked_at FROM config_tokens WHERE token_hash = ?`, tokenHash).Scan(&used, &revoked)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return "", ErrNotFound
+	case err != nil:
+		return "", fmt.Errorf("use config token: %w", err)
+	case used.Valid:
+		return "", ErrUsed
+	case revoked.Valid:
+		return "", ErrRevoked
+	}
+	return "", ErrExpired
+}
+
+// ConfigTemplate is the config template of a role.
+type ConfigTemplate struct {
+	Role      string
+	Template  string
+	UpdatedAt time.Time
+}
+
+// PutConfigTemplate creates or replaces the template of c.Role.
+func (t *Tx) PutConfigTemplate(ctx context.Context, c *ConfigTemplate) error {
+	c.UpdatedAt = t.now
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO config_templates (role, template, updated_at) VALUES (?, ?, ?)
+		ON CONFLICT (role) DO UPDATE SET template = excluded.template, updated_at = excluded.updated_at`,
+		c.Role, c.Template, c.UpdatedAt.UnixNano())
+	if err != nil {
+		return fmt.Errorf("store config template of role %s: %w", c.Role, err)
+	}
+	return nil
+}
+
+// ConfigTemplate returns the template of a role in this transaction, or
+// ErrNotFound.
+func (t *Tx) ConfigTemplate(ctx context.Context, role string) (*ConfigTemplate, error) {
+	return scanTemplate(t.tx.QueryRowContext(ctx, `SELECT role, template, updated_at FROM config_templates WHERE role = ?`, role))
+}
+
+// GetConfigTemplate returns the template of a role, or ErrNotFound.
+func (s *Store) GetConfigTemplate(ctx context.Context, role string) (*ConfigTemplate, error) {
+	return scanTemplate(s.r.QueryRowContext(ctx, `SELECT role, template, updated_at FROM config_templates WHERE role = ?`, role))
+}
+
+// ListConfigTemplates returns every template, ordered by role.
+func (s *Store) ListConfigTemplates(ctx context.Context) ([]*ConfigTemplate, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT role, template, updated_at FROM config_templates ORDER BY role`)
+	if err != nil {
+		return nil, fmt.Errorf("list config templates: %w", err)
+	}
+	defer rows.Close()
+	var out []*ConfigTemplate
+	for rows.Next() {
+		c, err := scanTemplate(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list config templates: %w", err)
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+func scanTemplate(row scanner) (*ConfigTemplate, error) {
+	var (
+		c       ConfigTemplate
+		updated int64
+	)
+	err := row.Scan(&c.Role, &c.Template, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.UpdatedAt = fromNanos(updated)
+	return &c, nil
+}
+
+// MachinesWithSMBIOSUUID returns the machines that reported the SMBIOS
+// UUID, oldest first.
+func (t *Tx) MachinesWithSMBIOSUUID(ctx context.Context, uuid string) ([]*Machine, error) {
+	rows, err := t.tx.QueryContext(ctx, `SELECT `+machineColumns+` FROM machines WHERE smbios_uuid = ?
+		ORDER BY registered_at, id`, uuid)
+	if err != nil {
+		return nil, fmt.Errorf("find machines by SMBIOS UUID: %w", err)
+	}
+	defer rows.Close()
+	var out []*Machine
+	for rows.Next() {
+		m, err := scanMachine(rows)
+		if err != nil {
+			return nil, fmt.Errorf("find machines by SMBIOS UUID: %w", err)
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// SilentMachines returns the attested and provisioned machines whose last
+// sign of life (heartbeat, else attestation) is before deadline and for
+// which no missed heartbeat has been reported since, at most limit.
+func (s *Store) SilentMachines(ctx context.Context, deadline time.Time, limit int) ([]*Machine, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+machineColumns+` FROM machines
+		WHERE state IN (?, ?) AND heartbeat_missed_at IS NULL
+		AND COALESCE(last_heartbeat_at, attested_at) < ?
+		ORDER BY id LIMIT ?`, lifecycle.Attested, lifecycle.Provisioned, deadline.UnixNano(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("find machines that missed their heartbeat: %w", err)
+	}
+	defer rows.Close()
+	var out []*Machine
+	for rows.Next() {
+		m, err := scanMachine(rows)
+		if err != nil {
+			return nil, fmt.Errorf("find machines that missed their heartbeat: %w", err)
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// DeleteStaleCredentials deletes the challenges and sessions that expired
+// before cutoff and the config tokens that expired before tokenCutoff (an
+// expired token answers 410 Gone until it is deleted, then 404); it
+// returns how many rows went.
+func (t *Tx) DeleteStaleCredentials(ctx context.Context, cutoff, tokenCutoff time.Time) (int64, error) {
+	var total int64
+	for _, d := range []struct {
+		q      string
+		cutoff time.Time
+	}{
+		{`DELETE FROM attestation_challenges WHERE expires_at < ?`, cutoff},
+		{`DELETE FROM agent_sessions WHERE expires_at < ?`, cutoff},
+		{`DELETE FROM config_tokens WHERE expires_at < ?`, tokenCutoff},
+	} {
+		res, err := t.tx.ExecContext(ctx, d.q, d.cutoff.UnixNano())
+		if err != nil {
+			return total, fmt.Errorf("delete stale credentials: %w", err)
+		}
+		n, _ := res.RowsAffected()
+		total += n
+	}
+	return total, nil
+}
