@@ -1,7 +1,7 @@
 // Package cli is the operator command line, attestation: it lists,
-// registers, approves, revokes and reinstates machines, reads and watches
-// the event log, and lists the daemon's extensions, all through the
-// daemon's Connect API.
+// registers, approves, revokes and reinstates machines, manages the
+// per-role config templates, reads and watches the event log, and lists
+// the daemon's extensions, all through the daemon's Connect API.
 //
 // Every command reads its connection settings and output format from one
 // Env, which the root command fills from its flags and the environment
@@ -89,6 +89,11 @@ func (e *Env) Machines() attestationv1connect.MachineServiceClient {
 // Events returns an EventService client for the configured daemon.
 func (e *Env) Events() attestationv1connect.EventServiceClient {
 	return attestationv1connect.NewEventServiceClient(e.httpClient(), e.URL, e.ClientOptions()...)
+}
+
+// Configs returns a ConfigService client for the configured daemon.
+func (e *Env) Configs() attestationv1connect.ConfigServiceClient {
+	return attestationv1connect.NewConfigServiceClient(e.httpClient(), e.URL, e.ClientOptions()...)
 }
 
 // Extensions returns an ExtensionService client for the configured daemon.
@@ -207,7 +212,7 @@ DATA_DIR/admin-token.`,
 		[]string{OutputTable, OutputJSON, OutputYAML}, cobra.ShellCompDirectiveNoFileComp))
 
 	root.AddGroup(&cobra.Group{ID: coreGroup, Title: "Commands:"})
-	for _, c := range []*cobra.Command{machinesCommand(env), eventsCommand(env), extensionsCommand(env)} {
+	for _, c := range []*cobra.Command{machinesCommand(env), configsCommand(env), eventsCommand(env), extensionsCommand(env)} {
 		c.GroupID = coreGroup
 		root.AddCommand(c)
 	}

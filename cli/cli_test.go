@@ -693,6 +693,7 @@ func TestRootCommand(t *testing.T) {
 		{"machines", "list"}, {"machines", "show"}, {"machines", "register"}, {"machines", "approve"},
 		{"machines", "revoke"}, {"machines", "set-role"}, {"machines", "reinstate"},
 		{"events", "list"}, {"events", "watch"}, {"extensions", "list"},
+		{"configs", "set"}, {"configs", "get"}, {"configs", "list"},
 	} {
 		cmd, _, err := root.Find(path)
 		if err != nil || cmd.Name() != path[len(path)-1] {

@@ -263,12 +263,24 @@ func machineDetails(w io.Writer, m *attestationv1.Machine) error {
 		{"Last heartbeat", formatTime(m.LastHeartbeatAt)},
 		{"Decommissioned", formatTime(m.DecommissionedAt)},
 		{"Decommission reason", m.DecommissionReason},
+		{"Conflict with", conflict(m.ConflictWith)},
+		{"Last attested", formatTime(m.AttestedAt)},
+		{"Config fetched", formatTime(m.ConfiguredAt)},
 		{"Updated", formatTime(m.UpdatedAt)},
 	}
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s:\t%s\n", r.k, orDash(r.v))
 	}
 	return tw.Flush()
+}
+
+// conflict says which older machine reported the same SMBIOS UUID with
+// another EK.
+func conflict(id string) string {
+	if id == "" {
+		return ""
+	}
+	return id + " (same SMBIOS UUID, another EK: a new or cleared TPM, or a forged UUID)"
 }
 
 // shortFingerprint keeps the first 16 hex digits of an EK fingerprint,

@@ -1,0 +1,124 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+
+	attestationv1 "github.com/attestation/attestation/proto/gen/attestation/v1"
+)
+
+func configsCommand(env *Env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "configs",
+		Args:    cobra.ArbitraryArgs,
+		RunE:    groupRun,
+		Aliases: []string{"config"},
+		Short:   "Set, show and list the per-role config templates",
+		Long: `Every approved machine fetches a one-time config, rendered from the template
+of its role: Go text/template over the machine's fields .ID, .Hostname, .Role,
+.EKFingerprint, .MACs, .IP, .SchematicID, .SMBIOSUUID, .Serial and .Product,
+with the function join (like {{join .MACs ","}}). A role without a template
+gets the default config: those fields as YAML.`,
+		Example: `  attestation configs set worker worker.yaml.tmpl
+  attestation configs get worker
+  attestation configs list`,
+	}
+	cmd.AddCommand(configsSetCommand(env), configsGetCommand(env), configsListCommand(env))
+	return cmd
+}
+
+func configsSetCommand(env *Env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "set ROLE FILE",
+		Short: "Set the config template of a role",
+		Long: `Set (or replace) the config template of a role from FILE, or from standard
+input when FILE is -. The daemon refuses a template that does not parse or
+does not render for a sample machine, and keeps the previous one.`,
+		Example: `  attestation configs set worker worker.yaml.tmpl
+  echo 'hostname: {{.Hostname}}' | attestation configs set worker -`,
+		Args: exactArgs("ROLE", "FILE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var (
+				b   []byte
+				err error
+			)
+			if args[1] == "-" {
+				b, err = io.ReadAll(env.Stdin)
+			} else {
+				b, err = os.ReadFile(args[1])
+			}
+			if err != nil {
+				return fmt.Errorf("read template: %w", err)
+			}
+			resp, err := env.Configs().SetConfig(cmd.Context(), connect.NewRequest(&attestationv1.SetConfigRequest{Role: args[0], Template: string(b)}))
+			if err != nil {
+				return err
+			}
+			c := resp.Msg.Config
+			return env.Print(c, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "Set the config template of role %s (%d bytes).\n", c.Role, len(c.Template))
+				return err
+			})
+		},
+	}
+}
+
+func configsGetCommand(env *Env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "get ROLE",
+		Short: "Print the config template of a role",
+		Long: `Print the config template of a role as it was set; with -o json or -o yaml,
+the template with its role and time of the last change.`,
+		Example: `  attestation configs get worker > worker.yaml.tmpl`,
+		Args:    exactArgs("ROLE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			resp, err := env.Configs().GetConfig(cmd.Context(), connect.NewRequest(&attestationv1.GetConfigRequest{Role: args[0]}))
+			if err != nil {
+				return err
+			}
+			c := resp.Msg.Config
+			return env.Print(c, func(w io.Writer) error {
+				_, err := io.WriteString(w, c.Template)
+				return err
+			})
+		},
+	}
+}
+
+func configsListCommand(env *Env) *cobra.Command {
+	return &cobra.Command{
+		Use:     "list",
+		Short:   "List the roles that have a config template",
+		Example: `  attestation configs list`,
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			resp, err := env.Configs().ListConfigs(cmd.Context(), connect.NewRequest(&attestationv1.ListConfigsRequest{}))
+			if err != nil {
+				return err
+			}
+			cs := resp.Msg.Configs
+			return env.Print(messages(cs), func(w io.Writer) error { return configTable(w, cs) })
+		},
+	}
+}
+
+func configTable(w io.Writer, cs []*attestationv1.ConfigTemplate) error {
+	if len(cs) == 0 {
+		return nil
+	}
+	tw := newTable(w)
+	fmt.Fprintln(tw, "ROLE\tLINES\tBYTES\tUPDATED")
+	for _, c := range cs {
+		lines := strings.Count(c.Template, "\n")
+		if c.Template != "" && !strings.HasSuffix(c.Template, "\n") {
+			lines++
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", c.Role, lines, len(c.Template), formatTime(c.UpdatedAt))
+	}
+	return tw.Flush()
+}
