@@ -14,6 +14,8 @@ import (
 	"github.com/attestation/attestation/agent/hardware"
 	"github.com/attestation/attestation/agent/netconf"
 	"github.com/attestation/attestation/agent/sysinit"
+	"github.com/attestation/attestation/agent/tpm"
+	"github.com/google/go-tpm/tpm2"
 )
 
 // DefaultCAFile is the CA bundle an image can bake into the initramfs;
@@ -80,6 +82,7 @@ func RunInit(ctx context.Context, log *slog.Logger) {
 		fatal(log, fmt.Errorf("kernel command line: %w", err))
 	}
 	cfg.Logger = log
+	seedRandom(log, cfg.TPM)
 
 	link := bringUpNetwork(ctx, log, settings.Iface)
 	go link.Maintain(ctx)
@@ -125,6 +128,50 @@ func loadModules(log *slog.Logger, mods []sysinit.Module) {
 			log.Info("module loaded", "module", l.Module.Name, "path", l.Path)
 		}
 	}
+}
+
+// seedRandom feeds the kernel's random number generator from the TPM's
+// when it is not ready yet: without it, everything that needs randomness
+// (DHCP, TLS, the TPM sessions themselves) blocks until the kernel has
+// gathered enough entropy on its own, which takes minutes on a CPU without
+// RDRAND.
+func seedRandom(log *slog.Logger, spec string) {
+	if sysinit.RandomReady() {
+		return
+	}
+	seed, err := tpmRandom(spec, 64)
+	if err == nil {
+		err = sysinit.AddEntropy(seed)
+	}
+	if err != nil {
+		log.Warn("random number generator not seeded from the TPM", "err", err)
+	} else {
+		log.Info("random number generator seeded from the TPM", "bytes", len(seed))
+	}
+	if !sysinit.RandomReady() {
+		log.Warn("waiting for the kernel's random number generator (this can take minutes without RDRAND or a TPM)")
+	}
+}
+
+// tpmRandom reads n bytes from the TPM's random number generator.
+func tpmRandom(spec string, n int) ([]byte, error) {
+	t, err := tpm.Open(spec)
+	if err != nil {
+		return nil, err
+	}
+	defer t.Close()
+	var out []byte
+	for len(out) < n {
+		rsp, err := tpm2.GetRandom{BytesRequested: uint16(min(n-len(out), 32))}.Execute(t)
+		if err != nil {
+			return nil, fmt.Errorf("TPM GetRandom: %w", err)
+		}
+		if len(rsp.RandomBytes.Buffer) == 0 {
+			return nil, errors.New("TPM GetRandom: no bytes")
+		}
+		out = append(out, rsp.RandomBytes.Buffer...)
+	}
+	return out[:n], nil
 }
 
 // bringUpNetwork retries until a link has a DHCP lease: drivers probe

@@ -1,6 +1,8 @@
 package sysinit
 
 import (
+	"bytes"
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -136,5 +138,23 @@ func TestLoadModulesMissing(t *testing.T) {
 	}
 	if len(got) != 1 || got[0].Err == nil || got[0].Already {
 		t.Errorf("LoadModules(missing module) = %+v, want one result with an error", got)
+	}
+}
+
+func TestEntropyRequest(t *testing.T) {
+	got := entropyRequest([]byte{1, 2, 3, 4})
+	want := make([]byte, 12)
+	binary.NativeEndian.PutUint32(want[0:], 32)
+	binary.NativeEndian.PutUint32(want[4:], 4)
+	copy(want[8:], []byte{1, 2, 3, 4})
+	if !bytes.Equal(got, want) {
+		t.Errorf("entropyRequest() = %x, want %x", got, want)
+	}
+}
+
+func TestRandomReady(t *testing.T) {
+	// A running test machine is long past early boot.
+	if !RandomReady() {
+		t.Error("RandomReady() = false on a booted machine")
 	}
 }
