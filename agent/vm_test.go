@@ -1,0 +1,248 @@
+//go:build cgo && linux
+
+package agent_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/attestation/attestation/controlplane/daemon/daemontest"
+)
+
+// TestBootInVM boots the static agent as /init of an initramfs in QEMU
+// with a software TPM (swtpm) and an e1000 NIC, against a real daemon on
+// the host: modules, DHCP, entropy, TPM, event log, approval, config,
+// heartbeats, all as on a machine. It needs qemu-system-x86_64, swtpm and
+// a Debian kernel (linux-image-amd64) with its e1000 module; it skips
+// without them, and under -short.
+func TestBootInVM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a VM (about a minute under TCG)")
+	}
+	qemu, err1 := exec.LookPath("qemu-system-x86_64")
+	swtpm, err2 := exec.LookPath("swtpm")
+	kernels, _ := filepath.Glob("/boot/vmlinuz-*")
+	if err1 != nil || err2 != nil || len(kernels) == 0 {
+		t.Skip("needs qemu-system-x86_64, swtpm and a kernel in /boot (apt-get install qemu-system-x86 swtpm linux-image-amd64)")
+	}
+	kernel := kernels[len(kernels)-1]
+	release := strings.TrimPrefix(filepath.Base(kernel), "vmlinuz-")
+	e1000 := filepath.Join("/lib/modules", release, "kernel/drivers/net/ethernet/intel/e1000/e1000.ko")
+	if _, err := os.Stat(e1000); err != nil {
+		t.Skipf("no e1000 module for %s: %v", release, err)
+	}
+	dir := t.TempDir()
+
+	// The agent, static, as the image builds it.
+	bin := filepath.Join(dir, "init")
+	build := exec.Command("go", "build", "-ldflags=-s -w", "-o", bin, "./cmd/attestation-agent")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the agent: %v\n%s", err, out)
+	}
+	agentBin, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	module, err := os.ReadFile(e1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	modPath := strings.TrimPrefix(e1000, "/")
+	var cpio newc
+	for _, d := range []string{"etc", "etc/attestation", "lib", "lib/modules", "lib/modules/" + release} {
+		cpio.dir(d)
+	}
+	initrd := filepath.Join(dir, "initramfs.cpio")
+	var parents []string
+	for d := filepath.Dir(modPath); d != "lib/modules/"+release; d = filepath.Dir(d) {
+		parents = append([]string{d}, parents...)
+	}
+	for _, d := range parents {
+		cpio.dir(d)
+	}
+	cpio.file("init", 0o755, agentBin)
+	cpio.file("etc/attestation/modules", 0o644, []byte("# NIC drivers, in load order\ne1000\n"))
+	cpio.file(modPath, 0o644, module)
+	if err := os.WriteFile(initrd, cpio.close(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// The daemon, on a port the guest reaches as 10.0.2.2.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	d := startDaemon(t, daemontest.Options{}, map[string]any{
+		"listen":     fmt.Sprintf("127.0.0.1:%d", port),
+		"public_url": fmt.Sprintf("http://10.0.2.2:%d", port),
+	})
+
+	// The TPM.
+	sock := filepath.Join(dir, "swtpm.sock")
+	state := filepath.Join(dir, "tpm")
+	os.Mkdir(state, 0o700)
+	tpmCmd := exec.Command(swtpm, "socket", "--tpm2", "--tpmstate", "dir="+state,
+		"--ctrl", "type=unixio,path="+sock, "--flags", "startup-clear")
+	if err := tpmCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tpmCmd.Process.Kill(); tpmCmd.Wait() })
+	for i := 0; ; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if i == 100 {
+			t.Fatal("swtpm did not create its socket")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	vm := exec.CommandContext(ctx, qemu, "-accel", "tcg", "-m", "512", "-nographic", "-no-reboot",
+		"-kernel", kernel, "-initrd", initrd,
+		"-append", fmt.Sprintf("console=ttyS0 quiet panic=-1 attestation.url=http://10.0.2.2:%d", port),
+		"-netdev", "user,id=n0", "-device", "e1000,netdev=n0",
+		"-chardev", "socket,id=chrtpm,path="+sock, "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0")
+	console := &consoleLog{t: t, changed: make(chan struct{})}
+	vm.Stdout, vm.Stderr = console, console
+	if err := vm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		vm.Process.Kill()
+		vm.Wait()
+		console.stop()
+	})
+
+	for _, step := range []string{
+		`msg="module loaded" module=e1000`, `msg="dhcp lease" link=eth0 address=10.0.2.15/24`,
+		`msg="tpm opened" spec=/dev/tpmrm0`, `msg="ek read"`, `msg=registered`, `msg="credential activated"`,
+	} {
+		console.wait(t, step, 3*time.Minute)
+	}
+	quote := console.wait(t, `msg="quote sent"`, time.Minute)
+	if strings.Contains(quote, "event_log_bytes=0") {
+		t.Errorf("no event log sent from the VM (securityfs not mounted?): %s", quote)
+	}
+	waiting := console.wait(t, `msg="waiting for approval"`, time.Minute)
+	id := regexp.MustCompile(`machine=([0-9a-f-]{36})`).FindStringSubmatch(waiting)
+	if id == nil {
+		t.Fatalf("no machine ID in %q", waiting)
+	}
+	approve(t, d, id[1], "vm-1")
+	console.wait(t, `msg="config written" path=/run/attestation/config`, time.Minute)
+	console.wait(t, `msg=heartbeat`, time.Minute)
+	m := getMachine(t, d, id[1])
+	if m.GetState() != "provisioned" || !m.GetTpmAvailable() || m.GetIp() != "10.0.2.15" || m.GetProduct() == "" {
+		t.Errorf("machine %s: state %q tpm %v ip %q product %q; want provisioned, a TPM, 10.0.2.15 and the SMBIOS product",
+			id[1], m.GetState(), m.GetTpmAvailable(), m.GetIp(), m.GetProduct())
+	}
+}
+
+// consoleLog collects the VM's serial console.
+type consoleLog struct {
+	t       *testing.T
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	partial []byte
+	done    bool
+	changed chan struct{}
+}
+
+func (c *consoleLog) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.buf.Write(p)
+	c.partial = append(c.partial, p...)
+	for {
+		i := bytes.IndexByte(c.partial, '\n')
+		if i < 0 {
+			break
+		}
+		if !c.done {
+			c.t.Log("vm: " + strings.TrimRight(string(c.partial[:i]), "\r"))
+		}
+		c.partial = c.partial[i+1:]
+	}
+	close(c.changed)
+	c.changed = make(chan struct{})
+	return len(p), nil
+}
+
+func (c *consoleLog) stop() {
+	c.mu.Lock()
+	c.done = true
+	c.mu.Unlock()
+}
+
+// wait returns the first console line containing s.
+func (c *consoleLog) wait(t *testing.T, s string, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		c.mu.Lock()
+		sc := bufio.NewScanner(bytes.NewReader(c.buf.Bytes()))
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), s) {
+				c.mu.Unlock()
+				return sc.Text()
+			}
+		}
+		ch := c.changed
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("the VM's console never showed %q within %s", s, timeout)
+		}
+	}
+}
+
+// newc writes a cpio archive in the "newc" format the kernel unpacks.
+type newc struct {
+	buf bytes.Buffer
+	ino int
+}
+
+func (w *newc) header(name string, mode uint32, size int) {
+	w.ino++
+	fmt.Fprintf(&w.buf, "070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X",
+		w.ino, mode, 0, 0, 1, 0, size, 0, 0, 0, 0, len(name)+1, 0)
+	w.buf.WriteString(name)
+	w.buf.WriteByte(0)
+	w.pad()
+}
+
+func (w *newc) pad() {
+	for w.buf.Len()%4 != 0 {
+		w.buf.WriteByte(0)
+	}
+}
+
+func (w *newc) dir(name string) { w.header(name, 0o040755, 0) }
+
+func (w *newc) file(name string, perm uint32, data []byte) {
+	w.header(name, 0o100000|perm, len(data))
+	w.buf.Write(data)
+	w.pad()
+}
+
+func (w *newc) close() []byte {
+	w.header("TRAILER!!!", 0, 0)
+	return w.buf.Bytes()
+}
