@@ -5,6 +5,7 @@ package agentapi_test
 import (
 	"context"
 	"net/http"
+	"path"
 	"strings"
 	"testing"
 	"time"
@@ -85,14 +86,9 @@ func TestFullLoop(t *testing.T) {
 		reg["hardware"].(map[string]any)["smbios_uuid"] != "4c4c4544-0000-1111-2222-333344445555" {
 		t.Errorf("node.registered payload %v: want the peer IP, MAC, TPM and hardware", reg)
 	}
-	// The URL of node.provisioned was minted at approval; the watch minted
-	// its own since, which replaced it (only hashes are kept, so the watch
-	// could not hand out the first).
-	prov := evs[2].Payload.AsMap()
-	if u, _ := prov["config_url"].(string); !strings.HasPrefix(u, h.d.URL+"/config/") || u == m.ConfigUrl {
-		t.Errorf("node.provisioned config_url %q: want a config URL other than the watch's", u)
-	} else if status, _ := fetch(t, u); status != http.StatusGone {
-		t.Errorf("GET the replaced URL of node.provisioned: %d, want 410", status)
+	// node.provisioned carries the URL the watch handed out.
+	if u := evs[2].Payload.AsMap()["config_url"]; u != m.ConfigUrl {
+		t.Errorf("node.provisioned config_url %q, want the watch's %q", u, m.ConfigUrl)
 	}
 
 	got := h.machine(t, ch.MachineId)
@@ -220,15 +216,40 @@ func TestWatchSurvivesRestart(t *testing.T) {
 	if m.State != "provisioned" || m.ConfigUrl == "" {
 		t.Fatalf("watch after approval: %v, want provisioned with a URL", m)
 	}
-	// A reconnect before the fetch mints a new URL and retires the old one.
+	// The agent may lose the stream before it fetches: reconnecting, even
+	// to a restarted daemon, hands out the same token (watching changes
+	// nothing). The restarted test daemon listens on another port.
+	h.d.Stop(t)
+	h = startIn(t, dir, nil)
 	again := h.configURL(t, att.SessionToken)
-	if again == m.ConfigUrl {
-		t.Fatal("the reconnected watch handed out the same URL")
-	}
-	if status, _ := fetch(t, m.ConfigUrl); status != http.StatusGone {
-		t.Errorf("GET the replaced URL: %d, want 410", status)
+	if path.Base(again) != path.Base(m.ConfigUrl) {
+		t.Errorf("the reconnected watch handed out %s, want the same token as %s", again, m.ConfigUrl)
 	}
 	if status, _ := fetch(t, again); status != http.StatusOK {
-		t.Errorf("GET the newest URL: %d, want 200", status)
+		t.Errorf("GET the URL: %d, want 200", status)
+	}
+}
+
+// TestWatchRenewsExpiredURL: an agent that reconnects after its config URL
+// expired gets a new one, and the old one stays gone.
+func TestWatchRenewsExpiredURL(t *testing.T) {
+	h := start(t, func(c *config.Config) { c.ConfigTokenTTL = config.Duration(300 * time.Millisecond) })
+	a := boot(t, "simulator")
+	ch, att := h.enroll(t, a, nil)
+	h.approve(t, ch.MachineId, "worker", "node-3")
+	first := h.configURL(t, att.SessionToken)
+	if again := h.configURL(t, att.SessionToken); again != first {
+		t.Fatalf("a second watch before the expiry handed out %s, want the same %s", again, first)
+	}
+	time.Sleep(400 * time.Millisecond)
+	renewed := h.configURL(t, att.SessionToken)
+	if renewed == first {
+		t.Fatal("the watch handed out the expired URL again")
+	}
+	if status, _ := fetch(t, first); status != http.StatusGone {
+		t.Errorf("GET the expired URL: %d, want 410", status)
+	}
+	if status, _ := fetch(t, renewed); status != http.StatusOK {
+		t.Errorf("GET the renewed URL: %d, want 200", status)
 	}
 }

@@ -5,6 +5,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -36,6 +37,9 @@ import (
 const (
 	DatabaseFile   = "attestation.db"
 	AdminTokenFile = "admin-token"
+	// ConfigTokenKeyFile holds the key one-time config tokens are derived
+	// with; the database keeps only their hashes.
+	ConfigTokenKeyFile = "config-token-key"
 )
 
 // Options add to what the config says; tests and embedders use them.
@@ -88,6 +92,10 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
+	tokenKey, err := configTokenKey(filepath.Join(dataDir, ConfigTokenKeyFile))
+	if err != nil {
+		return err
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -136,7 +144,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 			dispatcher.Notify()
 			committed.Notify()
 		}
-	}, machines.WithConfigTokens(publicURL, time.Duration(cfg.ConfigTokenTTL)))
+	}, machines.WithConfigTokens(publicURL, time.Duration(cfg.ConfigTokenTTL), tokenKey))
 	cfgs := configs.NewService(st)
 
 	stopping := make(chan struct{})
@@ -253,6 +261,35 @@ func defaultPublicURL(a net.Addr) string {
 		}
 	}
 	return "http://" + net.JoinHostPort(host, port)
+}
+
+// configTokenKey reads the config token key, hex in a file, creating it
+// on first start.
+func configTokenKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		key, err := hex.DecodeString(strings.TrimSpace(string(b)))
+		if err != nil || len(key) != machines.ConfigTokenKeySize {
+			return nil, fmt.Errorf("config token key %s: want %d bytes in hex", path, machines.ConfigTokenKeySize)
+		}
+		return key, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read config token key: %w", err)
+	}
+	key := make([]byte, machines.ConfigTokenKeySize)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("make config token key: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create config token key: %w", err)
+	}
+	_, err = fmt.Fprintln(f, hex.EncodeToString(key))
+	if err = errors.Join(err, f.Sync(), f.Close()); err != nil {
+		return nil, fmt.Errorf("write config token key %s: %w", path, err)
+	}
+	return key, nil
 }
 
 // ekPolicy builds the EK policy from the config, loading the roots bundle.

@@ -1,12 +1,16 @@
 package machines
 
 import (
+	"bytes"
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/attestation/attestation/controlplane/events"
 	"github.com/attestation/attestation/controlplane/lifecycle"
@@ -34,6 +38,27 @@ func HashToken(token string) []byte {
 	return sum[:]
 }
 
+// Config tokens are derived from a random ID and a key kept outside the
+// database: token = base64url(id || HMAC-SHA256(key, label || id)[:16]).
+// The database keeps the ID and the token's hash, so a copy of it alone
+// yields no usable token, while the daemon can hand an unused token out
+// again (to an agent that reconnects) without storing it.
+const (
+	configTokenIDSize  = 16
+	configTokenMACSize = TokenSize - configTokenIDSize
+	configTokenLabel   = "attestation config token v1\x00"
+)
+
+// ConfigTokenKeySize is the size of the key config tokens are derived with.
+const ConfigTokenKeySize = 32
+
+func (s *Service) deriveConfigToken(id []byte) string {
+	mac := hmac.New(sha256.New, s.configKey)
+	mac.Write([]byte(configTokenLabel))
+	mac.Write(id)
+	return base64.RawURLEncoding.EncodeToString(append(bytes.Clone(id), mac.Sum(nil)[:configTokenMACSize]...))
+}
+
 // mintConfigURL stores a new one-time config token of m (revoking its
 // unused ones) and returns its URL; it returns "" when the Service mints
 // no config tokens.
@@ -41,21 +66,22 @@ func (s *Service) mintConfigURL(ctx context.Context, tx *store.Tx, m *store.Mach
 	if s.configBase == "" {
 		return "", nil
 	}
-	tok, hash, err := NewToken()
-	if err != nil {
-		return "", err
+	id := make([]byte, configTokenIDSize)
+	if _, err := rand.Read(id); err != nil {
+		return "", fmt.Errorf("make config token: %w", err)
 	}
-	if err := tx.InsertConfigToken(ctx, m.ID, hash, tx.Now().Add(s.configTTL)); err != nil {
+	tok := s.deriveConfigToken(id)
+	if err := tx.InsertConfigToken(ctx, m.ID, hex.EncodeToString(id), HashToken(tok), tx.Now().Add(s.configTTL)); err != nil {
 		return "", err
 	}
 	return s.configBase + tok, nil
 }
 
-// ConfigURL returns a fresh one-time config URL for a provisioned machine
-// whose config has not been fetched yet, revoking the URLs minted before
-// (only their hashes are kept, so an earlier one cannot be handed out
-// again). It returns "" and no error when the machine is not provisioned
-// or has fetched its config already.
+// ConfigURL returns the one-time config URL of a provisioned machine whose
+// config has not been fetched yet: the same URL as long as it is unused
+// and unexpired, so asking again changes nothing; a new one (revoking the
+// old) once it has expired. It returns "" and no error when the machine is
+// not provisioned or has fetched its config already.
 func (s *Service) ConfigURL(ctx context.Context, id string) (string, error) {
 	id = NormalizeID(id)
 	m, err := s.store.GetMachine(ctx, id)
@@ -67,6 +93,17 @@ func (s *Service) ConfigURL(ctx context.Context, id string) (string, error) {
 	}
 	if m.State != lifecycle.Provisioned || !m.ConfiguredAt.IsZero() || s.configBase == "" {
 		return "", nil
+	}
+	tokenID, expires, err := s.store.UsableConfigToken(ctx, id)
+	if err == nil && time.Now().Before(expires) {
+		raw, err := hex.DecodeString(tokenID)
+		if err != nil || len(raw) != configTokenIDSize {
+			return "", fmt.Errorf("config URL of machine %s: stored token ID %q is malformed", id, tokenID)
+		}
+		return s.configBase + s.deriveConfigToken(raw), nil
+	}
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return "", fmt.Errorf("config URL of machine %s: %w", id, err)
 	}
 	var url string
 	_, err = s.update(ctx, "config URL of", id, func(tx *store.Tx, m *store.Machine) error {

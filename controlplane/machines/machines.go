@@ -4,6 +4,7 @@
 package machines
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -41,17 +42,21 @@ type Service struct {
 	// mints no config token).
 	configBase string
 	configTTL  time.Duration
+	configKey  []byte
 }
 
 // Option configures a Service.
 type Option func(*Service)
 
 // WithConfigTokens makes approval mint a one-time config token, valid for
-// ttl, whose URL (publicURL/config/TOKEN) node.provisioned carries.
-func WithConfigTokens(publicURL string, ttl time.Duration) Option {
+// ttl, whose URL (publicURL/config/TOKEN) node.provisioned carries. Tokens
+// are derived with key (ConfigTokenKeySize random bytes, kept outside the
+// database).
+func WithConfigTokens(publicURL string, ttl time.Duration, key []byte) Option {
 	return func(s *Service) {
 		s.configBase = strings.TrimRight(publicURL, "/") + "/config/"
 		s.configTTL = ttl
+		s.configKey = bytes.Clone(key)
 	}
 }
 
@@ -306,9 +311,6 @@ func (s *Service) AttestedWith(ctx context.Context, id string, with func(*store.
 				return err
 			}
 		}
-		if err := tx.UpdateMachine(ctx, m); err != nil {
-			return err
-		}
 		if err := tx.Emit(ctx, m, &events.Online{Hostname: m.Hostname, Role: m.Role, FirstSeen: m.FirstSeenAt}); err != nil {
 			return err
 		}
@@ -316,9 +318,10 @@ func (s *Service) AttestedWith(ctx context.Context, id string, with func(*store.
 			if err := transition(m, lifecycle.Approve); err != nil {
 				return err
 			}
+			// approve writes the machine.
 			return s.approve(ctx, tx, m, Approval{Role: m.Role, Hostname: m.Hostname, SchematicID: m.SchematicID})
 		}
-		return nil
+		return tx.UpdateMachine(ctx, m)
 	})
 }
 

@@ -177,18 +177,34 @@ func (s *Store) GetSession(ctx context.Context, tokenHash []byte) (*Session, err
 }
 
 // InsertConfigToken stores a one-time config token of the machine by its
-// hash, revoking the machine's unused ones: only the newest token works.
-func (t *Tx) InsertConfigToken(ctx context.Context, machineID string, tokenHash []byte, expires time.Time) error {
-	if _, err := t.tx.ExecContext(ctx, `UPDATE config_tokens SET revoked_at = ?
-		WHERE machine_id = ? AND used_at IS NULL AND revoked_at IS NULL`, t.now.UnixNano(), machineID); err != nil {
-		return fmt.Errorf("revoke config tokens of machine %s: %w", machineID, err)
+// ID and hash, revoking the machine's unused ones: only the newest token
+// works.
+func (t *Tx) InsertConfigToken(ctx context.Context, machineID, tokenID string, tokenHash []byte, expires time.Time) error {
+	if err := t.RevokeConfigTokens(ctx, machineID); err != nil {
+		return err
 	}
-	_, err := t.tx.ExecContext(ctx, `INSERT INTO config_tokens (token_hash, machine_id, created_at, expires_at)
-		VALUES (?, ?, ?, ?)`, tokenHash, machineID, t.now.UnixNano(), expires.UnixNano())
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO config_tokens (token_hash, token_id, machine_id, created_at, expires_at)
+		VALUES (?, ?, ?, ?, ?)`, tokenHash, tokenID, machineID, t.now.UnixNano(), expires.UnixNano())
 	if err != nil {
 		return fmt.Errorf("store config token of machine %s: %w", machineID, err)
 	}
 	return nil
+}
+
+// UsableConfigToken returns the ID and expiry of the machine's config
+// token that is neither used nor revoked (expired or not), or ErrNotFound.
+func (s *Store) UsableConfigToken(ctx context.Context, machineID string) (id string, expires time.Time, err error) {
+	var exp int64
+	err = s.r.QueryRowContext(ctx, `SELECT token_id, expires_at FROM config_tokens
+		WHERE machine_id = ? AND used_at IS NULL AND revoked_at IS NULL
+		ORDER BY created_at DESC LIMIT 1`, machineID).Scan(&id, &exp)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", time.Time{}, ErrNotFound
+	}
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("read config token of machine %s: %w", machineID, err)
+	}
+	return id, fromNanos(exp), nil
 }
 
 // RevokeConfigTokens revokes the machine's unused config tokens.

@@ -483,10 +483,9 @@ func (*WatchApprovalRequest) Descriptor() ([]byte, []int) {
 type WatchApprovalResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	State string                 `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
-	// Set once approved: the one-time config URL. Every stream that reports
-	// the approval mints a new URL and invalidates the unused ones before it,
-	// so only the newest works. Empty when the machine is provisioned and its
-	// config has already been fetched.
+	// Set once approved: the one-time config URL, the same on every stream
+	// until it is used (or, once expired, a new one). Empty when the machine
+	// is provisioned and its config has already been fetched.
 	ConfigUrl     string `protobuf:"bytes,2,opt,name=config_url,json=configUrl,proto3" json:"config_url,omitempty"`
 	Hostname      string `protobuf:"bytes,3,opt,name=hostname,proto3" json:"hostname,omitempty"`
 	Role          string `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
