@@ -190,13 +190,15 @@ func (c *consoleLog) stop() {
 	c.mu.Unlock()
 }
 
-// wait returns the first console line containing s.
+// wait returns the first complete console line containing s.
 func (c *consoleLog) wait(t *testing.T, s string, timeout time.Duration) string {
 	t.Helper()
 	deadline := time.After(timeout)
 	for {
 		c.mu.Lock()
-		sc := bufio.NewScanner(bytes.NewReader(c.buf.Bytes()))
+		// Complete lines only: the console arrives in pieces.
+		b := c.buf.Bytes()
+		sc := bufio.NewScanner(bytes.NewReader(b[:bytes.LastIndexByte(b, '\n')+1]))
 		for sc.Scan() {
 			if strings.Contains(sc.Text(), s) {
 				c.mu.Unlock()
