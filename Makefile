@@ -56,7 +56,7 @@ test-short: deps ## Run the fast tests only
 	$(GO) test -short ./...
 
 .PHONY: bench
-bench: deps ## Print the figures: lifecycle throughput and event dispatch latency
+bench: deps ## Print the figures: lifecycle throughput, event dispatch latency, the enrollment storm
 	$(GO) test -run '^$$' -bench . -benchtime 3s -timeout 20m ./controlplane/bench/
 
 .PHONY: fuzz

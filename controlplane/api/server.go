@@ -105,7 +105,8 @@ func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 	mount(attestationv1connect.NewEventServiceHandler(&eventService{store: o.Store, committed: o.Committed, stopping: o.Stopping}, operator))
 	mount(attestationv1connect.NewExtensionServiceHandler(&extensionService{list: o.Extensions}, operator))
 	mount(attestationv1connect.NewConfigServiceHandler(&configService{configs: o.Configs}, operator))
-	mux.Handle(attestationv1connect.NewAgentServiceHandler(o.Agent, agent))
+	// Agent messages are small; compressing them costs more than it saves.
+	mux.Handle(attestationv1connect.NewAgentServiceHandler(o.Agent, agent, connect.WithCompressMinBytes(4<<10)))
 
 	transcoder, err := vanguard.NewTranscoder(services,
 		vanguard.WithCodec(restCodec),

@@ -1,0 +1,228 @@
+package bench
+
+// softTPM emulates, in Go crypto, the little of a TPM that enrollment
+// uses: an RSA 2048 EK (the TCG template) that activates credentials and an
+// ECDSA P-256 AK that signs quotes, with every PCR zero. It is a load
+// generator for the enrollment benchmark, not a TPM: its keys live in
+// memory, so it proves nothing, and the product never uses it. The daemon
+// cannot tell it from a TPM, which is what makes it a fair load.
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+
+	"github.com/google/go-tpm/tpm2"
+)
+
+type softTPM struct {
+	ek       *rsa.PrivateKey
+	ekPublic []byte // TPMT_PUBLIC
+	ak       *ecdsa.PrivateKey
+	akPublic []byte // TPMT_PUBLIC
+	akName   []byte
+	// fingerprint is the EK's identity: SHA-256 of its PKIX DER.
+	fingerprint string
+}
+
+func newSoftTPM(ek *rsa.PrivateKey) (*softTPM, error) {
+	ekPub := tpm2.RSAEKTemplate
+	ekPub.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{Buffer: ek.N.Bytes()})
+	ak, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	akPub := tpm2.TPMTPublic{
+		Type:    tpm2.TPMAlgECC,
+		NameAlg: tpm2.TPMAlgSHA256,
+		ObjectAttributes: tpm2.TPMAObject{
+			FixedTPM: true, FixedParent: true, SensitiveDataOrigin: true,
+			UserWithAuth: true, Restricted: true, SignEncrypt: true,
+		},
+		Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
+			Symmetric: tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgNull},
+			Scheme: tpm2.TPMTECCScheme{
+				Scheme:  tpm2.TPMAlgECDSA,
+				Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgECDSA, &tpm2.TPMSSigSchemeECDSA{HashAlg: tpm2.TPMAlgSHA256}),
+			},
+			CurveID: tpm2.TPMECCNistP256,
+			KDF:     tpm2.TPMTKDFScheme{Scheme: tpm2.TPMAlgNull},
+		}),
+		Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
+			X: tpm2.TPM2BECCParameter{Buffer: ak.X.FillBytes(make([]byte, 32))},
+			Y: tpm2.TPM2BECCParameter{Buffer: ak.Y.FillBytes(make([]byte, 32))},
+		}),
+	}
+	akRaw := tpm2.Marshal(akPub)
+	sum := sha256.Sum256(akRaw)
+	der, err := x509.MarshalPKIXPublicKey(&ek.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	fp := sha256.Sum256(der)
+	return &softTPM{
+		ek:          ek,
+		ekPublic:    tpm2.Marshal(ekPub),
+		ak:          ak,
+		akPublic:    akRaw,
+		akName:      append([]byte{0x00, 0x0b}, sum[:]...), // TPM_ALG_SHA256 || H(public)
+		fingerprint: hex.EncodeToString(fp[:]),
+	}, nil
+}
+
+// activateCredential is TPM2_ActivateCredential (TPM 2.0 Part 1,
+// "Credential Protection"): recover the seed with the EK, check the
+// integrity HMAC over the credential and the AK name, decrypt the secret.
+func (s *softTPM) activateCredential(blob, encSecret []byte) ([]byte, error) {
+	seed, err := rsa.DecryptOAEP(sha256.New(), nil, s.ek, encSecret, []byte("IDENTITY\x00"))
+	if err != nil {
+		return nil, fmt.Errorf("activate credential: %w", err)
+	}
+	if len(blob) < 2 {
+		return nil, errors.New("activate credential: short blob")
+	}
+	n := int(binary.BigEndian.Uint16(blob))
+	if len(blob) < 2+n {
+		return nil, errors.New("activate credential: short blob")
+	}
+	integrity, encIdentity := blob[2:2+n], blob[2+n:]
+	mac := hmac.New(sha256.New, tpm2.KDFa(crypto.SHA256, seed, "INTEGRITY", nil, nil, 256))
+	mac.Write(encIdentity)
+	mac.Write(s.akName)
+	if !hmac.Equal(mac.Sum(nil), integrity) {
+		return nil, errors.New("activate credential: integrity check failed (not for this EK and AK)")
+	}
+	block, err := aes.NewCipher(tpm2.KDFa(crypto.SHA256, seed, "STORAGE", s.akName, nil, 128))
+	if err != nil {
+		return nil, err
+	}
+	plain := make([]byte, len(encIdentity))
+	cipher.NewCFBDecrypter(block, make([]byte, block.BlockSize())).XORKeyStream(plain, encIdentity)
+	if len(plain) < 2 || int(binary.BigEndian.Uint16(plain)) != len(plain)-2 {
+		return nil, errors.New("activate credential: malformed credential")
+	}
+	return plain[2:], nil
+}
+
+// quote is TPM2_Quote over the SHA-256 bank with every PCR zero.
+func (s *softTPM) quote(nonce []byte, pcrs []uint32) (quote, sig []byte, values map[uint32][]byte, err error) {
+	idx := make([]uint, len(pcrs))
+	values = make(map[uint32][]byte, len(pcrs))
+	h := sha256.New()
+	for i, p := range pcrs { // ascending, as the daemon sends them
+		idx[i] = uint(p)
+		values[p] = make([]byte, 32)
+		h.Write(values[p])
+	}
+	attest := tpm2.TPMSAttest{
+		Magic:           tpm2.TPMGeneratedValue,
+		Type:            tpm2.TPMSTAttestQuote,
+		QualifiedSigner: tpm2.TPM2BName{Buffer: s.akName},
+		ExtraData:       tpm2.TPM2BData{Buffer: nonce},
+		ClockInfo:       tpm2.TPMSClockInfo{Safe: true},
+		Attested: tpm2.NewTPMUAttest(tpm2.TPMSTAttestQuote, &tpm2.TPMSQuoteInfo{
+			PCRSelect: tpm2.TPMLPCRSelection{PCRSelections: []tpm2.TPMSPCRSelection{{
+				Hash:      tpm2.TPMAlgSHA256,
+				PCRSelect: tpm2.PCClientCompatible.PCRs(idx...),
+			}}},
+			PCRDigest: tpm2.TPM2BDigest{Buffer: h.Sum(nil)},
+		}),
+	}
+	quote = tpm2.Marshal(attest)
+	digest := sha256.Sum256(quote)
+	r, ss, err := ecdsa.Sign(rand.Reader, s.ak, digest[:])
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	sig = tpm2.Marshal(tpm2.TPMTSignature{
+		SigAlg: tpm2.TPMAlgECDSA,
+		Signature: tpm2.NewTPMUSignature(tpm2.TPMAlgECDSA, &tpm2.TPMSSignatureECC{
+			Hash:       tpm2.TPMAlgSHA256,
+			SignatureR: tpm2.TPM2BECCParameter{Buffer: r.Bytes()},
+			SignatureS: tpm2.TPM2BECCParameter{Buffer: ss.Bytes()},
+		}),
+	})
+	return quote, sig, values, nil
+}
+
+// ekKeys returns n RSA 2048 EK private keys. Making one takes about 0.1 s
+// of CPU, so they are kept in the user's cache directory and reused by the
+// next run.
+func ekKeys(n int) ([]*rsa.PrivateKey, error) {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		dir = os.TempDir()
+	}
+	path := filepath.Join(dir, "attestation-bench", fmt.Sprintf("ek-rsa2048-%d.pem", n))
+	if b, err := os.ReadFile(path); err == nil {
+		var keys []*rsa.PrivateKey
+		for {
+			var block *pem.Block
+			if block, b = pem.Decode(b); block == nil {
+				break
+			}
+			k, err := x509.ParsePKCS1PrivateKey(block.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", path, err)
+			}
+			keys = append(keys, k)
+		}
+		if len(keys) == n {
+			return keys, nil
+		}
+	}
+	keys := make([]*rsa.PrivateKey, n)
+	var (
+		wg   sync.WaitGroup
+		next = make(chan int)
+		errs = make(chan error, n)
+	)
+	for range runtime.NumCPU() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				k, err := rsa.GenerateKey(rand.Reader, 2048)
+				if err != nil {
+					errs <- err
+					continue
+				}
+				keys[i] = k
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	for _, k := range keys {
+		pem.Encode(&buf, &pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)})
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err == nil {
+		os.WriteFile(path, buf.Bytes(), 0o600) // a cache: failing to write it only costs time
+	}
+	return keys, nil
+}
