@@ -35,15 +35,21 @@ func (i Info) MACs() []string {
 	return macs
 }
 
-// IPs returns the interfaces' addresses in interface order.
+// IPs returns the interfaces' addresses, IPv4 first (the control plane
+// shows the first as the machine's address), each family in interface
+// order.
 func (i Info) IPs() []string {
-	var ips []string
+	var v4, v6 []string
 	for _, n := range i.Interfaces {
 		for _, a := range n.IPs {
-			ips = append(ips, a.String())
+			if a.Is4() {
+				v4 = append(v4, a.String())
+			} else {
+				v6 = append(v6, a.String())
+			}
 		}
 	}
-	return ips
+	return append(v4, v6...)
 }
 
 // Interface is one physical network interface.

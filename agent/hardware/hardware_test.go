@@ -60,15 +60,18 @@ func TestCollect(t *testing.T) {
 
 func TestInfoLists(t *testing.T) {
 	info := Collector{Root: "testdata/server", Addrs: func(name string) ([]netip.Addr, error) {
-		if name == "enp2s0" {
-			return []netip.Addr{netip.MustParseAddr("10.1.2.3")}, nil
+		switch name {
+		case "eno1":
+			return []netip.Addr{netip.MustParseAddr("2001:db8::1")}, nil
+		case "enp2s0":
+			return []netip.Addr{netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("2001:db8::2")}, nil
 		}
 		return nil, nil
 	}}.Collect()
 	if got, want := info.MACs(), []string{"b0:26:28:aa:00:01", "52:54:00:12:34:56"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("MACs() = %v, want %v", got, want)
 	}
-	if got, want := info.IPs(), []string{"10.1.2.3"}; !reflect.DeepEqual(got, want) {
+	if got, want := info.IPs(), []string{"10.1.2.3", "2001:db8::1", "2001:db8::2"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("IPs() = %v, want %v", got, want)
 	}
 }
