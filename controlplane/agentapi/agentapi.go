@@ -404,9 +404,6 @@ func (s *Server) WatchApproval(ctx context.Context, req *connect.Request[attesta
 	var last *attestationv1.WatchApprovalResponse
 	for {
 		woken := s.o.Committed.C()
-		if _, err := s.session(ctx, authorization); err != nil {
-			return err
-		}
 		m, err := s.o.Store.GetMachine(ctx, sess.MachineID)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -415,13 +412,18 @@ func (s *Server) WatchApproval(ctx context.Context, req *connect.Request[attesta
 			return toConnect(err)
 		}
 		resp := &attestationv1.WatchApprovalResponse{State: string(m.State), Hostname: m.Hostname, Role: m.Role, SchematicId: m.SchematicID}
-		switch m.State {
-		case lifecycle.Provisioned:
+		// A revocation ends the session; the stream that was open says why
+		// before it ends.
+		if m.State == lifecycle.Decommissioned {
+			return stream.Send(resp)
+		}
+		if _, err := s.session(ctx, authorization); err != nil {
+			return err
+		}
+		if m.State == lifecycle.Provisioned {
 			if resp.ConfigUrl, err = s.o.Machines.ConfigURL(ctx, m.ID); err != nil {
 				return toConnect(err)
 			}
-			return stream.Send(resp)
-		case lifecycle.Decommissioned:
 			return stream.Send(resp)
 		}
 		if !proto.Equal(resp, last) {

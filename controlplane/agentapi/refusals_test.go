@@ -293,8 +293,18 @@ func TestRefuseDecommissionedEK(t *testing.T) {
 	h := start(t, nil)
 	a := boot(t, "simulator")
 	ch, att := h.enroll(t, a, nil)
+	msgs, done := h.watch(t, t.Context(), att.SessionToken)
+	if m := next(t, msgs); m.State != "attested" {
+		t.Fatalf("watch: %v, want attested", m)
+	}
 	if _, err := h.machines.RevokeMachine(t.Context(), connect.NewRequest(&attestationv1.RevokeMachineRequest{Id: ch.MachineId, Reason: "stolen"})); err != nil {
 		t.Fatal(err)
+	}
+	if m := next(t, msgs); m.State != "decommissioned" {
+		t.Errorf("the open watch got %v, want decommissioned", m)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("the watch ended with %v, want nil after saying decommissioned", err)
 	}
 	_, err := h.agent.Register(t.Context(), connect.NewRequest(registration(a, nil)))
 	wantCode(t, err, connect.CodeFailedPrecondition, "decommissioned", "stolen", "reinstate")
