@@ -28,15 +28,18 @@ deps: ## Install the Debian packages the build needs (gcc, libc and OpenSSL head
 	fi
 
 .PHONY: test-deps
-test-deps: deps ## Install what the integration tests use (swtpm), when missing; tests skip visibly without it
+test-deps: deps ## Install what the integration tests use (swtpm; QEMU and a kernel for the agent's VM boot), when missing; tests skip visibly without them
 	@missing=""; \
 	command -v swtpm >/dev/null || missing="$$missing swtpm"; \
 	command -v swtpm_setup >/dev/null || missing="$$missing swtpm-tools"; \
+	command -v qemu-system-x86_64 >/dev/null || missing="$$missing qemu-system-x86"; \
+	command -v cpio >/dev/null || missing="$$missing cpio"; \
+	ls /boot/vmlinuz-* >/dev/null 2>&1 || missing="$$missing linux-image-amd64"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 		($$sudo apt-get update -qq && $$sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) || \
-			echo "could not install$$missing: the swtpm tests will be skipped"; \
+			echo "could not install$$missing: the tests that need them will be skipped"; \
 	fi
 
 .PHONY: build
