@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -43,6 +44,13 @@ to the compiled-in extensions.
 			}
 			log := slog.New(h)
 			slog.SetDefault(log)
+			if path := os.Getenv(CPUProfileEnv); path != "" {
+				stopProfile, err := startCPUProfile(path)
+				if err != nil {
+					return err
+				}
+				defer stopProfile()
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return Run(ctx, cfg, Options{Logger: log})
@@ -50,6 +58,27 @@ to the compiled-in extensions.
 	}
 	config.AddFlags(cmd.Flags())
 	return cmd
+}
+
+// CPUProfileEnv names the environment variable that, when set to a path,
+// makes attestationd write a CPU profile of its whole run there (for
+// profiling the daemon under make bench's enrollment storm, which runs it
+// as a separate process).
+const CPUProfileEnv = "ATTESTATION_CPUPROFILE"
+
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("CPU profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("CPU profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 // Main runs the command line with args and returns the exit code.
