@@ -46,6 +46,11 @@ test-deps: deps ## Install what the integration tests use (swtpm; QEMU and a ker
 build: deps ## Build attestationd and attestation into bin/
 	$(GO) build -o $(BIN)/ ./controlplane/cmd/attestationd ./cli/cmd/attestation
 
+.PHONY: agent
+agent: ## Build the static attestation-agent (CGO_ENABLED=0) into bin/ and print its size
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/attestation-agent ./agent/cmd/attestation-agent
+	@stat -c '%n: %s bytes' $(BIN)/attestation-agent
+
 .PHONY: run
 run: build ## Build and start attestationd with its defaults (API on :9000, data in ./var)
 	$(BIN)/attestationd --listen $(LISTEN) --data-dir $(DATA_DIR)
