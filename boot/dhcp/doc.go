@@ -1,0 +1,10 @@
+// Package dhcp answers network-booting machines over DHCPv4: in proxy mode
+// (the default) beside the site's own DHCP server, answering only PXE and
+// UEFI HTTP boot clients with where to fetch their first program and never
+// handing out addresses, on port 67 and on the PXE boot-server port 4011.
+//
+// The packet handling is pure (bytes in, reply and destination out) so it
+// is tested and fuzzed without sockets; Server adds the sockets, a fixed
+// worker pool with a bounded queue that drops the oldest packets first
+// under a boot storm, logs and metrics.
+package dhcp
