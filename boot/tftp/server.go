@@ -1,0 +1,376 @@
+// Package tftp serves the iPXE binaries and the files under the boot
+// assets directory over TFTP (github.com/pin/tftp), read only: write
+// requests are refused, names are resolved through os.Root so no request
+// leaves the directory, blksize is negotiated and tsize answered, and the
+// number of transfers in flight is bounded.
+package tftp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/pin/tftp/v3"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults of Options.
+const (
+	DefaultAddr         = ":69"
+	DefaultIPXEDir      = "/usr/lib/ipxe"
+	DefaultMaxTransfers = 512
+	// DefaultBlockSize is the largest blksize granted: an Ethernet frame
+	// (1500) less the IPv4, UDP and TFTP headers, so blocks never fragment.
+	DefaultBlockSize = 1468
+	DefaultTimeout   = 3 * time.Second
+	DefaultRetries   = 5
+)
+
+// IPXEBinaries are the names served from the iPXE directory (Debian's
+// ipxe package), when the assets directory has no file of that name.
+var IPXEBinaries = []string{"undionly.kpxe", "snponly.efi", "ipxe.efi"}
+
+// Options configure a Server; zero values take the defaults.
+type Options struct {
+	// Addr is the UDP address to listen on.
+	Addr string
+	// Root is the boot assets directory; empty serves the iPXE binaries only.
+	Root string
+	// IPXEDir holds the iPXE binaries.
+	IPXEDir string
+	// MaxTransfers bounds the transfers in flight; requests beyond it are
+	// refused with a TFTP error.
+	MaxTransfers int
+	// BlockSize is the largest blksize granted; a client asking for less
+	// gets what it asked for.
+	BlockSize int
+	// Timeout is how long to wait for each ACK; Retries how many times a
+	// block is sent before the transfer is abandoned.
+	Timeout time.Duration
+	Retries int
+	Logger  *slog.Logger
+	// Registerer, when set, gets the server's metrics.
+	Registerer prometheus.Registerer
+	// Listening is called with the bound address once requests are read.
+	Listening func(addr net.Addr)
+}
+
+// What the client is told when its request is refused. pin/tftp sends
+// every handler error with code 1, the message says which it is.
+var (
+	errNotFound = errors.New("file not found")
+	errDenied   = errors.New("access violation")
+	errBusy     = errors.New("server busy, try again later")
+	errReadOnly = errors.New("read-only server: write requests are refused")
+)
+
+// Results of a transfer, the label of the transfers metric.
+const (
+	resultOK       = "ok"
+	resultFailed   = "failed"
+	resultNotFound = "not_found"
+	resultDenied   = "denied"
+	resultBusy     = "busy"
+	resultWrite    = "write_refused"
+)
+
+// busyLogEvery spaces the "limit reached" log lines during a boot storm.
+const busyLogEvery = 10 * time.Second
+
+// Server is a read-only TFTP server.
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	metrics *metrics
+	slots   chan struct{}
+
+	// transfers in flight by client address, so the hook (called inside
+	// ReadFrom, on the handler's goroutine) can say which blksize was
+	// negotiated.
+	transfers sync.Map
+
+	busyMu      sync.Mutex
+	busyLogged  time.Time
+	busyRefused int
+}
+
+// New checks the options and registers the metrics.
+func New(opts Options) (*Server, error) {
+	if opts.Addr == "" {
+		opts.Addr = DefaultAddr
+	}
+	if opts.IPXEDir == "" {
+		opts.IPXEDir = DefaultIPXEDir
+	}
+	if opts.MaxTransfers <= 0 {
+		opts.MaxTransfers = DefaultMaxTransfers
+	}
+	if opts.BlockSize == 0 {
+		opts.BlockSize = DefaultBlockSize
+	}
+	if opts.BlockSize < 512 || opts.BlockSize > 65464 {
+		return nil, fmt.Errorf("tftp block size %d: want 512..65464", opts.BlockSize)
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if opts.Retries <= 0 {
+		opts.Retries = DefaultRetries
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	m := newMetrics()
+	if opts.Registerer != nil {
+		if err := m.register(opts.Registerer); err != nil {
+			return nil, fmt.Errorf("register tftp metrics: %w", err)
+		}
+	}
+	return &Server{opts: opts, log: log, metrics: m, slots: make(chan struct{}, opts.MaxTransfers)}, nil
+}
+
+// Run serves until ctx is done, then lets the transfers in flight end
+// (each is bounded by Timeout and Retries) and returns nil.
+func (s *Server) Run(ctx context.Context) error {
+	var root *os.Root
+	if s.opts.Root != "" {
+		r, err := os.OpenRoot(s.opts.Root)
+		if err != nil {
+			return fmt.Errorf("tftp: boot assets: %w", err)
+		}
+		defer r.Close()
+		root = r
+	}
+	conn, err := net.ListenPacket("udp", s.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("tftp: listen on %s: %w", s.opts.Addr, err)
+	}
+	srv := tftp.NewServer(
+		func(name string, rf io.ReaderFrom) error { return s.read(root, name, rf) },
+		s.write,
+	)
+	srv.SetBlockSize(s.opts.BlockSize)
+	srv.SetTimeout(s.opts.Timeout)
+	srv.SetRetries(s.opts.Retries)
+	srv.SetHook(hook{s})
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(conn) }()
+	s.log.Info("tftp listening", "addr", conn.LocalAddr().String(), "boot_assets", s.opts.Root,
+		"ipxe_dir", s.opts.IPXEDir, "max_transfers", s.opts.MaxTransfers, "max_blksize", s.opts.BlockSize)
+	if s.opts.Listening != nil {
+		s.opts.Listening(conn.LocalAddr())
+	}
+	select {
+	case err := <-served:
+		// Serve only returns early when it cannot use the socket.
+		conn.Close()
+		return fmt.Errorf("tftp: serve: %w", err)
+	case <-ctx.Done():
+	}
+	srv.Shutdown()
+	<-served
+	return nil
+}
+
+// transfer is one read request being served.
+type transfer struct {
+	blksize int
+}
+
+// read serves a read request.
+func (s *Server) read(root *os.Root, name string, rf io.ReaderFrom) error {
+	start := time.Now()
+	ot := rf.(tftp.OutgoingTransfer)
+	client := ot.RemoteAddr()
+	log := s.log.With("client", client.String(), "file", name)
+
+	select {
+	case s.slots <- struct{}{}:
+		defer func() { <-s.slots }()
+	default:
+		s.refuseBusy(client.String(), name)
+		return errBusy
+	}
+
+	f, size, err := s.open(root, name)
+	if err != nil {
+		result := resultNotFound
+		if errors.Is(err, errDenied) {
+			result = resultDenied
+		}
+		s.metrics.transfers.WithLabelValues(result).Inc()
+		log.Warn("tftp request refused", "result", result, "reason", err)
+		if result == resultDenied {
+			return errDenied
+		}
+		return errNotFound
+	}
+	defer f.Close()
+	ot.SetSize(size)
+
+	key := transferKey(client.IP, client.Port)
+	t := &transfer{blksize: 512}
+	s.transfers.Store(key, t)
+	defer s.transfers.Delete(key)
+	n, err := rf.ReadFrom(f)
+	d := time.Since(start)
+	s.metrics.bytes.Add(float64(n))
+	s.metrics.duration.Observe(d.Seconds())
+	if err != nil {
+		s.metrics.transfers.WithLabelValues(resultFailed).Inc()
+		log.Warn("tftp transfer failed", "bytes", n, "size", size, "duration", d, "blksize", t.blksize, "err", err)
+		// The transfer already told the client; returning the error would
+		// send a second ERROR packet.
+		return nil
+	}
+	s.metrics.transfers.WithLabelValues(resultOK).Inc()
+	log.Info("tftp transfer", "bytes", n, "duration", d, "blksize", t.blksize)
+	return nil
+}
+
+// open finds a requested file: under the assets directory, through
+// os.Root, or else, for the iPXE binaries' names only, in the iPXE
+// directory. Only regular files are served. Errors wrap errDenied or
+// errNotFound and say why, for the log.
+func (s *Server) open(root *os.Root, name string) (*os.File, int64, error) {
+	rel, err := cleanName(name)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: %w", errDenied, err)
+	}
+	if root != nil {
+		f, err := root.Open(filepath.FromSlash(rel))
+		switch {
+		case err == nil:
+			return regular(f)
+		case !errors.Is(err, fs.ErrNotExist):
+			// Escaping symlinks, permissions: refused, not "not found".
+			return nil, 0, fmt.Errorf("%w: %w", errDenied, err)
+		}
+	}
+	if slices.Contains(IPXEBinaries, rel) {
+		// rel is one of the fixed names: no client input reaches the path,
+		// and Debian's ipxe.efi is a symlink out of the directory.
+		f, err := os.Open(filepath.Join(s.opts.IPXEDir, rel))
+		if err == nil {
+			return regular(f)
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, 0, fmt.Errorf("%w: %w", errDenied, err)
+		}
+	}
+	return nil, 0, fmt.Errorf("%w: no such file", errNotFound)
+}
+
+// regular returns f and its size when it is a regular file, else closes it.
+func regular(f *os.File) (*os.File, int64, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("%w: %w", errNotFound, err)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, 0, fmt.Errorf("%w: not a regular file", errNotFound)
+	}
+	return f, fi.Size(), nil
+}
+
+// write refuses every write request.
+func (s *Server) write(name string, wt io.WriterTo) error {
+	client := wt.(tftp.IncomingTransfer).RemoteAddr()
+	s.metrics.transfers.WithLabelValues(resultWrite).Inc()
+	s.log.Warn("tftp write request refused", "client", client.String(), "file", name)
+	return errReadOnly
+}
+
+// refuseBusy counts a request refused at the limit and logs it, at most
+// once every busyLogEvery, with how many were refused since the last line.
+func (s *Server) refuseBusy(client, name string) {
+	s.metrics.transfers.WithLabelValues(resultBusy).Inc()
+	s.busyMu.Lock()
+	s.busyRefused++
+	now := time.Now()
+	if now.Sub(s.busyLogged) < busyLogEvery {
+		s.busyMu.Unlock()
+		return
+	}
+	refused := s.busyRefused
+	s.busyRefused = 0
+	s.busyLogged = now
+	s.busyMu.Unlock()
+	s.log.Warn("tftp transfer limit reached: refusing requests", "max_transfers", s.opts.MaxTransfers,
+		"refused", refused, "client", client, "file", name)
+}
+
+func transferKey(ip net.IP, port int) string {
+	return net.JoinHostPort(ip.String(), strconv.Itoa(port))
+}
+
+// hook learns the negotiated blksize of a transfer as it ends.
+type hook struct{ s *Server }
+
+func (h hook) OnSuccess(st tftp.TransferStats) { h.record(st) }
+
+func (h hook) OnFailure(st tftp.TransferStats, _ error) { h.record(st) }
+
+func (h hook) record(st tftp.TransferStats) {
+	if st.RemoteAddr == nil {
+		return
+	}
+	v, ok := h.s.transfers.Load(transferKey(st.RemoteAddr, st.Tid))
+	if !ok {
+		return
+	}
+	if n, err := strconv.Atoi(st.Opts["blksize"]); err == nil {
+		v.(*transfer).blksize = n
+	}
+}
+
+type metrics struct {
+	transfers *prometheus.CounterVec
+	bytes     prometheus.Counter
+	duration  prometheus.Histogram
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		transfers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "attestation_tftp_transfers_total",
+			Help: "TFTP requests by result: ok, failed, not_found, denied, busy, write_refused.",
+		}, []string{"result"}),
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "attestation_tftp_sent_bytes_total",
+			Help: "Bytes of file data sent over TFTP.",
+		}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "attestation_tftp_transfer_duration_seconds",
+			Help:    "Duration of TFTP read transfers, from request to last ACK.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}),
+	}
+	for _, r := range []string{resultOK, resultFailed, resultNotFound, resultDenied, resultBusy, resultWrite} {
+		m.transfers.WithLabelValues(r)
+	}
+	return m
+}
+
+func (m *metrics) register(r prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{m.transfers, m.bytes, m.duration} {
+		if err := r.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}

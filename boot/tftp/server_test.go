@@ -1,0 +1,379 @@
+package tftp
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pin/tftp/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// logBuffer collects log output from the server's goroutines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+type testServer struct {
+	addr    string
+	root    string
+	ipxe    string
+	logs    *logBuffer
+	srv     *Server
+	reg     *prometheus.Registry
+	stopped chan error
+}
+
+// startServer runs a server on a loopback port with fresh assets and iPXE
+// directories, stopping it when the test ends.
+func startServer(t testing.TB, opts Options) *testServer {
+	t.Helper()
+	ts := &testServer{logs: &logBuffer{}, reg: prometheus.NewRegistry(), stopped: make(chan error, 1)}
+	if opts.Root == "" {
+		opts.Root = t.TempDir()
+	}
+	if opts.IPXEDir == "" {
+		opts.IPXEDir = t.TempDir()
+	}
+	ts.root, ts.ipxe = opts.Root, opts.IPXEDir
+	opts.Addr = "127.0.0.1:0"
+	opts.Logger = slog.New(slog.NewTextHandler(ts.logs, nil))
+	opts.Registerer = ts.reg
+	listening := make(chan net.Addr, 1)
+	opts.Listening = func(a net.Addr) { listening <- a }
+	srv, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.srv = srv
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { ts.stopped <- srv.Run(ctx) }()
+	select {
+	case a := <-listening:
+		ts.addr = a.String()
+	case err := <-ts.stopped:
+		t.Fatalf("Run: %v", err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-ts.stopped:
+			if err != nil {
+				t.Errorf("Run returned %v, want nil", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("Run did not return after the context ended")
+		}
+	})
+	return ts
+}
+
+// file writes a file of n random bytes under the assets directory.
+func (ts *testServer) file(t testing.TB, name string, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	rand.Read(b)
+	p := filepath.Join(ts.root, filepath.FromSlash(name))
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// get fetches name with pin/tftp's client; blksize 0 asks for none.
+func get(addr, name string, blksize int, tsize bool) ([]byte, int64, error) {
+	c, err := tftp.NewClient(addr)
+	if err != nil {
+		return nil, 0, err
+	}
+	c.SetTimeout(2 * time.Second)
+	if blksize != 0 {
+		c.SetBlockSize(blksize)
+	}
+	c.RequestTSize(tsize)
+	wt, err := c.Receive(name, "octet")
+	if err != nil {
+		return nil, 0, err
+	}
+	size := int64(-1)
+	if n, ok := wt.(tftp.IncomingTransfer).Size(); ok {
+		size = n
+	}
+	var buf bytes.Buffer
+	if _, err := wt.WriteTo(&buf); err != nil {
+		return nil, 0, err
+	}
+	return buf.Bytes(), size, nil
+}
+
+func TestTransfers(t *testing.T) {
+	ts := startServer(t, Options{})
+	for _, tc := range []struct {
+		name    string
+		size    int
+		blksize int
+		want    int // the blksize the log line reports
+	}{
+		{"empty", 0, 0, 512},
+		{"one block exactly", 512, 0, 512},
+		{"small default blksize", 10_000, 0, 512},
+		{"blksize 1468", 1 << 20, 1468, 1468},
+		{"multiple of 1468", 1468 * 7, 1468, 1468},
+		{"smaller blksize honoured", 100_000, 1024, 1024},
+		{"larger blksize clamped", 100_000, 8192, 1468},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			name := strings.ReplaceAll(tc.name, " ", "-") + ".bin"
+			want := ts.file(t, name, tc.size)
+			got, size, err := get(ts.addr, name, tc.blksize, true)
+			if err != nil {
+				t.Fatalf("get %s: %v", name, err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("got %d bytes, want the %d bytes of the file", len(got), len(want))
+			}
+			if size != int64(tc.size) {
+				t.Errorf("tsize %d, want %d", size, tc.size)
+			}
+			line := waitLog(t, ts.logs, "file="+name)
+			for _, s := range []string{"msg=\"tftp transfer\"", "blksize=" + strconv.Itoa(tc.want), "bytes=" + strconv.Itoa(tc.size), "client=127.0.0.1:", "duration="} {
+				if !strings.Contains(line, s) {
+					t.Errorf("log line %q lacks %q", line, s)
+				}
+			}
+		})
+	}
+	if got := testutil.ToFloat64(ts.srv.metrics.transfers.WithLabelValues(resultOK)); got != 7 {
+		t.Errorf("transfers ok = %v, want 7", got)
+	}
+	if n, err := testutil.GatherAndCount(ts.reg, "attestation_tftp_transfer_duration_seconds", "attestation_tftp_sent_bytes_total"); err != nil || n != 2 {
+		t.Errorf("gathered %d metrics (%v), want 2", n, err)
+	}
+}
+
+func TestSubdirAndIPXE(t *testing.T) {
+	ts := startServer(t, Options{})
+	want := ts.file(t, "pxelinux.cfg/default", 3000)
+	if got, _, err := get(ts.addr, "pxelinux.cfg/default", 0, false); err != nil || !bytes.Equal(got, want) {
+		t.Errorf("get pxelinux.cfg/default: %d bytes, %v; want the file", len(got), err)
+	}
+
+	kpxe := make([]byte, 70_000)
+	rand.Read(kpxe)
+	if err := os.WriteFile(filepath.Join(ts.ipxe, "undionly.kpxe"), kpxe, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(ts.ipxe, "other.rom"), kpxe, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := get(ts.addr, "undionly.kpxe", 1468, true); err != nil || !bytes.Equal(got, kpxe) {
+		t.Errorf("get undionly.kpxe: %d bytes, %v; want the iPXE binary", len(got), err)
+	}
+	if _, _, err := get(ts.addr, "other.rom", 0, false); err == nil {
+		t.Errorf("get other.rom from the iPXE directory: no error, want only the iPXE binaries served from it")
+	}
+	// A file of that name in the assets directory wins.
+	own := ts.file(t, "undionly.kpxe", 5000)
+	if got, _, err := get(ts.addr, "undionly.kpxe", 0, false); err != nil || !bytes.Equal(got, own) {
+		t.Errorf("get undionly.kpxe with one in the assets: %d bytes, %v; want the assets' file", len(got), err)
+	}
+}
+
+func TestRefused(t *testing.T) {
+	ts := startServer(t, Options{})
+	outside := t.TempDir()
+	if err := os.WriteFile(filepath.Join(outside, "secret"), []byte("secret"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(outside, "secret"), filepath.Join(ts.root, "escape")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../../../../../../../../etc/passwd", filepath.Join(ts.root, "relescape")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(ts.root, "dir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, file, result, message string
+	}{
+		{"parent", "../etc/passwd", resultDenied, errDenied.Error()},
+		{"deep parent", "a/../../../../etc/passwd", resultDenied, errDenied.Error()},
+		{"absolute", "/etc/passwd", resultDenied, errDenied.Error()},
+		{"symlink outside", "escape", resultDenied, errDenied.Error()},
+		{"relative symlink outside", "relescape", resultDenied, errDenied.Error()},
+		{"missing", "nope.efi", resultNotFound, errNotFound.Error()},
+		{"directory", "dir", resultNotFound, errNotFound.Error()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := testutil.ToFloat64(ts.srv.metrics.transfers.WithLabelValues(tc.result))
+			got, _, err := get(ts.addr, tc.file, 0, false)
+			if err == nil {
+				t.Fatalf("get %s: %d bytes, want an error", tc.file, len(got))
+			}
+			if !strings.Contains(err.Error(), tc.message) {
+				t.Errorf("get %s: %v, want %q", tc.file, err, tc.message)
+			}
+			if after := testutil.ToFloat64(ts.srv.metrics.transfers.WithLabelValues(tc.result)); after != before+1 {
+				t.Errorf("transfers{result=%s} went from %v to %v, want one more", tc.result, before, after)
+			}
+		})
+	}
+}
+
+func TestWriteRefused(t *testing.T) {
+	ts := startServer(t, Options{})
+	c, err := tftp.NewClient(ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetTimeout(2 * time.Second)
+	rf, err := c.Send("upload.bin", "octet")
+	if err == nil {
+		_, err = rf.ReadFrom(strings.NewReader("data"))
+	}
+	if err == nil || !strings.Contains(err.Error(), "read-only") {
+		t.Fatalf("send: %v, want the read-only error", err)
+	}
+	if _, err := os.Stat(filepath.Join(ts.root, "upload.bin")); !os.IsNotExist(err) {
+		t.Errorf("upload.bin exists after a refused write (stat: %v)", err)
+	}
+	waitLog(t, ts.logs, "tftp write request refused")
+}
+
+// holdTransfer sends a read request from a raw socket and never ACKs, so
+// the transfer holds its slot; release ends it with an ERROR packet.
+func holdTransfer(t *testing.T, addr, name string) (release func()) {
+	t.Helper()
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rrq := binary.BigEndian.AppendUint16(nil, 1)
+	rrq = append(rrq, name+"\x00octet\x00"...)
+	if _, err := conn.WriteToUDP(rrq, srv); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 600)
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, from, err := conn.ReadFromUDP(buf)
+	if err != nil {
+		t.Fatalf("read first block: %v", err)
+	}
+	if op := binary.BigEndian.Uint16(buf[:2]); n < 4 || op != 3 {
+		t.Fatalf("got opcode %d (%q), want DATA", op, buf[:n])
+	}
+	return func() {
+		e := binary.BigEndian.AppendUint16(nil, 5)
+		e = binary.BigEndian.AppendUint16(e, 0)
+		e = append(e, "done\x00"...)
+		conn.WriteToUDP(e, from)
+		conn.Close()
+	}
+}
+
+func TestTransferLimit(t *testing.T) {
+	ts := startServer(t, Options{MaxTransfers: 2, Timeout: 5 * time.Second, Retries: 1})
+	want := ts.file(t, "big.bin", 100_000)
+	r1 := holdTransfer(t, ts.addr, "big.bin")
+	r2 := holdTransfer(t, ts.addr, "big.bin")
+	for range 3 {
+		if _, _, err := get(ts.addr, "big.bin", 0, false); err == nil || !strings.Contains(err.Error(), "busy") {
+			t.Fatalf("third transfer: %v, want the busy error", err)
+		}
+	}
+	line := waitLog(t, ts.logs, "limit reached")
+	if !strings.Contains(line, "max_transfers=2") {
+		t.Errorf("log line %q lacks max_transfers=2", line)
+	}
+	if n := strings.Count(ts.logs.String(), "limit reached"); n != 1 {
+		t.Errorf("%d limit lines for 3 refusals, want 1 (rate-limited)", n)
+	}
+	if got := testutil.ToFloat64(ts.srv.metrics.transfers.WithLabelValues(resultBusy)); got != 3 {
+		t.Errorf("transfers{result=busy} = %v, want 3", got)
+	}
+	r1()
+	r2()
+	// The slots come back once the held transfers end.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, _, err := get(ts.addr, "big.bin", 0, false)
+		if err == nil {
+			if !bytes.Equal(got, want) {
+				t.Fatalf("got %d bytes, want the file", len(got))
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after releasing the held transfers: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestRunStops(t *testing.T) {
+	srv, err := New(Options{Addr: "127.0.0.1:0", IPXEDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := srv.Run(ctx); err != nil {
+		t.Errorf("Run = %v, want nil when the context ends", err)
+	}
+	bad, _ := New(Options{Addr: "127.0.0.1:0", Root: filepath.Join(t.TempDir(), "missing")})
+	if err := bad.Run(context.Background()); err == nil {
+		t.Errorf("Run with a missing assets directory: nil, want an error")
+	}
+	if _, err := New(Options{BlockSize: 100}); err == nil {
+		t.Errorf("New with blksize 100: nil, want an error")
+	}
+}
+
+// waitLog waits for a log line containing s and returns it.
+func waitLog(t testing.TB, logs *logBuffer, s string) string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		for line := range strings.SplitSeq(logs.String(), "\n") {
+			if strings.Contains(line, s) {
+				return line
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line with %q in:\n%s", s, logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
