@@ -220,8 +220,20 @@ func (p Policy) Decide(m *Machine, c Client) Decision {
 
 func (p Policy) agent(d Decision, c Client) Decision {
 	d.Action = BootAgent
-	d.Kernel = p.PublicURL + AssetsPath + AgentKernel(c.Arch)
-	d.Initrd = p.PublicURL + AssetsPath + AgentInitrd(c.Arch)
+	// The query says who fetches, for the transfer logs and metrics.
+	var q []string
+	if len(c.MAC) > 0 {
+		q = append(q, "mac="+c.MAC.String())
+	}
+	if c.Arch != ArchUnknown {
+		q = append(q, "arch="+string(c.Arch))
+	}
+	query := ""
+	if len(q) > 0 {
+		query = "?" + strings.Join(q, "&")
+	}
+	d.Kernel = p.PublicURL + AssetsPath + AgentKernel(c.Arch) + query
+	d.Initrd = p.PublicURL + AssetsPath + AgentInitrd(c.Arch) + query
 	d.Cmdline = strings.Join(append([]string{"attestation.url=" + p.PublicURL}, p.KernelArgs...), " ")
 	return d
 }

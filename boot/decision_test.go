@@ -1,6 +1,7 @@
 package boot_test
 
 import (
+	"net"
 	"testing"
 
 	"github.com/attestation/attestation/boot"
@@ -17,7 +18,7 @@ func TestDecide(t *testing.T) {
 	p := boot.Policy{PublicURL: "http://cp:9000", KernelArgs: []string{"console=ttyS0"}, Image: images}
 	efi := boot.Client{Arch: boot.ArchX8664EFI, IPXE: true}
 	agent := boot.Decision{Action: boot.BootAgent,
-		Kernel: "http://cp:9000/boot/assets/vmlinuz", Initrd: "http://cp:9000/boot/assets/initrd.img",
+		Kernel: "http://cp:9000/boot/assets/vmlinuz?arch=x86_64-efi", Initrd: "http://cp:9000/boot/assets/initrd.img?arch=x86_64-efi",
 		Cmdline: "attestation.url=http://cp:9000 console=ttyS0"}
 	withMachine := func(d boot.Decision, st lifecycle.State) boot.Decision {
 		d.MachineID, d.State = "m1", st
@@ -36,10 +37,14 @@ func TestDecide(t *testing.T) {
 		{name: "attested", policy: p, client: efi, m: &boot.Machine{ID: "m1", State: lifecycle.Attested, SchematicID: "with-image"},
 			want: withMachine(agent, lifecycle.Attested)},
 		{name: "unknown arm64", policy: p, client: boot.Client{Arch: boot.ArchARM64EFI},
-			want: boot.Decision{Action: boot.BootAgent, Kernel: "http://cp:9000/boot/assets/arm64/vmlinuz",
-				Initrd: "http://cp:9000/boot/assets/arm64/initrd.img", Cmdline: "attestation.url=http://cp:9000 console=ttyS0"}},
-		{name: "unknown, no extra args", policy: boot.Policy{PublicURL: "http://cp:9000"}, client: boot.Client{Arch: boot.ArchBIOS},
-			want: boot.Decision{Action: boot.BootAgent, Kernel: agent.Kernel, Initrd: agent.Initrd, Cmdline: "attestation.url=http://cp:9000"}},
+			want: boot.Decision{Action: boot.BootAgent, Kernel: "http://cp:9000/boot/assets/arm64/vmlinuz?arch=arm64-efi",
+				Initrd: "http://cp:9000/boot/assets/arm64/initrd.img?arch=arm64-efi", Cmdline: "attestation.url=http://cp:9000 console=ttyS0"}},
+		{name: "unknown, no extra args", policy: boot.Policy{PublicURL: "http://cp:9000"}, client: boot.Client{Arch: boot.ArchBIOS, MAC: net.HardwareAddr{0x52, 0x54, 0, 0, 0, 1}},
+			want: boot.Decision{Action: boot.BootAgent, Kernel: "http://cp:9000/boot/assets/vmlinuz?mac=52:54:00:00:00:01&arch=x86_64-pcbios",
+				Initrd: "http://cp:9000/boot/assets/initrd.img?mac=52:54:00:00:00:01&arch=x86_64-pcbios", Cmdline: "attestation.url=http://cp:9000"}},
+		{name: "unknown, nothing said", policy: boot.Policy{PublicURL: "http://cp:9000"},
+			want: boot.Decision{Action: boot.BootAgent, Kernel: "http://cp:9000/boot/assets/vmlinuz",
+				Initrd: "http://cp:9000/boot/assets/initrd.img", Cmdline: "attestation.url=http://cp:9000"}},
 		{name: "provisioned with image", policy: p, client: efi, m: &boot.Machine{ID: "m1", State: lifecycle.Provisioned, SchematicID: "with-image"},
 			want: boot.Decision{Action: boot.BootImage, MachineID: "m1", State: lifecycle.Provisioned,
 				Kernel: "http://cp/images/with-image/vmlinuz", Initrd: "http://cp/images/with-image/initrd.img", Cmdline: "root=/dev/sda1"}},
