@@ -14,7 +14,8 @@ type Arch struct {
 	// script URL.
 	Name string `json:"name"`
 	// File is the iPXE binary the firmware loads: a TFTP file name, or a
-	// path under the public URL's /boot/ when HTTP is set.
+	// path under the public URL's boot assets (boot.AssetsPath) when HTTP
+	// is set.
 	File string `json:"file"`
 	// HTTP marks UEFI HTTP boot clients: they get an http(s) URL and
 	// option 60 HTTPClient back instead of a TFTP file name.

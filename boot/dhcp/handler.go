@@ -10,6 +10,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/attestation/attestation/boot"
 )
 
 // Ports DHCP uses: the server's, the client's and the PXE boot server's.
@@ -248,7 +250,7 @@ func (h *Handler) decide(ctx context.Context, c Client) (string, error) {
 	case c.IPXE:
 		return h.PublicURL + ScriptPath + scriptQuery, nil
 	case c.HTTP:
-		return h.PublicURL + "/boot/" + file, nil
+		return h.PublicURL + boot.AssetsPath + file, nil
 	}
 	return file, nil
 }

@@ -72,7 +72,7 @@ func TestHandleProxy(t *testing.T) {
 		{name: "uefi http boot", data: packet(t, dhcpv4.MessageTypeDiscover,
 			dhcpv4.WithOption(dhcpv4.OptClassIdentifier("HTTPClient:Arch:00016:UNDI:003001")),
 			dhcpv4.WithOption(dhcpv4.OptClientArch(iana.EFI_X86_64_HTTP))),
-			wantType: dhcpv4.MessageTypeOffer, wantFile: testPublicURL + "/boot/snponly.efi", wantArch: "x86-64-efi-http", wantVCI: "HTTPClient", wantDst: bcast},
+			wantType: dhcpv4.MessageTypeOffer, wantFile: testPublicURL + "/boot/assets/snponly.efi", wantArch: "x86-64-efi-http", wantVCI: "HTTPClient", wantDst: bcast},
 		{name: "no option 93: arch from option 60", data: packet(t, dhcpv4.MessageTypeDiscover,
 			dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00007:UNDI:003016"))),
 			wantType: dhcpv4.MessageTypeOffer, wantFile: "snponly.efi", wantArch: "x86-64-efi", wantVCI: "PXEClient", wantDst: bcast},

@@ -1,0 +1,271 @@
+package dhcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Options configure a Server.
+type Options struct {
+	// Interface is the network interface to serve (SO_BINDTODEVICE);
+	// replies carry its first IPv4 address as the server identifier.
+	Interface string
+	// Mode is ModeProxy (the default) or ModeFull.
+	Mode Mode
+	// PublicURL is the HTTP API's base URL, for the iPXE script and HTTP
+	// boot URLs.
+	PublicURL string
+	// Arch maps option 93 to boot files; nil: DefaultArchTable.
+	Arch ArchTable
+	// Decider is the boot decision; nil answers every PXE client.
+	Decider Decider
+	// Workers handle packets concurrently (default 8); Queue bounds the
+	// packets waiting for one (default 1024), oldest dropped first.
+	Workers, Queue int
+	// Ports are the UDP ports to listen on; nil: 67 and 4011.
+	Ports  []int
+	Logger *slog.Logger
+	// Registerer receives the metrics (nil: not registered).
+	Registerer prometheus.Registerer
+}
+
+const (
+	defaultWorkers = 8
+	defaultQueue   = 1024
+	// decisionTimeout bounds one packet's boot decision: a client
+	// retransmits after a few seconds anyway.
+	decisionTimeout = 2 * time.Second
+)
+
+// Server is the DHCP server on one interface.
+type Server struct {
+	opts    Options
+	handler *Handler
+	log     *slog.Logger
+	m       metrics
+}
+
+type metrics struct {
+	packets   *prometheus.CounterVec // by port and result
+	replies   *prometheus.CounterVec // by kind and arch
+	dropped   prometheus.Counter
+	malformed prometheus.Counter
+}
+
+// New checks the options and returns a server ready to Run.
+func New(opts Options) (*Server, error) {
+	if opts.Interface == "" {
+		return nil, errors.New("dhcp: no interface")
+	}
+	switch opts.Mode {
+	case "":
+		opts.Mode = ModeProxy
+	case ModeProxy:
+	case ModeFull:
+		return nil, errors.New("dhcp: full mode (address pool and leases) is not implemented yet: use proxy mode beside the site's DHCP server")
+	default:
+		return nil, fmt.Errorf("dhcp: mode %q: want proxy or full", opts.Mode)
+	}
+	if opts.Arch == nil {
+		opts.Arch = DefaultArchTable()
+	}
+	if err := opts.Arch.Validate(); err != nil {
+		return nil, fmt.Errorf("dhcp: %w", err)
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = defaultWorkers
+	}
+	if opts.Queue <= 0 {
+		opts.Queue = defaultQueue
+	}
+	if opts.Ports == nil {
+		opts.Ports = []int{ServerPort, BootServerPort}
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Server{
+		opts:    opts,
+		handler: &Handler{Mode: opts.Mode, PublicURL: opts.PublicURL, Arch: opts.Arch, Decider: opts.Decider},
+		log:     log,
+		m: metrics{
+			packets: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "attestation_dhcp_packets_total",
+				Help: "DHCP packets received, by local port and result (offer, ack, or why none was sent)."}, []string{"port", "result"}),
+			replies: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "attestation_dhcp_replies_total",
+				Help: "DHCP offers and acks sent, by kind and client architecture."}, []string{"kind", "arch"}),
+			dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "attestation_dhcp_queue_dropped_total",
+				Help: "DHCP packets dropped unhandled because the queue was full (oldest first)."}),
+			malformed: prometheus.NewCounter(prometheus.CounterOpts{Name: "attestation_dhcp_malformed_total",
+				Help: "DHCP packets that did not parse, dropped."}),
+		},
+	}
+	if r := opts.Registerer; r != nil {
+		for _, c := range []prometheus.Collector{s.m.packets, s.m.replies, s.m.dropped, s.m.malformed} {
+			if err := r.Register(c); err != nil {
+				return nil, fmt.Errorf("dhcp: register metrics: %w", err)
+			}
+		}
+	}
+	return s, nil
+}
+
+// datagram is one received datagram waiting for a worker.
+type datagram struct {
+	conn *net.UDPConn
+	req  Request
+}
+
+// Run serves until ctx is done, then returns nil; it returns an error
+// when it cannot listen.
+func (s *Server) Run(ctx context.Context) error {
+	ip, err := interfaceIPv4(s.opts.Interface)
+	if err != nil {
+		return err
+	}
+	var conns []*net.UDPConn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for _, port := range s.opts.Ports {
+		c, err := server4.NewIPv4UDPConn(s.opts.Interface, &net.UDPAddr{Port: port})
+		if err != nil {
+			return fmt.Errorf("dhcp: listen on %s port %d: %w", s.opts.Interface, port, err)
+		}
+		conns = append(conns, c)
+	}
+	q := newQueue[datagram](s.opts.Queue, s.m.dropped.Inc)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	for range s.opts.Workers {
+		wg.Go(func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case p := <-q.ch:
+					s.serve(ctx, p)
+				}
+			}
+		})
+	}
+	readErr := make(chan error, len(conns))
+	for i, c := range conns {
+		port := s.opts.Ports[i]
+		wg.Go(func() { readErr <- s.read(ctx, c, port, ip, q) })
+	}
+	s.log.Info("dhcp serving", "interface", s.opts.Interface, "address", ip.String(), "mode", string(s.opts.Mode), "ports", s.opts.Ports)
+	select {
+	case <-ctx.Done():
+		err = nil
+	case err = <-readErr:
+	}
+	cancel()
+	for _, c := range conns {
+		c.Close() // ends the readers
+	}
+	wg.Wait()
+	return err
+}
+
+// read receives datagrams into the queue until the socket closes.
+func (s *Server) read(ctx context.Context, c *net.UDPConn, port int, ip net.IP, q *queue[datagram]) error {
+	for {
+		buf := make([]byte, 1500)
+		n, src, err := c.ReadFromUDP(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("dhcp: read on port %d: %w", port, err)
+		}
+		q.push(datagram{conn: c, req: Request{Data: buf[:n], Src: src, Port: port, ServerIP: ip}})
+	}
+}
+
+// serve handles one packet and sends its reply, if any.
+func (s *Server) serve(ctx context.Context, p datagram) {
+	ctx, cancel := context.WithTimeout(ctx, decisionTimeout)
+	defer cancel()
+	port := fmt.Sprint(p.req.Port)
+	r, err := s.handler.Handle(ctx, p.req)
+	if err != nil {
+		result := reason(err)
+		s.m.packets.WithLabelValues(port, result).Inc()
+		switch {
+		case errors.Is(err, ErrMalformed):
+			s.m.malformed.Inc()
+			s.log.Debug("dhcp packet dropped", "from", p.req.Src.String(), "err", err)
+		case errors.Is(err, ErrDecision):
+			s.log.Warn("dhcp no answer: boot decision failed", "from", p.req.Src.String(), "err", err)
+		case errors.Is(err, ErrRefused):
+			s.log.Info("dhcp no answer: refused by the boot decision", "from", p.req.Src.String())
+		default:
+			s.log.Debug("dhcp no answer", "from", p.req.Src.String(), "reason", result, "err", err)
+		}
+		return
+	}
+	if _, err := p.conn.WriteToUDP(r.Packet.ToBytes(), r.Dst); err != nil {
+		s.m.packets.WithLabelValues(port, "send_error").Inc()
+		s.log.Warn("dhcp send reply", "mac", r.Client.MAC.String(), "to", r.Dst.String(), "err", err)
+		return
+	}
+	s.m.packets.WithLabelValues(port, r.Kind).Inc()
+	s.m.replies.WithLabelValues(r.Kind, r.Client.Arch.Name).Inc()
+	file := r.Packet.BootFileName
+	if file == "" {
+		file = r.Packet.BootFileNameOption()
+	}
+	s.log.Info("dhcp "+r.Kind, "mac", r.Client.MAC.String(), "arch", r.Client.Arch.Name, "ipxe", r.Client.IPXE,
+		"uuid", r.Client.UUID, "file", file, "to", r.Dst.String(), "port", p.req.Port)
+}
+
+// reason is err's metrics label.
+func reason(err error) string {
+	for _, e := range []struct {
+		err   error
+		label string
+	}{
+		{ErrMalformed, "malformed"}, {ErrNotRequest, "not_request"}, {ErrNotPXE, "not_pxe"},
+		{ErrUnknownArch, "unknown_arch"}, {ErrNotForUs, "not_for_us"}, {ErrIgnoredType, "ignored_type"},
+		{ErrRefused, "refused"}, {ErrDecision, "decision_error"}, {ErrNoServerIP, "no_server_ip"},
+	} {
+		if errors.Is(err, e.err) {
+			return e.label
+		}
+	}
+	return "error"
+}
+
+// interfaceIPv4 is the interface's first IPv4 address.
+func interfaceIPv4(name string) (net.IP, error) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("dhcp: interface %s: %w", name, err)
+	}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return nil, fmt.Errorf("dhcp: addresses of %s: %w", name, err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
+			return n.IP.To4(), nil
+		}
+	}
+	return nil, fmt.Errorf("dhcp: interface %s has no IPv4 address", name)
+}
