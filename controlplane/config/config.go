@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -88,6 +89,14 @@ type Config struct {
 	// HeartbeatInterval is how often agents heartbeat; a machine that has
 	// not for three intervals gets node.heartbeat_missed.
 	HeartbeatInterval Duration `json:"heartbeat_interval"`
+
+	// TFTPListen is the TFTP server's UDP address; empty: no TFTP server.
+	TFTPListen string `json:"tftp_listen,omitempty"`
+	// BootAssets is the directory of files served for network boot;
+	// empty: DATA_DIR/boot.
+	BootAssets string `json:"boot_assets,omitempty"`
+	// IPXEDir holds the iPXE binaries (Debian's ipxe package).
+	IPXEDir string `json:"ipxe_dir"`
 }
 
 // EK policies.
@@ -110,6 +119,7 @@ func Default() Config {
 		SessionTTL:          Duration(15 * time.Minute),
 		ConfigTokenTTL:      Duration(24 * time.Hour),
 		HeartbeatInterval:   Duration(30 * time.Second),
+		IPXEDir:             "/usr/lib/ipxe",
 	}
 }
 
@@ -177,6 +187,15 @@ var settings = []setting{
 		func(c *Config) *Duration { return &c.ConfigTokenTTL }),
 	duration("heartbeat-interval", "ATTESTATION_HEARTBEAT_INTERVAL", "heartbeat_interval", "how often agents heartbeat; three intervals without one emit node.heartbeat_missed",
 		func(c *Config) *Duration { return &c.HeartbeatInterval }),
+	{flag: "tftp-listen", env: "ATTESTATION_TFTP_LISTEN", key: "tftp_listen",
+		help: "UDP address of the TFTP server for network boot, e.g. :69 (default: no TFTP server)",
+		get:  func(c *Config) string { return c.TFTPListen }, set: func(c *Config, v string) error { c.TFTPListen = v; return nil }},
+	{flag: "boot-assets", env: "ATTESTATION_BOOT_ASSETS", key: "boot_assets",
+		help: "directory of the files served for network boot (default: DATA_DIR/boot)",
+		get:  func(c *Config) string { return c.BootAssets }, set: func(c *Config, v string) error { c.BootAssets = v; return nil }},
+	{flag: "ipxe-dir", env: "ATTESTATION_IPXE_DIR", key: "ipxe_dir",
+		help: "directory of the iPXE binaries served over TFTP (undionly.kpxe, snponly.efi, ipxe.efi; Debian package ipxe)",
+		get:  func(c *Config) string { return c.IPXEDir }, set: func(c *Config, v string) error { c.IPXEDir = v; return nil }},
 }
 
 // ConfigFlag names the config file flag; ConfigEnv its variable.
@@ -261,6 +280,11 @@ func (c *Config) Validate() error {
 	if c.EventHandlerTimeout <= 0 {
 		return fmt.Errorf("event_handler_timeout %s: must be positive", time.Duration(c.EventHandlerTimeout))
 	}
+	if c.TFTPListen != "" {
+		if _, _, err := net.SplitHostPort(c.TFTPListen); err != nil {
+			return fmt.Errorf("tftp_listen %q: want HOST:PORT or :PORT: %w", c.TFTPListen, err)
+		}
+	}
 	if c.AdminToken != "" && len(c.AdminToken) < 16 {
 		return errors.New("admin_token: must be at least 16 characters")
 	}
@@ -316,6 +340,14 @@ func (c *Config) validateAttestation() error {
 		}
 	}
 	return nil
+}
+
+// BootAssetsDir is the boot assets directory: BootAssets, or DATA_DIR/boot.
+func (c *Config) BootAssetsDir() string {
+	if c.BootAssets != "" {
+		return c.BootAssets
+	}
+	return filepath.Join(c.DataDir, "boot")
 }
 
 // SlogLevel returns the log level.

@@ -95,6 +95,15 @@ func TestPrecedence(t *testing.T) {
 				c.ChallengeTTL, c.EKRoots, c.ConfigTokenTTL = Duration(5*time.Second), "/etc/ek-roots", Duration(time.Hour)
 			}),
 		},
+		{
+			name: "tftp settings",
+			file: "tftp_listen: ':6969'\nboot_assets: /file/boot\nipxe_dir: /file/ipxe\n",
+			args: []string{"--tftp-listen", "127.0.0.1:69"},
+			env:  map[string]string{"ATTESTATION_IPXE_DIR": "/env/ipxe"},
+			want: with(func(c *Config) {
+				c.TFTPListen, c.BootAssets, c.IPXEDir = "127.0.0.1:69", "/file/boot", "/env/ipxe"
+			}),
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -154,6 +163,7 @@ func TestBadInput(t *testing.T) {
 		{name: "bad public URL", args: []string{"--public-url", "attest.example"}, wantErr: "public_url"},
 		{name: "bad allow-no-tpm env", env: map[string]string{"ATTESTATION_ALLOW_NO_TPM": "maybe"}, wantErr: "ATTESTATION_ALLOW_NO_TPM"},
 		{name: "zero challenge ttl", args: []string{"--challenge-ttl", "0s"}, wantErr: "challenge_ttl"},
+		{name: "bad tftp listen", args: []string{"--tftp-listen", "69"}, wantErr: "tftp_listen \"69\""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -181,5 +191,17 @@ func TestMissingFile(t *testing.T) {
 	fs.Parse([]string{"--config", filepath.Join(t.TempDir(), "absent.yaml")})
 	if _, err := Load(fs, func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "absent.yaml") {
 		t.Fatalf("got %v, want an error naming the missing file", err)
+	}
+}
+
+func TestBootAssetsDir(t *testing.T) {
+	c := Default()
+	c.DataDir = "/var/lib/attestation"
+	if got, want := c.BootAssetsDir(), "/var/lib/attestation/boot"; got != want {
+		t.Errorf("BootAssetsDir() = %q, want %q", got, want)
+	}
+	c.BootAssets = "/srv/boot"
+	if got, want := c.BootAssetsDir(), "/srv/boot"; got != want {
+		t.Errorf("BootAssetsDir() = %q, want %q", got, want)
 	}
 }

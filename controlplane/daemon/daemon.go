@@ -194,7 +194,14 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	srv.Protocols.SetUnencryptedHTTP2(true)
 	srv.RegisterOnShutdown(func() { close(stopping) })
 
+	tftpSrv, err := tftpServer(cfg, log, reg)
+	if err != nil {
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
+	if tftpSrv != nil {
+		g.Go(func() error { return tftpSrv.Run(gctx) })
+	}
 	g.Go(func() error { return dispatcher.Run(gctx) })
 	sweeper := &machines.Sweeper{
 		Machines: svc,
