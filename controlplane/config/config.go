@@ -90,6 +90,13 @@ type Config struct {
 	// not for three intervals gets node.heartbeat_missed.
 	HeartbeatInterval Duration `json:"heartbeat_interval"`
 
+	// PXEInterface is the network interface DHCP for network boot serves;
+	// empty: no DHCP server.
+	PXEInterface string `json:"pxe_interface,omitempty"`
+	// DHCPMode is proxy (answer PXE clients only, beside the site's DHCP
+	// server, handing out no addresses) or full.
+	DHCPMode string `json:"dhcp_mode"`
+
 	// TFTPListen is the TFTP server's UDP address; empty: no TFTP server.
 	TFTPListen string `json:"tftp_listen,omitempty"`
 	// BootAssets is the directory of files served for network boot;
@@ -106,6 +113,12 @@ const (
 	EKPolicyAny       = "any"
 )
 
+// DHCP modes.
+const (
+	DHCPModeProxy = "proxy"
+	DHCPModeFull  = "full"
+)
+
 // Default returns the built-in defaults.
 func Default() Config {
 	return Config{
@@ -119,6 +132,7 @@ func Default() Config {
 		SessionTTL:          Duration(15 * time.Minute),
 		ConfigTokenTTL:      Duration(24 * time.Hour),
 		HeartbeatInterval:   Duration(30 * time.Second),
+		DHCPMode:            DHCPModeProxy,
 		IPXEDir:             "/usr/lib/ipxe",
 	}
 }
@@ -187,6 +201,12 @@ var settings = []setting{
 		func(c *Config) *Duration { return &c.ConfigTokenTTL }),
 	duration("heartbeat-interval", "ATTESTATION_HEARTBEAT_INTERVAL", "heartbeat_interval", "how often agents heartbeat; three intervals without one emit node.heartbeat_missed",
 		func(c *Config) *Duration { return &c.HeartbeatInterval }),
+	{flag: "pxe-interface", env: "ATTESTATION_PXE_INTERFACE", key: "pxe_interface",
+		help: "network interface to serve DHCP for network boot on, ports 67 and 4011 (default: no DHCP server)",
+		get:  func(c *Config) string { return c.PXEInterface }, set: func(c *Config, v string) error { c.PXEInterface = v; return nil }},
+	{flag: "dhcp-mode", env: "ATTESTATION_DHCP_MODE", key: "dhcp_mode",
+		help: "DHCP mode: proxy (answer PXE clients only, beside the site's DHCP server, no addresses) or full",
+		get:  func(c *Config) string { return c.DHCPMode }, set: func(c *Config, v string) error { c.DHCPMode = v; return nil }},
 	{flag: "tftp-listen", env: "ATTESTATION_TFTP_LISTEN", key: "tftp_listen",
 		help: "UDP address of the TFTP server for network boot, e.g. :69 (default: no TFTP server)",
 		get:  func(c *Config) string { return c.TFTPListen }, set: func(c *Config, v string) error { c.TFTPListen = v; return nil }},
@@ -284,6 +304,9 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.TFTPListen); err != nil {
 			return fmt.Errorf("tftp_listen %q: want HOST:PORT or :PORT: %w", c.TFTPListen, err)
 		}
+	}
+	if c.DHCPMode != DHCPModeProxy && c.DHCPMode != DHCPModeFull {
+		return fmt.Errorf("dhcp_mode %q: want proxy or full", c.DHCPMode)
 	}
 	if c.AdminToken != "" && len(c.AdminToken) < 16 {
 		return errors.New("admin_token: must be at least 16 characters")
