@@ -35,6 +35,7 @@ test-deps: deps ## Install what the integration tests use (swtpm; QEMU and a ker
 	command -v qemu-system-x86_64 >/dev/null || missing="$$missing qemu-system-x86"; \
 	command -v cpio >/dev/null || missing="$$missing cpio"; \
 	ls /boot/vmlinuz-* >/dev/null 2>&1 || missing="$$missing linux-image-amd64"; \
+	ls /usr/lib/ipxe/undionly.kpxe >/dev/null 2>&1 || missing="$$missing ipxe"; command -v tftp >/dev/null || missing="$$missing tftp-hpa"; command -v atftp >/dev/null || missing="$$missing atftp"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
