@@ -134,11 +134,11 @@ func (s *Server) Register(ctx context.Context, req *connect.Request[attestationv
 		return s.registerWithoutTPM(ctx, msg, reg)
 	}
 
-	ek, err := attest.ParseEKPublic(msg.EkPublic)
+	ek, err := attest.ParseEK(msg.EkPublic)
 	if err != nil {
 		return nil, invalid("ek_public: %v", err)
 	}
-	fp, err := attest.Fingerprint(ek)
+	fp, err := attest.Fingerprint(ek.Key)
 	if err != nil {
 		return nil, invalid("ek_public: %v", err)
 	}
@@ -156,11 +156,11 @@ func (s *Server) Register(ctx context.Context, req *connect.Request[attestationv
 		log.Warn("registration refused: decommissioned EK", "machine", old.ID)
 		return nil, toConnect(err)
 	}
-	if err := s.checkEK(ek, fp, msg.EkCertificate, old); err != nil {
+	if err := s.checkEK(ek.Key, fp, msg.EkCertificate, old); err != nil {
 		log.Warn("registration refused by the EK policy", "policy", s.o.Policy.Mode, "err", err)
 		return nil, connect.NewError(connect.CodePermissionDenied, err)
 	}
-	c, err := attest.NewChallenge(msg.EkPublic, ak.Name)
+	c, err := ek.NewChallenge(ak.Name)
 	if err != nil {
 		return nil, toConnect(fmt.Errorf("register machine %s: %w", fp, err))
 	}
@@ -402,6 +402,9 @@ func (s *Server) WatchApproval(ctx context.Context, req *connect.Request[attesta
 		return err
 	}
 	var last *attestationv1.WatchApprovalResponse
+	// The session is checked again at every look but the first, which
+	// follows the check above.
+	recheck := false
 	for {
 		woken := s.o.Committed.C()
 		m, err := s.o.Store.GetMachine(ctx, sess.MachineID)
@@ -417,11 +420,14 @@ func (s *Server) WatchApproval(ctx context.Context, req *connect.Request[attesta
 		if m.State == lifecycle.Decommissioned {
 			return stream.Send(resp)
 		}
-		if _, err := s.session(ctx, authorization); err != nil {
-			return err
+		if recheck {
+			if _, err := s.session(ctx, authorization); err != nil {
+				return err
+			}
 		}
+		recheck = true
 		if m.State == lifecycle.Provisioned {
-			if resp.ConfigUrl, err = s.o.Machines.ConfigURL(ctx, m.ID); err != nil {
+			if resp.ConfigUrl, err = s.o.Machines.ConfigURLOf(ctx, m); err != nil {
 				return toConnect(err)
 			}
 			return stream.Send(resp)

@@ -38,21 +38,23 @@ type Challenge struct {
 // claims it) over a random secret, and a fresh quote nonce. Only the TPM
 // holding that EK, with an AK of that name loaded, can recover the secret.
 func NewChallenge(ekPublic, akName []byte) (*Challenge, error) {
-	return newChallenge(rand.Reader, ekPublic, akName)
-}
-
-func newChallenge(random io.Reader, ekPublic, akName []byte) (*Challenge, error) {
-	pub, err := unmarshal[tpm2.TPMTPublic](ekPublic, "EK TPMT_PUBLIC")
+	ek, err := ParseEK(ekPublic)
 	if err != nil {
 		return nil, fmt.Errorf("new challenge: %w", err)
 	}
-	if _, err := ekKey(pub); err != nil {
-		return nil, fmt.Errorf("new challenge: %w", err)
-	}
+	return newChallenge(rand.Reader, ek, akName)
+}
+
+// NewChallenge is the package's NewChallenge for an EK parsed already.
+func (ek *EK) NewChallenge(akName []byte) (*Challenge, error) {
+	return newChallenge(rand.Reader, ek, akName)
+}
+
+func newChallenge(random io.Reader, ek *EK, akName []byte) (*Challenge, error) {
 	if err := checkName(akName); err != nil {
 		return nil, fmt.Errorf("new challenge: AK %w", err)
 	}
-	key, err := tpm2.ImportEncapsulationKey(pub)
+	key, err := tpm2.ImportEncapsulationKey(ek.pub)
 	if err != nil {
 		return nil, fmt.Errorf("new challenge: EK: %w", err)
 	}

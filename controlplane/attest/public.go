@@ -137,11 +137,32 @@ func publicKey(pub *tpm2.TPMTPublic) (crypto.PublicKey, error) {
 // symmetric algorithm, like every EK template; anything else could not
 // receive a credential.
 func ParseEKPublic(tpmtPublic []byte) (crypto.PublicKey, error) {
+	ek, err := ParseEK(tpmtPublic)
+	if err != nil {
+		return nil, err
+	}
+	return ek.Key, nil
+}
+
+// EK is an endorsement key that passed ParseEK: what ParseEKPublic
+// checks, kept parsed so that a challenge for it needs no second parse.
+type EK struct {
+	// Key is *rsa.PublicKey or *ecdsa.PublicKey.
+	Key crypto.PublicKey
+	pub *tpm2.TPMTPublic
+}
+
+// ParseEK is ParseEKPublic returning the parsed EK, for EK.NewChallenge.
+func ParseEK(tpmtPublic []byte) (*EK, error) {
 	pub, err := unmarshal[tpm2.TPMTPublic](tpmtPublic, "EK TPMT_PUBLIC")
 	if err != nil {
 		return nil, err
 	}
-	return ekKey(pub)
+	key, err := ekKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	return &EK{Key: key, pub: pub}, nil
 }
 
 func ekKey(pub *tpm2.TPMTPublic) (crypto.PublicKey, error) {

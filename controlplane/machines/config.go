@@ -91,6 +91,13 @@ func (s *Service) ConfigURL(ctx context.Context, id string) (string, error) {
 		}
 		return "", fmt.Errorf("config URL of machine %s: %w", id, err)
 	}
+	return s.ConfigURLOf(ctx, m)
+}
+
+// ConfigURLOf is ConfigURL for a machine the caller has just read, which
+// saves reading it again.
+func (s *Service) ConfigURLOf(ctx context.Context, m *store.Machine) (string, error) {
+	id := m.ID
 	if m.State != lifecycle.Provisioned || !m.ConfiguredAt.IsZero() || s.configBase == "" {
 		return "", nil
 	}
