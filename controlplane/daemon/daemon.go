@@ -198,9 +198,16 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
+	dhcpSrv, err := dhcpServer(cfg, st, publicURL, log, reg)
+	if err != nil {
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	if tftpSrv != nil {
 		g.Go(func() error { return tftpSrv.Run(gctx) })
+	}
+	if dhcpSrv != nil {
+		g.Go(func() error { return dhcpSrv.Run(gctx) })
 	}
 	g.Go(func() error { return dispatcher.Run(gctx) })
 	sweeper := &machines.Sweeper{
