@@ -67,6 +67,7 @@ test-short: deps ## Run the fast tests only
 .PHONY: bench
 bench: deps ## Print the figures: lifecycle throughput, event dispatch latency, the enrollment storm
 	$(GO) test -run '^$$' -bench . -benchtime 3s -timeout 20m ./controlplane/bench/
+	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 10m ./boot/tftp/
 
 .PHONY: fuzz
 fuzz: deps ## Fuzz the REST/JSON input decoding for FUZZTIME (default 60s)

@@ -28,7 +28,7 @@ import (
 const (
 	DefaultAddr         = ":69"
 	DefaultIPXEDir      = "/usr/lib/ipxe"
-	DefaultMaxTransfers = 512
+	DefaultMaxTransfers = 1024
 	// DefaultBlockSize is the largest blksize granted: an Ethernet frame
 	// (1500) less the IPv4, UDP and TFTP headers, so blocks never fragment.
 	DefaultBlockSize = 1468
