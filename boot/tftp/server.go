@@ -84,6 +84,9 @@ const (
 	resultWrite    = "write_refused"
 )
 
+// requestBuffer is the socket receive buffer for requests.
+const requestBuffer = 4 << 20
+
 // busyLogEvery spaces the "limit reached" log lines during a boot storm.
 const busyLogEvery = 10 * time.Second
 
@@ -155,6 +158,12 @@ func (s *Server) Run(ctx context.Context) error {
 	conn, err := net.ListenPacket("udp", s.opts.Addr)
 	if err != nil {
 		return fmt.Errorf("tftp: listen on %s: %w", s.opts.Addr, err)
+	}
+	if uc, ok := conn.(*net.UDPConn); ok {
+		// A boot storm's requests arrive together; the default buffer
+		// drops most of them and each drop costs the client a timeout.
+		// The kernel caps it at net.core.rmem_max.
+		uc.SetReadBuffer(requestBuffer)
 	}
 	srv := tftp.NewServer(
 		func(name string, rf io.ReaderFrom) error { return s.read(root, name, rf) },
