@@ -377,3 +377,27 @@ func waitLog(t testing.TB, logs *logBuffer, s string) string {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestWildcardAddr serves an IPv4 client from a wildcard (dual-stack)
+// socket, as the default ":69" listens.
+func TestWildcardAddr(t *testing.T) {
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "f"), bytes.Repeat([]byte("x"), 5000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	listening := make(chan net.Addr, 1)
+	srv, err := New(Options{Addr: ":0", Root: root, IPXEDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler),
+		Listening: func(a net.Addr) { listening <- a }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	port := (<-listening).(*net.UDPAddr).Port
+	got, _, err := get("127.0.0.1:"+strconv.Itoa(port), "f", 1468, true)
+	if err != nil || len(got) != 5000 {
+		t.Fatalf("get over IPv4 from the wildcard socket: %d bytes, %v", len(got), err)
+	}
+}
