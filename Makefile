@@ -34,6 +34,9 @@ test-deps: deps ## Install what the integration tests use (swtpm; QEMU and a ker
 	command -v swtpm_setup >/dev/null || missing="$$missing swtpm-tools"; \
 	command -v qemu-system-x86_64 >/dev/null || missing="$$missing qemu-system-x86"; \
 	command -v cpio >/dev/null || missing="$$missing cpio"; \
+	command -v dhclient >/dev/null || missing="$$missing isc-dhcp-client"; \
+	command -v busybox >/dev/null || missing="$$missing busybox"; \
+	command -v perfdhcp >/dev/null || missing="$$missing kea-admin"; \
 	ls /boot/vmlinuz-* >/dev/null 2>&1 || missing="$$missing linux-image-amd64"; \
 	ls /usr/lib/ipxe/undionly.kpxe >/dev/null 2>&1 || missing="$$missing ipxe"; command -v tftp >/dev/null || missing="$$missing tftp-hpa"; command -v atftp >/dev/null || missing="$$missing atftp"; \
 	if [ -n "$$missing" ]; then \
