@@ -28,18 +28,21 @@ const (
 func (a Arch) EFI() bool { return strings.HasSuffix(string(a), "-efi") }
 
 // archNames maps every accepted spelling to its Arch: iPXE's
-// ${buildarch}-${platform} and ${platform}, short names, and the DHCP
-// option 93 (RFC 4578, IANA processor architecture) numbers.
+// ${buildarch}-${platform}, ${platform} and ${buildarch} (the iPXE builds
+// network boot uses are i386 for BIOS, undionly.kpxe, and x86_64 or arm64
+// for UEFI), short names, and the DHCP option 93 (RFC 4578, IANA
+// processor architecture) numbers.
 var archNames = map[string]Arch{
-	"x86_64-pcbios": ArchBIOS, "i386-pcbios": ArchBIOS, "pcbios": ArchBIOS, "bios": ArchBIOS,
-	"x86_64-efi": ArchX8664EFI, "efi": ArchX8664EFI, "uefi": ArchX8664EFI, "x64": ArchX8664EFI,
+	"x86_64-pcbios": ArchBIOS, "i386-pcbios": ArchBIOS, "pcbios": ArchBIOS, "bios": ArchBIOS, "i386": ArchBIOS,
+	"x86_64-efi": ArchX8664EFI, "efi": ArchX8664EFI, "uefi": ArchX8664EFI, "x64": ArchX8664EFI, "x86_64": ArchX8664EFI,
 	"arm64-efi": ArchARM64EFI, "arm64": ArchARM64EFI, "aarch64": ArchARM64EFI,
 	"0": ArchBIOS, "7": ArchX8664EFI, "9": ArchX8664EFI, "16": ArchX8664EFI,
 	"11": ArchARM64EFI, "19": ArchARM64EFI,
 }
 
-// ParseArch parses an architecture as iPXE (x86_64-efi, pcbios), a person
-// (bios, uefi, arm64) or DHCP option 93 (0, 7, 9, 11, 16, 19) names it.
+// ParseArch parses an architecture as iPXE (x86_64-efi, pcbios, i386,
+// x86_64), a person (bios, uefi, arm64) or DHCP option 93 (0, 7, 9, 11,
+// 16, 19) names it.
 // The empty string is ArchUnknown.
 func ParseArch(s string) (Arch, error) {
 	if s == "" {
@@ -54,8 +57,8 @@ func ParseArch(s string) (Arch, error) {
 	return "", fmt.Errorf("unknown architecture %q: want x86_64-pcbios, x86_64-efi or arm64-efi", s)
 }
 
-// ParseMAC parses a hardware address in any form net.ParseMAC accepts
-// and returns it lower-case and colon-separated, as the store keeps MACs.
+// ParseMAC parses a hardware address in any form net.ParseMAC accepts;
+// its String is lower-case and colon-separated, as the store keeps MACs.
 func ParseMAC(s string) (net.HardwareAddr, error) {
 	mac, err := net.ParseMAC(s)
 	if err != nil {

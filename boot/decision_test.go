@@ -80,6 +80,7 @@ func TestParseArch(t *testing.T) {
 	for in, want := range map[string]boot.Arch{
 		"": boot.ArchUnknown, "x86_64-pcbios": boot.ArchBIOS, "i386-pcbios": boot.ArchBIOS, "BIOS": boot.ArchBIOS, "0": boot.ArchBIOS,
 		"x86_64-efi": boot.ArchX8664EFI, "efi": boot.ArchX8664EFI, "7": boot.ArchX8664EFI, "9": boot.ArchX8664EFI, "16": boot.ArchX8664EFI,
+		"i386": boot.ArchBIOS, "x86_64": boot.ArchX8664EFI, "arm64": boot.ArchARM64EFI,
 		"arm64-efi": boot.ArchARM64EFI, "11": boot.ArchARM64EFI, "19": boot.ArchARM64EFI,
 	} {
 		got, err := boot.ParseArch(in)

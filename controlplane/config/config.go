@@ -104,6 +104,9 @@ type Config struct {
 	BootAssets string `json:"boot_assets,omitempty"`
 	// IPXEDir holds the iPXE binaries (Debian's ipxe package).
 	IPXEDir string `json:"ipxe_dir"`
+	// BootKernelArgs are added to the kernel command line of the agent
+	// when a machine network-boots it, after attestation.url=.
+	BootKernelArgs string `json:"boot_kernel_args,omitempty"`
 }
 
 // EK policies.
@@ -216,6 +219,9 @@ var settings = []setting{
 	{flag: "ipxe-dir", env: "ATTESTATION_IPXE_DIR", key: "ipxe_dir",
 		help: "directory of the iPXE binaries served over TFTP (undionly.kpxe, snponly.efi, ipxe.efi; Debian package ipxe)",
 		get:  func(c *Config) string { return c.IPXEDir }, set: func(c *Config, v string) error { c.IPXEDir = v; return nil }},
+	{flag: "boot-kernel-args", env: "ATTESTATION_BOOT_KERNEL_ARGS", key: "boot_kernel_args",
+		help: "arguments added to the network-booted agent's kernel command line, e.g. \"console=ttyS0\"",
+		get:  func(c *Config) string { return c.BootKernelArgs }, set: func(c *Config, v string) error { c.BootKernelArgs = v; return nil }},
 }
 
 // ConfigFlag names the config file flag; ConfigEnv its variable.

@@ -181,6 +181,14 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		return err
 	}
 	mux.Handle(agentapi.ConfigPath, agent.ConfigHandler())
+	bootHTTP, err := httpBoot(cfg, bootResolver(cfg, st, publicURL), log, reg)
+	if err != nil {
+		return err
+	}
+	defer bootHTTP.Close()
+	// Unauthenticated, in front of the mux, which would redirect a
+	// non-canonical /boot/ path rather than refuse it.
+	handler = bootHTTP.Handler(handler)
 	host.mount(mux, authn)
 	host.start(ctx)
 	srv := &http.Server{
