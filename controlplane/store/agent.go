@@ -43,7 +43,7 @@ type Challenge struct {
 func (t *Tx) InsertChallenge(ctx context.Context, c *Challenge) error {
 	c.CreatedAt = t.now
 	pcrs, _ := json.Marshal(c.PCRs)
-	_, err := t.tx.ExecContext(ctx, `INSERT INTO attestation_challenges
+	_, err := t.exec(ctx, `INSERT INTO attestation_challenges
 		(id, machine_id, tpm, ak_public, ak_name, secret_hash, nonce_hash, pcrs, created_at, expires_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		c.ID, c.MachineID, c.TPM, c.AKPublic, c.AKName, c.SecretHash, c.NonceHash, string(pcrs),
@@ -86,7 +86,7 @@ func (s *Store) GetChallenge(ctx context.Context, id string) (*Challenge, error)
 // marked used too) and ErrNotFound when there is no such challenge. Only
 // one of any number of concurrent calls for one challenge succeeds.
 func (t *Tx) UseChallenge(ctx context.Context, id string) error {
-	res, err := t.tx.ExecContext(ctx, `UPDATE attestation_challenges SET used_at = ?
+	res, err := t.exec(ctx, `UPDATE attestation_challenges SET used_at = ?
 		WHERE id = ? AND used_at IS NULL AND expires_at > ?`, t.now.UnixNano(), id, t.now.UnixNano())
 	if err != nil {
 		return fmt.Errorf("use challenge: %w", err)
@@ -95,7 +95,7 @@ func (t *Tx) UseChallenge(ctx context.Context, id string) error {
 		return nil
 	}
 	var used sql.NullInt64
-	err = t.tx.QueryRowContext(ctx, `SELECT used_at FROM attestation_challenges WHERE id = ?`, id).Scan(&used)
+	err = t.queryRow(ctx, `SELECT used_at FROM attestation_challenges WHERE id = ?`, id).Scan(&used)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return ErrNotFound
@@ -104,7 +104,7 @@ func (t *Tx) UseChallenge(ctx context.Context, id string) error {
 	case used.Valid:
 		return ErrUsed
 	}
-	if _, err := t.tx.ExecContext(ctx, `UPDATE attestation_challenges SET used_at = ? WHERE id = ?`, t.now.UnixNano(), id); err != nil {
+	if _, err := t.exec(ctx, `UPDATE attestation_challenges SET used_at = ? WHERE id = ?`, t.now.UnixNano(), id); err != nil {
 		return fmt.Errorf("use challenge: %w", err)
 	}
 	return ErrExpired
@@ -123,11 +123,11 @@ type Session struct {
 // ReplaceSessions ends every session of the machine and stores s, so that
 // a machine has one session: the one of its latest attestation.
 func (t *Tx) ReplaceSessions(ctx context.Context, s *Session) error {
-	if _, err := t.tx.ExecContext(ctx, `DELETE FROM agent_sessions WHERE machine_id = ?`, s.MachineID); err != nil {
+	if _, err := t.exec(ctx, `DELETE FROM agent_sessions WHERE machine_id = ?`, s.MachineID); err != nil {
 		return fmt.Errorf("end sessions of machine %s: %w", s.MachineID, err)
 	}
 	s.CreatedAt = t.now
-	_, err := t.tx.ExecContext(ctx, `INSERT INTO agent_sessions (token_hash, machine_id, ek_fingerprint, created_at, expires_at)
+	_, err := t.exec(ctx, `INSERT INTO agent_sessions (token_hash, machine_id, ek_fingerprint, created_at, expires_at)
 		VALUES (?, ?, ?, ?, ?)`, s.TokenHash, s.MachineID, s.EKFingerprint, s.CreatedAt.UnixNano(), s.ExpiresAt.UnixNano())
 	if err != nil {
 		return fmt.Errorf("store session of machine %s: %w", s.MachineID, err)
@@ -137,7 +137,7 @@ func (t *Tx) ReplaceSessions(ctx context.Context, s *Session) error {
 
 // EndSessions ends every session of the machine.
 func (t *Tx) EndSessions(ctx context.Context, machineID string) error {
-	if _, err := t.tx.ExecContext(ctx, `DELETE FROM agent_sessions WHERE machine_id = ?`, machineID); err != nil {
+	if _, err := t.exec(ctx, `DELETE FROM agent_sessions WHERE machine_id = ?`, machineID); err != nil {
 		return fmt.Errorf("end sessions of machine %s: %w", machineID, err)
 	}
 	return nil
@@ -146,7 +146,7 @@ func (t *Tx) EndSessions(ctx context.Context, machineID string) error {
 // RenewSession moves the expiry of a session that has not expired yet; it
 // fails with ErrNotFound when there is no such session or it has expired.
 func (t *Tx) RenewSession(ctx context.Context, tokenHash []byte, expires time.Time) error {
-	res, err := t.tx.ExecContext(ctx, `UPDATE agent_sessions SET expires_at = ? WHERE token_hash = ? AND expires_at > ?`,
+	res, err := t.exec(ctx, `UPDATE agent_sessions SET expires_at = ? WHERE token_hash = ? AND expires_at > ?`,
 		expires.UnixNano(), tokenHash, t.now.UnixNano())
 	if err != nil {
 		return fmt.Errorf("renew session: %w", err)
@@ -183,7 +183,7 @@ func (t *Tx) InsertConfigToken(ctx context.Context, machineID, tokenID string, t
 	if err := t.RevokeConfigTokens(ctx, machineID); err != nil {
 		return err
 	}
-	_, err := t.tx.ExecContext(ctx, `INSERT INTO config_tokens (token_hash, token_id, machine_id, created_at, expires_at)
+	_, err := t.exec(ctx, `INSERT INTO config_tokens (token_hash, token_id, machine_id, created_at, expires_at)
 		VALUES (?, ?, ?, ?, ?)`, tokenHash, tokenID, machineID, t.now.UnixNano(), expires.UnixNano())
 	if err != nil {
 		return fmt.Errorf("store config token of machine %s: %w", machineID, err)
@@ -209,7 +209,7 @@ func (s *Store) UsableConfigToken(ctx context.Context, machineID string) (id str
 
 // RevokeConfigTokens revokes the machine's unused config tokens.
 func (t *Tx) RevokeConfigTokens(ctx context.Context, machineID string) error {
-	if _, err := t.tx.ExecContext(ctx, `UPDATE config_tokens SET revoked_at = ?
+	if _, err := t.exec(ctx, `UPDATE config_tokens SET revoked_at = ?
 		WHERE machine_id = ? AND used_at IS NULL AND revoked_at IS NULL`, t.now.UnixNano(), machineID); err != nil {
 		return fmt.Errorf("revoke config tokens of machine %s: %w", machineID, err)
 	}
@@ -222,7 +222,7 @@ func (t *Tx) RevokeConfigTokens(ctx context.Context, machineID string) error {
 // number of concurrent calls for one token, exactly one succeeds.
 func (t *Tx) UseConfigToken(ctx context.Context, tokenHash []byte) (string, error) {
 	var id string
-	err := t.tx.QueryRowContext(ctx, `UPDATE config_tokens SET used_at = ?
+	err := t.queryRow(ctx, `UPDATE config_tokens SET used_at = ?
 		WHERE token_hash = ? AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?
 		RETURNING machine_id`, t.now.UnixNano(), tokenHash, t.now.UnixNano()).Scan(&id)
 	if err == nil {
@@ -232,7 +232,7 @@ func (t *Tx) UseConfigToken(ctx context.Context, tokenHash []byte) (string, erro
 		return "", fmt.Errorf("use config token: %w", err)
 	}
 	var used, revoked sql.NullInt64
-	err = t.tx.QueryRowContext(ctx, `SELECT used_at, revoked_at FROM config_tokens WHERE token_hash = ?`, tokenHash).Scan(&used, &revoked)
+	err = t.queryRow(ctx, `SELECT used_at, revoked_at FROM config_tokens WHERE token_hash = ?`, tokenHash).Scan(&used, &revoked)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return "", ErrNotFound
@@ -256,7 +256,7 @@ type ConfigTemplate struct {
 // PutConfigTemplate creates or replaces the template of c.Role.
 func (t *Tx) PutConfigTemplate(ctx context.Context, c *ConfigTemplate) error {
 	c.UpdatedAt = t.now
-	_, err := t.tx.ExecContext(ctx, `INSERT INTO config_templates (role, template, updated_at) VALUES (?, ?, ?)
+	_, err := t.exec(ctx, `INSERT INTO config_templates (role, template, updated_at) VALUES (?, ?, ?)
 		ON CONFLICT (role) DO UPDATE SET template = excluded.template, updated_at = excluded.updated_at`,
 		c.Role, c.Template, c.UpdatedAt.UnixNano())
 	if err != nil {
@@ -268,7 +268,7 @@ func (t *Tx) PutConfigTemplate(ctx context.Context, c *ConfigTemplate) error {
 // ConfigTemplate returns the template of a role in this transaction, or
 // ErrNotFound.
 func (t *Tx) ConfigTemplate(ctx context.Context, role string) (*ConfigTemplate, error) {
-	return scanTemplate(t.tx.QueryRowContext(ctx, `SELECT role, template, updated_at FROM config_templates WHERE role = ?`, role))
+	return scanTemplate(t.queryRow(ctx, `SELECT role, template, updated_at FROM config_templates WHERE role = ?`, role))
 }
 
 // GetConfigTemplate returns the template of a role, or ErrNotFound.
@@ -313,7 +313,7 @@ func scanTemplate(row scanner) (*ConfigTemplate, error) {
 // MachinesWithSMBIOSUUID returns the machines that reported the SMBIOS
 // UUID, oldest first.
 func (t *Tx) MachinesWithSMBIOSUUID(ctx context.Context, uuid string) ([]*Machine, error) {
-	rows, err := t.tx.QueryContext(ctx, `SELECT `+machineColumns+` FROM machines WHERE smbios_uuid = ?
+	rows, err := t.query(ctx, `SELECT `+machineColumns+` FROM machines WHERE smbios_uuid = ?
 		ORDER BY registered_at, id`, uuid)
 	if err != nil {
 		return nil, fmt.Errorf("find machines by SMBIOS UUID: %w", err)
@@ -367,7 +367,7 @@ func (t *Tx) DeleteStaleCredentials(ctx context.Context, cutoff, tokenCutoff tim
 		{`DELETE FROM agent_sessions WHERE expires_at < ?`, cutoff},
 		{`DELETE FROM config_tokens WHERE expires_at < ?`, tokenCutoff},
 	} {
-		res, err := t.tx.ExecContext(ctx, d.q, d.cutoff.UnixNano())
+		res, err := t.exec(ctx, d.q, d.cutoff.UnixNano())
 		if err != nil {
 			return total, fmt.Errorf("delete stale credentials: %w", err)
 		}

@@ -107,6 +107,26 @@ type Tx struct {
 	emitted []events.Envelope
 }
 
+// exec, query and queryRow run a statement of the transaction with the
+// caller's context stripped of its cancellation. The transaction is shared
+// by a group of updates (group.go): the driver interrupts a statement whose
+// context ends (sqlite3_interrupt), which would roll back the whole
+// transaction and with it the other callers' updates. A caller that has
+// gone is noticed before its update runs instead. (It also spares the
+// driver a goroutine per statement, which it starts to watch a context
+// that can end.)
+func (t *Tx) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return t.tx.ExecContext(context.WithoutCancel(ctx), query, args...)
+}
+
+func (t *Tx) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return t.tx.QueryContext(context.WithoutCancel(ctx), query, args...)
+}
+
+func (t *Tx) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	return t.tx.QueryRowContext(context.WithoutCancel(ctx), query, args...)
+}
+
 // SQL is the underlying transaction, for extensions' own tables.
 func (t *Tx) SQL() *sql.Tx { return t.tx }
 
@@ -115,12 +135,12 @@ func (t *Tx) Now() time.Time { return t.now }
 
 // MachineByID returns the machine with the given ID, or ErrNotFound.
 func (t *Tx) MachineByID(ctx context.Context, id string) (*Machine, error) {
-	return scanMachine(t.tx.QueryRowContext(ctx, `SELECT `+machineColumns+` FROM machines WHERE id = ?`, id))
+	return scanMachine(t.queryRow(ctx, `SELECT `+machineColumns+` FROM machines WHERE id = ?`, id))
 }
 
 // MachineByEK returns the machine with the given EK fingerprint, or ErrNotFound.
 func (t *Tx) MachineByEK(ctx context.Context, fp string) (*Machine, error) {
-	return scanMachine(t.tx.QueryRowContext(ctx, `SELECT `+machineColumns+` FROM machines WHERE ek_fingerprint = ?`, fp))
+	return scanMachine(t.queryRow(ctx, `SELECT `+machineColumns+` FROM machines WHERE ek_fingerprint = ?`, fp))
 }
 
 // InsertMachine adds m, assigning its ID when empty and its timestamps.
@@ -136,7 +156,7 @@ func (t *Tx) InsertMachine(ctx context.Context, m *Machine) error {
 		m.MACs = []string{}
 	}
 	macs, _ := json.Marshal(m.MACs)
-	_, err := t.tx.ExecContext(ctx, `INSERT INTO machines (`+machineColumns+`)
+	_, err := t.exec(ctx, `INSERT INTO machines (`+machineColumns+`)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		m.ID, m.EKFingerprint, m.State, string(macs), m.SMBIOSUUID, m.Serial, m.Product, m.IP,
 		m.Hostname, m.Role, m.SchematicID, m.PreRegistered, m.TPMAvailable, m.RegisteredAt.UnixNano(),
@@ -156,7 +176,7 @@ func (t *Tx) UpdateMachine(ctx context.Context, m *Machine) error {
 		m.MACs = []string{}
 	}
 	macs, _ := json.Marshal(m.MACs)
-	res, err := t.tx.ExecContext(ctx, `UPDATE machines SET ek_fingerprint = ?, state = ?, macs = ?,
+	res, err := t.exec(ctx, `UPDATE machines SET ek_fingerprint = ?, state = ?, macs = ?,
 		smbios_uuid = ?, serial = ?, product = ?, ip = ?, hostname = ?, role = ?, schematic_id = ?,
 		pre_registered = ?, tpm_available = ?, registered_at = ?, first_seen_at = ?, approved_at = ?,
 		last_heartbeat_at = ?, decommissioned_at = ?, decommission_reason = ?, updated_at = ?,
@@ -192,7 +212,7 @@ func (t *Tx) Emit(ctx context.Context, m *Machine, ev events.Event) error {
 	if err != nil {
 		return err
 	}
-	res, err := t.tx.ExecContext(ctx, `INSERT INTO events (id, type, machine_id, ek_fingerprint, created_at, payload)
+	res, err := t.exec(ctx, `INSERT INTO events (id, type, machine_id, ek_fingerprint, created_at, payload)
 		VALUES (?, ?, ?, ?, ?, ?)`, h.ID, h.Event, h.MachineID, h.EKFingerprint, h.Timestamp.UnixNano(), string(payload))
 	if err != nil {
 		return fmt.Errorf("write %s event to outbox: %w", h.Event, err)

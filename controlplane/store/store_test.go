@@ -518,3 +518,29 @@ func TestGroupCommitIsolation(t *testing.T) {
 		}
 	}
 }
+
+// TestUpdateOutlivesItsCaller checks that an update whose caller's context
+// ends while it runs is not cut short: its statements run to the end and
+// it commits as one, as the updates sharing its transaction do.
+func TestUpdateOutlivesItsCaller(t *testing.T) {
+	s := open(t, tempDB(t))
+	ctx, cancel := context.WithCancel(t.Context())
+	_, err := s.Update(ctx, func(tx *store.Tx) error {
+		cancel()
+		m := &store.Machine{EKFingerprint: fmt.Sprintf("%064x", 1), State: lifecycle.Registered}
+		if err := tx.InsertMachine(ctx, m); err != nil {
+			return err
+		}
+		return tx.Emit(ctx, m, &events.Registered{})
+	})
+	if err != nil {
+		t.Fatalf("Update: got %v, want nil", err)
+	}
+	ms, err := s.ListMachines(t.Context(), store.MachineFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 1 {
+		t.Fatalf("got %d machines, want 1", len(ms))
+	}
+}
