@@ -71,6 +71,16 @@ test-short: deps ## Run the fast tests only
 bench: deps ## Print the figures: lifecycle throughput, event dispatch latency, the enrollment storm
 	$(GO) test -run '^$$' -bench . -benchtime 3s -timeout 20m ./controlplane/bench/
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 10m ./boot/tftp/
+	@missing=""; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	command -v nginx >/dev/null || missing="$$missing nginx-light"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages for the HTTP boot figure:$$missing"; \
+		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		($$sudo apt-get update -qq && $$sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) || \
+			echo "could not install$$missing: the HTTP boot figure will be skipped"; \
+	fi
+	$(GO) test -run '^$$' -bench HTTPBootKernel -benchtime 1x -timeout 10m ./boot/httpboot/
 
 .PHONY: fuzz
 fuzz: deps ## Fuzz the REST/JSON input decoding for FUZZTIME (default 60s)
