@@ -19,6 +19,9 @@ func FuzzHandle(f *testing.F) {
 	f.Add(packet(f, dhcpv4.MessageTypeDiscover,
 		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("HTTPClient:Arch:00016")), dhcpv4.WithRelay(net.IPv4(10, 1, 1, 1))), uint8(3))
 	f.Add(packet(f, dhcpv4.MessageTypeDecline, dhcpv4.WithClientIP(net.IPv4(10, 9, 0, 9))), uint8(5))
+	f.Add(packet(f, dhcpv4.MessageTypeRequest, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IPv4(10, 9, 0, 100)))), uint8(1))
+	f.Add(packet(f, dhcpv4.MessageTypeInform, dhcpv4.WithClientIP(net.IPv4(10, 9, 0, 9))), uint8(1))
+	f.Add(packet(f, dhcpv4.MessageTypeRelease, dhcpv4.WithClientIP(net.IPv4(10, 9, 0, 5))), uint8(1))
 	f.Add([]byte{}, uint8(7))
 	f.Fuzz(func(t *testing.T, data []byte, sel uint8) {
 		mode := ModeProxy
@@ -30,6 +33,15 @@ func FuzzHandle(f *testing.F) {
 			port = BootServerPort
 		}
 		h := &Handler{Mode: mode, PublicURL: testPublicURL, Arch: DefaultArchTable()}
+		if mode == ModeFull {
+			p := testPool(100, 101)
+			p.Reservations = map[string]net.IP{testMAC.String(): net.IPv4(10, 9, 0, 5)}
+			l, err := newLeases(context.Background(), p, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.leases = l
+		}
 		if sel&4 != 0 {
 			h.Decider = DeciderFunc(func(_ context.Context, c Client) (Decision, error) {
 				return Decision{Answer: c.MAC[0]&1 == 0, File: "x.efi"}, nil

@@ -107,6 +107,8 @@ var (
 	ErrRefused     = errors.New("boot decision: no answer")
 	ErrDecision    = errors.New("boot decision failed")
 	ErrNoServerIP  = errors.New("no server address")
+	ErrNoAddress   = errors.New("no address to offer")
+	ErrLeaseStore  = errors.New("lease store failed")
 )
 
 // Handler turns requests into replies. It holds no sockets and is safe
@@ -118,6 +120,9 @@ type Handler struct {
 	Arch      ArchTable
 	// Decider, when nil, answers every PXE client with the table's file.
 	Decider Decider
+
+	// leases is full mode's address pool.
+	leases *leases
 }
 
 // Handle parses one datagram and returns the reply to send, or an error
@@ -140,6 +145,11 @@ func (h *Handler) Handle(ctx context.Context, req Request) (Reply, error) {
 	switch h.Mode {
 	case ModeProxy, "":
 		return h.proxy(ctx, req, m, ip)
+	case ModeFull:
+		if h.leases == nil {
+			return Reply{}, fmt.Errorf("%w: full mode without a pool", ErrNoAddress)
+		}
+		return h.full(ctx, req, m, ip)
 	default:
 		return Reply{}, fmt.Errorf("%w: mode %q", ErrIgnoredType, h.Mode)
 	}
@@ -185,6 +195,12 @@ func (h *Handler) proxy(ctx context.Context, req Request, m *dhcpv4.DHCPv4, serv
 		return Reply{}, fmt.Errorf("build reply: %w", err)
 	}
 	r.YourIPAddr = net.IPv4zero
+	setBoot(r, c, file)
+	return Reply{Packet: r, Dst: destination(req, m), Client: c, Kind: kind}, nil
+}
+
+// setBoot adds what a PXE or HTTP boot client boots to a reply.
+func setBoot(r *dhcpv4.DHCPv4, c Client, file string) {
 	switch {
 	case c.HTTP && !c.IPXE:
 		r.UpdateOption(dhcpv4.OptClassIdentifier("HTTPClient"))
@@ -197,7 +213,6 @@ func (h *Handler) proxy(ctx context.Context, req Request, m *dhcpv4.DHCPv4, serv
 		}
 	}
 	setBootFile(r, file)
-	return Reply{Packet: r, Dst: destination(req, m), Client: c, Kind: kind}, nil
 }
 
 // client reads who is asking: PXE (or HTTP boot) clients only.

@@ -27,6 +27,11 @@ type Options struct {
 	Arch ArchTable
 	// Decider is the boot decision; nil answers every PXE client.
 	Decider Decider
+	// Pool is full mode's address pool (required in full mode; its Subnet
+	// defaults to the interface's), Leases where its leases are kept (nil:
+	// in memory only).
+	Pool   *Pool
+	Leases LeaseStore
 	// Workers handle packets concurrently (default 8); Queue bounds the
 	// packets waiting for one (default 1024), oldest dropped first.
 	Workers, Queue int
@@ -70,7 +75,9 @@ func New(opts Options) (*Server, error) {
 		opts.Mode = ModeProxy
 	case ModeProxy:
 	case ModeFull:
-		return nil, errors.New("dhcp: full mode (address pool and leases) is not implemented yet: use proxy mode beside the site's DHCP server")
+		if opts.Pool == nil || opts.Pool.Start == nil || opts.Pool.End == nil {
+			return nil, errors.New("dhcp: full mode needs an address pool (start and end)")
+		}
 	default:
 		return nil, fmt.Errorf("dhcp: mode %q: want proxy or full", opts.Mode)
 	}
@@ -127,9 +134,21 @@ type datagram struct {
 // Run serves until ctx is done, then returns nil; it returns an error
 // when it cannot listen.
 func (s *Server) Run(ctx context.Context) error {
-	ip, err := interfaceIPv4(s.opts.Interface)
+	ipnet, err := interfaceIPv4(s.opts.Interface)
 	if err != nil {
 		return err
+	}
+	ip := ipnet.IP
+	if s.opts.Mode == ModeFull {
+		p := *s.opts.Pool
+		if p.Subnet == nil {
+			p.Subnet = &net.IPNet{IP: ip.Mask(ipnet.Mask), Mask: ipnet.Mask}
+		}
+		l, err := newLeases(ctx, p, s.opts.Leases, nil)
+		if err != nil {
+			return fmt.Errorf("dhcp: %w", err)
+		}
+		s.handler.leases = l
 	}
 	var conns []*net.UDPConn
 	defer func() {
@@ -211,8 +230,8 @@ func (s *Server) serve(ctx context.Context, p datagram) {
 		case errors.Is(err, ErrMalformed):
 			s.m.malformed.Inc()
 			s.log.Debug("dhcp packet dropped", "from", p.req.Src.String(), "err", err)
-		case errors.Is(err, ErrDecision):
-			s.log.Warn("dhcp no answer: boot decision failed", "from", p.req.Src.String(), "err", err)
+		case errors.Is(err, ErrDecision), errors.Is(err, ErrLeaseStore):
+			s.log.Warn("dhcp no answer", "from", p.req.Src.String(), "err", err)
 		case errors.Is(err, ErrRefused):
 			s.log.Info("dhcp no answer: refused by the boot decision", "from", p.req.Src.String())
 		default:
@@ -231,7 +250,7 @@ func (s *Server) serve(ctx context.Context, p datagram) {
 	if file == "" {
 		file = r.Packet.BootFileNameOption()
 	}
-	s.log.Info("dhcp "+r.Kind, "mac", r.Client.MAC.String(), "arch", r.Client.Arch.Name, "ipxe", r.Client.IPXE,
+	s.log.Info("dhcp "+r.Kind, "mac", r.Client.MAC.String(), "arch", r.Client.Arch.Name, "ipxe", r.Client.IPXE, "ip", r.Packet.YourIPAddr.String(),
 		"uuid", r.Client.UUID, "file", file, "to", r.Dst.String(), "port", p.req.Port)
 }
 
@@ -244,6 +263,7 @@ func reason(err error) string {
 		{ErrMalformed, "malformed"}, {ErrNotRequest, "not_request"}, {ErrNotPXE, "not_pxe"},
 		{ErrUnknownArch, "unknown_arch"}, {ErrNotForUs, "not_for_us"}, {ErrIgnoredType, "ignored_type"},
 		{ErrRefused, "refused"}, {ErrDecision, "decision_error"}, {ErrNoServerIP, "no_server_ip"},
+		{ErrNoAddress, "no_address"}, {ErrLeaseStore, "lease_store_error"},
 	} {
 		if errors.Is(err, e.err) {
 			return e.label
@@ -253,7 +273,7 @@ func reason(err error) string {
 }
 
 // interfaceIPv4 is the interface's first IPv4 address.
-func interfaceIPv4(name string) (net.IP, error) {
+func interfaceIPv4(name string) (*net.IPNet, error) {
 	ifi, err := net.InterfaceByName(name)
 	if err != nil {
 		return nil, fmt.Errorf("dhcp: interface %s: %w", name, err)
@@ -264,7 +284,7 @@ func interfaceIPv4(name string) (net.IP, error) {
 	}
 	for _, a := range addrs {
 		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
-			return n.IP.To4(), nil
+			return &net.IPNet{IP: n.IP.To4(), Mask: n.Mask}, nil
 		}
 	}
 	return nil, fmt.Errorf("dhcp: interface %s has no IPv4 address", name)

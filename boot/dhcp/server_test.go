@@ -94,9 +94,10 @@ func TestServerLoopback(t *testing.T) {
 
 func TestNewRejects(t *testing.T) {
 	for name, o := range map[string]Options{
-		"no interface": {},
-		"bad mode":     {Interface: "lo", Mode: "relay"},
-		"bad table":    {Interface: "lo", Arch: ArchTable{0: {Name: "bios"}}},
+		"no interface":  {},
+		"bad mode":      {Interface: "lo", Mode: "relay"},
+		"full, no pool": {Interface: "lo", Mode: ModeFull},
+		"bad table":     {Interface: "lo", Arch: ArchTable{0: {Name: "bios"}}},
 	} {
 		if _, err := New(o); err == nil {
 			t.Errorf("%s: New accepted %+v", name, o)
