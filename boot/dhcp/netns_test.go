@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -20,8 +21,9 @@ import (
 // The server side of the namespace tests runs in this test binary,
 // started again inside the server's namespace.
 const (
-	helperEnv   = "DHCP_TEST_SERVE_INTERFACE"
-	netnsServer = "10.77.0.1"
+	helperEnv     = "DHCP_TEST_SERVE_INTERFACE"
+	helperModeEnv = "DHCP_TEST_SERVE_MODE"
+	netnsServer   = "10.77.0.1"
 )
 
 // TestMain runs the helper server instead of the tests when asked to.
@@ -36,7 +38,12 @@ func serveHelper(iface string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	s, err := New(Options{Interface: iface, PublicURL: "http://" + netnsServer + ":9000", Logger: log})
+	opts := Options{Interface: iface, PublicURL: "http://" + netnsServer + ":9000", Logger: log}
+	if os.Getenv(helperModeEnv) == string(ModeFull) {
+		opts.Mode = ModeFull
+		opts.Pool = &Pool{Start: net.ParseIP("10.77.0.100"), End: net.ParseIP("10.77.0.150"), Router: net.ParseIP(netnsServer)}
+	}
+	s, err := New(opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -81,7 +88,7 @@ func run(t *testing.T, args ...string) {
 }
 
 // startNetns makes the namespaces and starts the server in one.
-func startNetns(t *testing.T) *netns {
+func startNetns(t *testing.T, mode Mode) *netns {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("skipped: network namespaces need root (make test runs as root)")
@@ -103,7 +110,7 @@ func startNetns(t *testing.T) *netns {
 	run(t, "ip", "-n", n.client, "link", "set", "lo", "up")
 
 	cmd := exec.Command("ip", "netns", "exec", n.server, os.Args[0])
-	cmd.Env = append(os.Environ(), helperEnv+"=vs")
+	cmd.Env = append(os.Environ(), helperEnv+"=vs", helperModeEnv+"="+string(mode))
 	cmd.Stdout, cmd.Stderr = n.logs, n.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start the server in %s: %v", n.server, err)
@@ -181,7 +188,7 @@ func (n *netns) dhclient(t *testing.T, conf string) (out, lease string) {
 const wantScript = "http://" + netnsServer + ":9000/boot/ipxe?mac=${net0/mac}&uuid=${uuid}&arch=${buildarch}"
 
 func TestNetnsClients(t *testing.T) {
-	n := startNetns(t)
+	n := startNetns(t, ModeProxy)
 	tests := []struct {
 		name   string
 		args   []string
@@ -244,4 +251,19 @@ func TestNetnsClients(t *testing.T) {
 			t.Errorf("a client that is not PXE got an offer:\n%s", out)
 		}
 	})
+}
+
+// TestNetnsFull: in full mode busybox udhcpc gets an address from the
+// pool, and a PXE client its boot file with it.
+func TestNetnsFull(t *testing.T) {
+	n := startNetns(t, ModeFull)
+	env := n.udhcpc(t)
+	if env == nil || env["ip"] != "10.77.0.100" || env["router"] != netnsServer || env["boot_file"] != "" {
+		t.Fatalf("got %v, want ip 10.77.0.100, router %s and no boot file", env, netnsServer)
+	}
+	env = n.udhcpc(t, "-V", "PXEClient:Arch:00007:UNDI:003016", "-x", "0x5d:0007")
+	// The same MAC (the veth's) keeps its address.
+	if env == nil || env["ip"] != "10.77.0.100" || env["boot_file"] != "snponly.efi" || env["siaddr"] != netnsServer {
+		t.Fatalf("got %v, want ip 10.77.0.100 and boot file snponly.efi from %s", env, netnsServer)
+	}
 }

@@ -96,6 +96,18 @@ type Config struct {
 	// DHCPMode is proxy (answer PXE clients only, beside the site's DHCP
 	// server, handing out no addresses) or full.
 	DHCPMode string `json:"dhcp_mode"`
+	// DHCPRange is full mode's address pool, "FIRST-LAST" on the
+	// interface's subnet.
+	DHCPRange string `json:"dhcp_range,omitempty"`
+	// DHCPRouter and DHCPDNS are told to full mode's clients when set.
+	DHCPRouter string   `json:"dhcp_router,omitempty"`
+	DHCPDNS    []string `json:"dhcp_dns,omitempty"`
+	// DHCPMaxUnknown caps full mode's leases to clients without a
+	// reservation (0: no cap below the pool's size).
+	DHCPMaxUnknown int `json:"dhcp_max_unknown,omitempty"`
+	// DHCPReservations give MACs their addresses in full mode (only the
+	// file sets them).
+	DHCPReservations map[string]string `json:"dhcp_reservations,omitempty"`
 
 	// TFTPListen is the TFTP server's UDP address; empty: no TFTP server.
 	TFTPListen string `json:"tftp_listen,omitempty"`
@@ -210,6 +222,32 @@ var settings = []setting{
 	{flag: "dhcp-mode", env: "ATTESTATION_DHCP_MODE", key: "dhcp_mode",
 		help: "DHCP mode: proxy (answer PXE clients only, beside the site's DHCP server, no addresses) or full",
 		get:  func(c *Config) string { return c.DHCPMode }, set: func(c *Config, v string) error { c.DHCPMode = v; return nil }},
+	{flag: "dhcp-range", env: "ATTESTATION_DHCP_RANGE", key: "dhcp_range",
+		help: "full mode's address pool, FIRST-LAST on the PXE interface's subnet, e.g. 10.0.0.100-10.0.0.199",
+		get:  func(c *Config) string { return c.DHCPRange }, set: func(c *Config, v string) error { c.DHCPRange = v; return nil }},
+	{flag: "dhcp-router", env: "ATTESTATION_DHCP_ROUTER", key: "dhcp_router",
+		help: "router (option 3) full mode tells its clients",
+		get:  func(c *Config) string { return c.DHCPRouter }, set: func(c *Config, v string) error { c.DHCPRouter = v; return nil }},
+	{flag: "dhcp-dns", env: "ATTESTATION_DHCP_DNS", key: "dhcp_dns",
+		help: "comma-separated DNS servers (option 6) full mode tells its clients",
+		get:  func(c *Config) string { return strings.Join(c.DHCPDNS, ",") },
+		set: func(c *Config, v string) error {
+			c.DHCPDNS = nil
+			for _, s := range strings.Split(v, ",") {
+				if s = strings.TrimSpace(s); s != "" {
+					c.DHCPDNS = append(c.DHCPDNS, s)
+				}
+			}
+			return nil
+		}},
+	{flag: "dhcp-max-unknown", env: "ATTESTATION_DHCP_MAX_UNKNOWN", key: "dhcp_max_unknown",
+		help: "full mode: most leases held by clients without a reservation, so a flood of random MACs leaves addresses for the rest (0: no cap)",
+		get:  func(c *Config) string { return strconv.Itoa(c.DHCPMaxUnknown) },
+		set: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			c.DHCPMaxUnknown = n
+			return err
+		}},
 	{flag: "tftp-listen", env: "ATTESTATION_TFTP_LISTEN", key: "tftp_listen",
 		help: "UDP address of the TFTP server for network boot, e.g. :69 (default: no TFTP server)",
 		get:  func(c *Config) string { return c.TFTPListen }, set: func(c *Config, v string) error { c.TFTPListen = v; return nil }},
@@ -314,6 +352,9 @@ func (c *Config) Validate() error {
 	if c.DHCPMode != DHCPModeProxy && c.DHCPMode != DHCPModeFull {
 		return fmt.Errorf("dhcp_mode %q: want proxy or full", c.DHCPMode)
 	}
+	if err := c.validateDHCP(); err != nil {
+		return err
+	}
 	if c.AdminToken != "" && len(c.AdminToken) < 16 {
 		return errors.New("admin_token: must be at least 16 characters")
 	}
@@ -377,6 +418,46 @@ func (c *Config) BootAssetsDir() string {
 		return c.BootAssets
 	}
 	return filepath.Join(c.DataDir, "boot")
+}
+
+// DHCPPool parses dhcp_range into its first and last addresses.
+func (c *Config) DHCPPool() (first, last net.IP, err error) {
+	a, b, ok := strings.Cut(c.DHCPRange, "-")
+	first, last = net.ParseIP(strings.TrimSpace(a)).To4(), net.ParseIP(strings.TrimSpace(b)).To4()
+	if !ok || first == nil || last == nil {
+		return nil, nil, fmt.Errorf("dhcp_range %q: want FIRST-LAST IPv4 addresses", c.DHCPRange)
+	}
+	return first, last, nil
+}
+
+func (c *Config) validateDHCP() error {
+	if c.DHCPMode == DHCPModeFull && c.PXEInterface != "" && c.DHCPRange == "" {
+		return errors.New("dhcp_mode full needs dhcp_range (FIRST-LAST)")
+	}
+	if c.DHCPRange != "" {
+		if _, _, err := c.DHCPPool(); err != nil {
+			return err
+		}
+	}
+	for key, v := range map[string][]string{"dhcp_router": {c.DHCPRouter}, "dhcp_dns": c.DHCPDNS} {
+		for _, ip := range v {
+			if ip != "" && net.ParseIP(ip).To4() == nil {
+				return fmt.Errorf("%s %q: want an IPv4 address", key, ip)
+			}
+		}
+	}
+	if c.DHCPMaxUnknown < 0 {
+		return fmt.Errorf("dhcp_max_unknown %d: must not be negative", c.DHCPMaxUnknown)
+	}
+	for mac, ip := range c.DHCPReservations {
+		if _, err := net.ParseMAC(mac); err != nil {
+			return fmt.Errorf("dhcp_reservations: %q is not a MAC address", mac)
+		}
+		if net.ParseIP(ip).To4() == nil {
+			return fmt.Errorf("dhcp_reservations: %s: %q is not an IPv4 address", mac, ip)
+		}
+	}
+	return nil
 }
 
 // SlogLevel returns the log level.

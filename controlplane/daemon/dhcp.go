@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"log/slog"
+	"net"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -12,17 +13,37 @@ import (
 )
 
 // dhcpServer builds the DHCP server when pxe_interface is set (nil when it
-// is not); it answers as the boot decision says for the stored machine.
+// is not); it answers as the boot decision says for the stored machine,
+// and in full mode keeps its leases in the database.
 func dhcpServer(cfg config.Config, st *store.Store, publicURL string, log *slog.Logger, reg prometheus.Registerer) (*dhcp.Server, error) {
 	if cfg.PXEInterface == "" {
 		return nil, nil
 	}
-	return dhcp.New(dhcp.Options{
+	opts := dhcp.Options{
 		Interface:  cfg.PXEInterface,
 		Mode:       dhcp.Mode(cfg.DHCPMode),
 		PublicURL:  publicURL,
 		Decider:    dhcp.FromBoot(&boot.Resolver{Store: st, Policy: boot.Policy{PublicURL: publicURL}}),
 		Logger:     log.With("component", "dhcp"),
 		Registerer: reg,
-	})
+	}
+	if cfg.DHCPMode == config.DHCPModeFull {
+		first, last, err := cfg.DHCPPool()
+		if err != nil {
+			return nil, err
+		}
+		p := &dhcp.Pool{Start: first, End: last, MaxUnknown: cfg.DHCPMaxUnknown, Reservations: map[string]net.IP{}}
+		if cfg.DHCPRouter != "" {
+			p.Router = net.ParseIP(cfg.DHCPRouter)
+		}
+		for _, d := range cfg.DHCPDNS {
+			p.DNS = append(p.DNS, net.ParseIP(d))
+		}
+		for mac, ip := range cfg.DHCPReservations {
+			hw, _ := net.ParseMAC(mac) // validated with the config
+			p.Reservations[hw.String()] = net.ParseIP(ip)
+		}
+		opts.Pool, opts.Leases = p, dhcp.SQLLeases{DB: st.DB()}
+	}
+	return dhcp.New(opts)
 }
