@@ -78,6 +78,7 @@ type Server struct {
 	o    Options
 	log  *slog.Logger
 	pcrs []int
+	aks  akMemo
 }
 
 // New returns a Server.
@@ -177,6 +178,7 @@ func (s *Server) Register(ctx context.Context, req *connect.Request[attestationv
 	if err != nil {
 		return nil, toConnect(err)
 	}
+	s.aks.put(ch.ID, msg.AkPublic, ak, ch.ExpiresAt)
 	log.Info("machine registered", "machine", m.ID, "new", created, "ip", reg.IP, "conflict_with", m.ConflictWith)
 	return connect.NewResponse(&attestationv1.RegisterResponse{
 		MachineId:       m.ID,
@@ -287,7 +289,7 @@ func (s *Server) Attest(ctx context.Context, req *connect.Request[attestationv1.
 		log.Warn("attestation refused: challenge expired")
 		return nil, challengeError(store.ErrExpired)
 	}
-	pcrs, err := verify(ch, msg)
+	pcrs, err := s.verify(ch, msg)
 	if err != nil {
 		// A wrong answer burns the challenge: no second guess.
 		s.burn(ctx, ch.ID)
@@ -470,7 +472,7 @@ func (s *Server) session(ctx context.Context, authorization string) (*store.Sess
 }
 
 // verify checks an answer to ch and returns the quoted PCR values.
-func verify(ch *store.Challenge, msg *attestationv1.AttestRequest) (map[int][]byte, error) {
+func (s *Server) verify(ch *store.Challenge, msg *attestationv1.AttestRequest) (map[int][]byte, error) {
 	if !ch.TPM {
 		if len(msg.Secret) > 0 || len(msg.Quote) > 0 || len(msg.QuoteSignature) > 0 || len(msg.PcrValues) > 0 {
 			return nil, errors.New("this machine registered without a TPM: send only the challenge_id")
@@ -494,7 +496,11 @@ func verify(ch *store.Challenge, msg *attestationv1.AttestRequest) (map[int][]by
 		}
 		pcrs[int(i)] = v
 	}
-	if err := attest.VerifyQuote(ch.AKPublic, msg.Quote, msg.QuoteSignature, nonce, pcrs); err != nil {
+	ak, err := s.aks.take(ch.ID, ch.AKPublic)
+	if err != nil {
+		return nil, fmt.Errorf("verify quote: %w", err)
+	}
+	if err := ak.VerifyQuote(msg.Quote, msg.QuoteSignature, nonce, pcrs); err != nil {
 		return nil, err
 	}
 	var missing []int

@@ -36,6 +36,12 @@ func VerifyQuote(akPublic, quote, signature, nonce []byte, pcrValues map[int][]b
 	if err != nil {
 		return fmt.Errorf("verify quote: %w", err)
 	}
+	return ak.VerifyQuote(quote, signature, nonce, pcrValues)
+}
+
+// VerifyQuote is the package's VerifyQuote for an AK parsed already (by
+// ParseAKPublic).
+func (ak *AK) VerifyQuote(quote, signature, nonce []byte, pcrValues map[int][]byte) error {
 	if err := verifySignature(ak, quote, signature); err != nil {
 		return fmt.Errorf("verify quote: %w", err)
 	}
