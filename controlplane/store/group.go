@@ -105,7 +105,7 @@ func (s *Store) commitGroup(group []*update) {
 			results[i].err = err
 			continue
 		}
-		if _, err := tx.ExecContext(ctx, `SAVEPOINT update_fn`); err != nil {
+		if _, err := tx.StmtContext(ctx, s.savepoint).ExecContext(ctx); err != nil {
 			tx.Rollback()
 			failAll(fmt.Errorf("savepoint: %w", err))
 			return
@@ -115,7 +115,7 @@ func (s *Store) commitGroup(group []*update) {
 			results[i].err, results[i].panicked = err, p
 			// Undo only this update. If SQLite aborted the whole
 			// transaction (I/O error, disk full), nothing can be kept.
-			if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO update_fn`); rerr != nil {
+			if _, rerr := tx.StmtContext(ctx, s.rollbackTo).ExecContext(ctx); rerr != nil {
 				tx.Rollback()
 				failAll(fmt.Errorf("transaction aborted: %w", rerr))
 				return
@@ -123,7 +123,7 @@ func (s *Store) commitGroup(group []*update) {
 		} else {
 			results[i].events = t.emitted
 		}
-		if _, err := tx.ExecContext(ctx, `RELEASE update_fn`); err != nil {
+		if _, err := tx.StmtContext(ctx, s.release).ExecContext(ctx); err != nil {
 			tx.Rollback()
 			failAll(fmt.Errorf("release savepoint: %w", err))
 			return

@@ -40,11 +40,13 @@ type Store struct {
 	w    *sql.DB
 	r    *sql.DB
 
-	// Update requests queue here for the group committer (group.go).
-	updates   chan *update
-	quit      chan struct{}
-	done      chan struct{}
-	closeOnce sync.Once
+	// Update requests queue here for the group committer (group.go),
+	// which brackets each in a savepoint with these statements.
+	updates                        chan *update
+	savepoint, release, rollbackTo *sql.Stmt
+	quit                           chan struct{}
+	done                           chan struct{}
+	closeOnce                      sync.Once
 }
 
 // Open opens (creating if needed) the database at path and applies the
@@ -72,6 +74,22 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	r.SetMaxOpenConns(4)
 	r.SetMaxIdleConns(4)
 	s := &Store{path: path, w: w, r: r, updates: make(chan *update), quit: make(chan struct{}), done: make(chan struct{})}
+	// Prepared once: without arguments, the driver would parse and
+	// prepare the statement again at every execution.
+	for _, p := range []struct {
+		stmt **sql.Stmt
+		sql  string
+	}{
+		{&s.savepoint, `SAVEPOINT update_fn`},
+		{&s.release, `RELEASE update_fn`},
+		{&s.rollbackTo, `ROLLBACK TO update_fn`},
+	} {
+		if *p.stmt, err = w.PrepareContext(ctx, p.sql); err != nil {
+			w.Close()
+			r.Close()
+			return nil, fmt.Errorf("open database %s: prepare %s: %w", path, p.sql, err)
+		}
+	}
 	go s.commitLoop()
 	if err := s.init(ctx); err != nil {
 		s.Close()
@@ -120,7 +138,7 @@ func (s *Store) ReadDB() *sql.DB { return s.r }
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() { close(s.quit) })
 	<-s.done
-	return errors.Join(s.r.Close(), s.w.Close())
+	return errors.Join(s.savepoint.Close(), s.release.Close(), s.rollbackTo.Close(), s.r.Close(), s.w.Close())
 }
 
 // Ping checks that the database answers.
