@@ -230,4 +230,41 @@ func TestFullDurable(t *testing.T) {
 	if ip, err := dora(t, h, mac(1)); err != nil || !ip.Equal(ip1) {
 		t.Fatalf("after restart the client got %s, %v, want its %s", ip, err, ip1)
 	}
+	// A release is stored too.
+	exchange(t, h, mac(2), dhcpv4.MessageTypeRelease, dhcpv4.WithClientIP(ip2))
+	got, err := SQLLeases{DB: st.DB()}.Leases(ctx)
+	if err != nil || len(got) != 1 || !got[0].IP.Equal(ip1) {
+		t.Fatalf("got stored leases %v, %v, want only %s's", got, err, ip1)
+	}
+}
+
+// TestFullDurableConcurrent: concurrent clients' leases are committed in
+// groups, and every acknowledged one is in the database.
+func TestFullDurableConcurrent(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "db.sqlite"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	h := fullHandler(t, testPool(1, 254), SQLLeases{DB: st.DB()}, nil)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	acked := 0
+	for i := range 200 {
+		wg.Go(func() {
+			if _, err := dora(t, h, mac(i)); err != nil {
+				t.Errorf("client %d: %v", i, err)
+				return
+			}
+			mu.Lock()
+			acked++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	got, err := SQLLeases{DB: st.DB()}.Leases(ctx)
+	if err != nil || len(got) != acked || acked != 200 {
+		t.Fatalf("got %d stored leases (%v) for %d acks, want 200", len(got), err, acked)
+	}
 }

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/attestation/attestation/controlplane/store"
 )
 
 // The server side of the namespace tests runs in this test binary,
@@ -23,6 +25,10 @@ import (
 const (
 	helperEnv     = "DHCP_TEST_SERVE_INTERFACE"
 	helperModeEnv = "DHCP_TEST_SERVE_MODE"
+	// helperPoolEnv overrides the full-mode pool, "FIRST-LAST";
+	// helperDBEnv keeps its leases in a database at that path.
+	helperPoolEnv = "DHCP_TEST_SERVE_POOL"
+	helperDBEnv   = "DHCP_TEST_SERVE_DB"
 	netnsServer   = "10.77.0.1"
 )
 
@@ -37,11 +43,27 @@ func TestMain(m *testing.M) {
 func serveHelper(iface string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	level := slog.LevelDebug
+	if os.Getenv("DHCP_TEST_SERVE_QUIET") != "" {
+		level = slog.LevelWarn
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	opts := Options{Interface: iface, PublicURL: "http://" + netnsServer + ":9000", Logger: log}
 	if os.Getenv(helperModeEnv) == string(ModeFull) {
 		opts.Mode = ModeFull
 		opts.Pool = &Pool{Start: net.ParseIP("10.77.0.100"), End: net.ParseIP("10.77.0.150"), Router: net.ParseIP(netnsServer)}
+		if first, last, ok := strings.Cut(os.Getenv(helperPoolEnv), "-"); ok {
+			opts.Pool.Start, opts.Pool.End = net.ParseIP(first), net.ParseIP(last)
+		}
+		if path := os.Getenv(helperDBEnv); path != "" {
+			st, err := store.Open(ctx, path)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			defer st.Close()
+			opts.Leases = SQLLeases{DB: st.DB()}
+		}
 	}
 	s, err := New(opts)
 	if err != nil {

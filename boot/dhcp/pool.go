@@ -54,8 +54,9 @@ type Lease struct {
 // LeaseStore keeps bound and declined leases across restarts.
 type LeaseStore interface {
 	Leases(ctx context.Context) ([]Lease, error)
-	PutLease(ctx context.Context, l Lease) error
-	DeleteLease(ctx context.Context, ip net.IP) error
+	// SaveLeases applies the changes in order, all or none: each replaces
+	// its address's lease, and one with an empty State deletes it.
+	SaveLeases(ctx context.Context, changes []Lease) error
 }
 
 // leases is the allocator: the in-memory truth, under one mutex (so no
@@ -71,6 +72,7 @@ type leases struct {
 	cursor     uint32
 	store      LeaseStore
 	now        func() time.Time
+	group      group
 }
 
 var (
@@ -251,11 +253,6 @@ func (l *leases) bind(ctx context.Context, mac string, ip net.IP) (time.Duration
 	}
 	d := l.leaseTime(mac)
 	x := &Lease{IP: fromU32(v), MAC: mac, State: LeaseBound, Expires: l.now().Add(d)}
-	if l.store != nil {
-		if err := l.store.PutLease(ctx, *x); err != nil {
-			return 0, fmt.Errorf("%w: %v", ErrLeaseStore, err)
-		}
-	}
 	if old := l.byMAC[mac]; old != nil {
 		l.drop(old)
 	}
@@ -264,7 +261,76 @@ func (l *leases) bind(ctx context.Context, mac string, ip net.IP) (time.Duration
 	}
 	l.byIP[v] = x
 	l.byMAC[mac] = x
+	// Stored before the client is told, outside the mutex so one commit
+	// carries the leases of every client waiting; the address is already
+	// held in memory, so no other client can take it meanwhile.
+	l.mu.Unlock()
+	err := l.save(ctx, *x)
+	l.mu.Lock()
+	if err != nil {
+		if l.byIP[v] == x {
+			l.drop(x)
+		}
+		return 0, err
+	}
 	return d, nil
+}
+
+// save stores a change through the group commit.
+func (l *leases) save(ctx context.Context, x Lease) error {
+	if l.store == nil {
+		return nil
+	}
+	if err := l.group.do(ctx, l.store, x); err != nil {
+		return fmt.Errorf("%w: %v", ErrLeaseStore, err)
+	}
+	return nil
+}
+
+// group batches concurrent lease changes into one SaveLeases call: the
+// first caller commits what is pending while the others wait, then
+// commits what queued up meanwhile, until nothing is left.
+type group struct {
+	mu       sync.Mutex
+	pending  []*change
+	flushing bool
+}
+
+type change struct {
+	lease Lease
+	err   error
+	done  chan struct{}
+}
+
+func (g *group) do(ctx context.Context, st LeaseStore, x Lease) error {
+	c := &change{lease: x, done: make(chan struct{})}
+	g.mu.Lock()
+	g.pending = append(g.pending, c)
+	if g.flushing {
+		g.mu.Unlock()
+		<-c.done
+		return c.err
+	}
+	g.flushing = true
+	for len(g.pending) > 0 {
+		batch := g.pending
+		g.pending = nil
+		g.mu.Unlock()
+		changes := make([]Lease, len(batch))
+		for i, b := range batch {
+			changes[i] = b.lease
+		}
+		// Not the caller's ctx: the batch carries other clients' leases.
+		err := st.SaveLeases(context.WithoutCancel(ctx), changes)
+		for _, b := range batch {
+			b.err = err
+			close(b.done)
+		}
+		g.mu.Lock()
+	}
+	g.flushing = false
+	g.mu.Unlock()
+	return c.err
 }
 
 // forget drops an offer the client did not take (it chose another
@@ -285,12 +351,12 @@ func (l *leases) release(ctx context.Context, mac string, ip net.IP) error {
 	if x == nil || x.MAC != mac {
 		return nil
 	}
-	if l.store != nil && x.State == LeaseBound {
-		if err := l.store.DeleteLease(ctx, x.IP); err != nil {
-			return fmt.Errorf("%w: %v", ErrLeaseStore, err)
-		}
-	}
 	l.drop(x)
+	if x.State == LeaseBound {
+		l.mu.Unlock()
+		defer l.mu.Lock()
+		return l.save(ctx, Lease{IP: x.IP})
+	}
 	return nil
 }
 
@@ -305,12 +371,9 @@ func (l *leases) decline(ctx context.Context, mac string, ip net.IP) error {
 		return nil
 	}
 	d := &Lease{IP: x.IP, MAC: "", State: LeaseDeclined, Expires: l.now().Add(l.pool.LeaseTime)}
-	if l.store != nil {
-		if err := l.store.PutLease(ctx, *d); err != nil {
-			return fmt.Errorf("%w: %v", ErrLeaseStore, err)
-		}
-	}
 	l.drop(x)
 	l.byIP[v] = d
-	return nil
+	l.mu.Unlock()
+	defer l.mu.Lock()
+	return l.save(ctx, *d)
 }

@@ -32,7 +32,7 @@ type Options struct {
 	// in memory only).
 	Pool   *Pool
 	Leases LeaseStore
-	// Workers handle packets concurrently (default 8); Queue bounds the
+	// Workers handle packets concurrently (default 32: full mode waits on lease commits); Queue bounds the
 	// packets waiting for one (default 1024), oldest dropped first.
 	Workers, Queue int
 	// Ports are the UDP ports to listen on; nil: 67 and 4011.
@@ -43,7 +43,7 @@ type Options struct {
 }
 
 const (
-	defaultWorkers = 8
+	defaultWorkers = 32
 	defaultQueue   = 1024
 	// decisionTimeout bounds one packet's boot decision: a client
 	// retransmits after a few seconds anyway.

@@ -41,21 +41,27 @@ func (s SQLLeases) Leases(ctx context.Context) ([]Lease, error) {
 	return out, rows.Err()
 }
 
-// PutLease stores l, replacing the address's previous lease.
-func (s SQLLeases) PutLease(ctx context.Context, l Lease) error {
-	_, err := s.DB.ExecContext(ctx, `INSERT INTO dhcp_leases (ip, mac, state, expires_at) VALUES (?, ?, ?, ?)
-		ON CONFLICT (ip) DO UPDATE SET mac = excluded.mac, state = excluded.state, expires_at = excluded.expires_at`,
-		l.IP.String(), l.MAC, l.State, l.Expires.UnixMilli())
+// SaveLeases applies the changes in one transaction.
+func (s SQLLeases) SaveLeases(ctx context.Context, changes []Lease) error {
+	tx, err := s.DB.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("store lease of %s: %w", l.IP, err)
+		return fmt.Errorf("store leases: %w", err)
 	}
-	return nil
-}
-
-// DeleteLease removes the address's lease.
-func (s SQLLeases) DeleteLease(ctx context.Context, ip net.IP) error {
-	if _, err := s.DB.ExecContext(ctx, `DELETE FROM dhcp_leases WHERE ip = ?`, ip.String()); err != nil {
-		return fmt.Errorf("delete lease of %s: %w", ip, err)
+	defer tx.Rollback()
+	for _, l := range changes {
+		if l.State == "" {
+			_, err = tx.ExecContext(ctx, `DELETE FROM dhcp_leases WHERE ip = ?`, l.IP.String())
+		} else {
+			_, err = tx.ExecContext(ctx, `INSERT INTO dhcp_leases (ip, mac, state, expires_at) VALUES (?, ?, ?, ?)
+				ON CONFLICT (ip) DO UPDATE SET mac = excluded.mac, state = excluded.state, expires_at = excluded.expires_at`,
+				l.IP.String(), l.MAC, l.State, l.Expires.UnixMilli())
+		}
+		if err != nil {
+			return fmt.Errorf("store lease of %s: %w", l.IP, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store leases: %w", err)
 	}
 	return nil
 }
