@@ -5,6 +5,7 @@ package agent_test
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -43,41 +44,7 @@ func TestBootInVM(t *testing.T) {
 		t.Skipf("no e1000 module for %s: %v", release, err)
 	}
 	dir := t.TempDir()
-
-	// The agent, static, as the image builds it.
-	bin := filepath.Join(dir, "init")
-	build := exec.Command("go", "build", "-ldflags=-s -w", "-o", bin, "./cmd/attestation-agent")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the agent: %v\n%s", err, out)
-	}
-	agentBin, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	module, err := os.ReadFile(e1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	modPath := strings.TrimPrefix(e1000, "/")
-	var cpio newc
-	for _, d := range []string{"etc", "etc/attestation", "lib", "lib/modules", "lib/modules/" + release} {
-		cpio.dir(d)
-	}
-	initrd := filepath.Join(dir, "initramfs.cpio")
-	var parents []string
-	for d := filepath.Dir(modPath); d != "lib/modules/"+release; d = filepath.Dir(d) {
-		parents = append([]string{d}, parents...)
-	}
-	for _, d := range parents {
-		cpio.dir(d)
-	}
-	cpio.file("init", 0o755, agentBin)
-	cpio.file("etc/attestation/modules", 0o644, []byte("# NIC drivers, in load order\ne1000\n"))
-	cpio.file(modPath, 0o644, module)
-	if err := os.WriteFile(initrd, cpio.close(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	initrd := agentInitramfs(t, dir, release, e1000)
 
 	// The daemon, on a port the guest reaches as 10.0.2.2.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -92,24 +59,7 @@ func TestBootInVM(t *testing.T) {
 	})
 
 	// The TPM.
-	sock := filepath.Join(dir, "swtpm.sock")
-	state := filepath.Join(dir, "tpm")
-	os.Mkdir(state, 0o700)
-	tpmCmd := exec.Command(swtpm, "socket", "--tpm2", "--tpmstate", "dir="+state,
-		"--ctrl", "type=unixio,path="+sock, "--flags", "startup-clear")
-	if err := tpmCmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tpmCmd.Process.Kill(); tpmCmd.Wait() })
-	for i := 0; ; i++ {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if i == 100 {
-			t.Fatal("swtpm did not create its socket")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	sock := startSWTPM(t, swtpm, dir)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -154,9 +104,78 @@ func TestBootInVM(t *testing.T) {
 	}
 }
 
+// agentInitramfs builds the static agent into dir and writes an initramfs
+// (newc cpio) with it as /init, the e1000 module of kernel release and
+// /etc/attestation/modules naming it; it returns the initramfs's path.
+func agentInitramfs(t *testing.T, dir, release, e1000 string) string {
+	t.Helper()
+	// The agent, static, as the image builds it.
+	bin := filepath.Join(dir, "init")
+	build := exec.Command("go", "build", "-ldflags=-s -w", "-o", bin, "./cmd/attestation-agent")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the agent: %v\n%s", err, out)
+	}
+	agentBin, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	module, err := os.ReadFile(e1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	modPath := strings.TrimPrefix(e1000, "/")
+	var cpio newc
+	for _, d := range []string{"etc", "etc/attestation", "lib", "lib/modules", "lib/modules/" + release} {
+		cpio.dir(d)
+	}
+	initrd := filepath.Join(dir, "initramfs.cpio")
+	var parents []string
+	for d := filepath.Dir(modPath); d != "lib/modules/"+release; d = filepath.Dir(d) {
+		parents = append([]string{d}, parents...)
+	}
+	for _, d := range parents {
+		cpio.dir(d)
+	}
+	cpio.file("init", 0o755, agentBin)
+	cpio.file("etc/attestation/modules", 0o644, []byte("# NIC drivers, in load order\ne1000\n"))
+	cpio.file(modPath, 0o644, module)
+	if err := os.WriteFile(initrd, cpio.close(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return initrd
+}
+
+// startSWTPM starts a software TPM 2.0 for one QEMU boot and returns
+// its control socket; it is killed when the test ends.
+func startSWTPM(t *testing.T, swtpm, dir string) string {
+	t.Helper()
+	sock := filepath.Join(dir, "swtpm.sock")
+	state := filepath.Join(dir, "tpm")
+	os.Mkdir(state, 0o700)
+	tpmCmd := exec.Command(swtpm, "socket", "--tpm2", "--tpmstate", "dir="+state,
+		"--ctrl", "type=unixio,path="+sock, "--flags", "startup-clear")
+	if err := tpmCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tpmCmd.Process.Kill(); tpmCmd.Wait() })
+	for i := 0; ; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if i == 100 {
+			t.Fatal("swtpm did not create its socket")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return sock
+}
+
 // consoleLog collects the VM's serial console.
 type consoleLog struct {
-	t       *testing.T
+	t *testing.T
+	// prefix starts each line in the test log ("vm: " when empty).
+	prefix  string
 	mu      sync.Mutex
 	buf     bytes.Buffer
 	partial []byte
@@ -175,7 +194,11 @@ func (c *consoleLog) Write(p []byte) (int, error) {
 			break
 		}
 		if !c.done {
-			c.t.Log("vm: " + strings.TrimRight(string(c.partial[:i]), "\r"))
+			prefix := c.prefix
+			if prefix == "" {
+				prefix = "vm: "
+			}
+			c.t.Log(prefix + strings.TrimRight(string(c.partial[:i]), "\r"))
 		}
 		c.partial = c.partial[i+1:]
 	}
@@ -210,7 +233,7 @@ func (c *consoleLog) wait(t *testing.T, s string, timeout time.Duration) string 
 		select {
 		case <-ch:
 		case <-deadline:
-			t.Fatalf("the VM's console never showed %q within %s", s, timeout)
+			t.Fatalf("%snever showed %q within %s", cmp.Or(c.prefix, "vm: "), s, timeout)
 		}
 	}
 }
