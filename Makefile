@@ -28,7 +28,7 @@ deps: ## Install the Debian packages the build needs (gcc, libc and OpenSSL head
 	fi
 
 .PHONY: test-deps
-test-deps: deps ## Install what the integration tests use (swtpm; QEMU and a kernel for the agent's VM boot), when missing; tests skip visibly without them
+test-deps: deps ## Install what the integration tests use (swtpm, QEMU and a kernel, iPXE, TFTP and DHCP clients, perfdhcp), when missing; tests skip visibly without them
 	@missing=""; \
 	command -v swtpm >/dev/null || missing="$$missing swtpm"; \
 	command -v swtpm_setup >/dev/null || missing="$$missing swtpm-tools"; \
@@ -38,12 +38,19 @@ test-deps: deps ## Install what the integration tests use (swtpm; QEMU and a ker
 	command -v busybox >/dev/null || missing="$$missing busybox"; \
 	command -v perfdhcp >/dev/null || missing="$$missing kea-admin"; \
 	ls /boot/vmlinuz-* >/dev/null 2>&1 || missing="$$missing linux-image-amd64"; \
-	ls /usr/lib/ipxe/undionly.kpxe >/dev/null 2>&1 || missing="$$missing ipxe"; command -v tftp >/dev/null || missing="$$missing tftp-hpa"; command -v atftp >/dev/null || missing="$$missing atftp"; \
+	ls /usr/lib/ipxe/undionly.kpxe >/dev/null 2>&1 || missing="$$missing ipxe"; \
+	command -v tftp >/dev/null || missing="$$missing tftp-hpa"; \
+	command -v atftp >/dev/null || missing="$$missing atftp"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-		($$sudo apt-get update -qq && $$sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) || \
-			echo "could not install$$missing: the tests that need them will be skipped"; \
+		$$sudo apt-get update -qq || true; \
+		if ! $$sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; then \
+			for p in $$missing; do \
+				$$sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$p || \
+					echo "could not install $$p: the tests that need it will be skipped"; \
+			done; \
+		fi; \
 	fi
 
 .PHONY: build
@@ -68,7 +75,7 @@ test-short: deps ## Run the fast tests only
 	$(GO) test -short ./...
 
 .PHONY: bench
-bench: deps ## Print the figures: lifecycle throughput, event dispatch latency, the enrollment storm
+bench: deps ## Print the figures: lifecycle throughput, event dispatch latency, enrollment storm, TFTP, HTTP boot, DHCP
 	$(GO) test -run '^$$' -bench . -benchtime 3s -timeout 20m ./controlplane/bench/
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 10m ./boot/tftp/
 	@missing=""; \
@@ -81,6 +88,8 @@ bench: deps ## Print the figures: lifecycle throughput, event dispatch latency, 
 			echo "could not install$$missing: the HTTP boot figure will be skipped"; \
 	fi
 	$(GO) test -run '^$$' -bench HTTPBootKernel -benchtime 1x -timeout 10m ./boot/httpboot/
+	@if [ "$$(id -u)" = 0 ]; then ATTESTATION_DHCP_BENCH=1 $(GO) test -count=1 -v -run '^TestPerfdhcp$$' -timeout 30m ./boot/dhcp/; \
+	else echo "SKIP DHCP figure (perfdhcp, Kea, dnsmasq across network namespaces): needs root"; fi
 
 .PHONY: fuzz
 fuzz: deps ## Fuzz the REST/JSON input decoding for FUZZTIME (default 60s)
