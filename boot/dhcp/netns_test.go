@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,7 +30,9 @@ const (
 	// helperDBEnv keeps its leases in a database at that path.
 	helperPoolEnv = "DHCP_TEST_SERVE_POOL"
 	helperDBEnv   = "DHCP_TEST_SERVE_DB"
-	netnsServer   = "10.77.0.1"
+	// helperLevelEnv is its log level ("info"; default debug).
+	helperLevelEnv = "DHCP_TEST_SERVE_LEVEL"
+	netnsServer    = "10.77.0.1"
 )
 
 // TestMain runs the helper server instead of the tests when asked to.
@@ -46,6 +49,9 @@ func serveHelper(iface string) int {
 	level := slog.LevelDebug
 	if os.Getenv("DHCP_TEST_SERVE_QUIET") != "" {
 		level = slog.LevelWarn
+	}
+	if os.Getenv(helperLevelEnv) == "info" {
+		level = slog.LevelInfo
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	opts := Options{Interface: iface, PublicURL: "http://" + netnsServer + ":9000", Logger: log}
@@ -69,6 +75,15 @@ func serveHelper(iface string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
+	}
+	// DHCP_TEST_SERVE_CPUPROFILE: a CPU profile of the whole run, for
+	// looking into the perfdhcp figure.
+	if path := os.Getenv("DHCP_TEST_SERVE_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			pprof.StartCPUProfile(f)
+			defer f.Close()
+			defer pprof.StopCPUProfile()
+		}
 	}
 	if err := s.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -16,6 +16,13 @@ import (
 // benchEnv turns on TestPerfdhcp, which takes minutes.
 const benchEnv = "ATTESTATION_DHCP_BENCH"
 
+// perfClients is perfdhcp's number of simulated clients (-R) and
+// perfSeconds its period at each rate (-p).
+const (
+	perfClients = 5000
+	perfSeconds = 5
+)
+
 var (
 	perfRate  = regexp.MustCompile(`Rate: ([0-9.]+) 4-way`)
 	perfDrops = regexp.MustCompile(`drops ratio: ([0-9.]+) %`)
@@ -50,35 +57,55 @@ func TestPerfdhcp(t *testing.T) {
 		{"kea-dhcp4 (memfile)", "", kea},
 		{"dnsmasq (lease file)", "", dnsmasq},
 	}
-	var table strings.Builder
-	fmt.Fprintf(&table, "%-36s %12s\n", "server", "exchanges/s")
-	var oursFull float64
+	type result struct {
+		name string
+		rate float64
+	}
+	var results []result
+	keaRate := 0.0
 	only := os.Getenv(benchEnv) // "1": all; else the servers whose name has it
 	for _, s := range servers {
 		if only != "1" && !strings.Contains(s.name, only) {
 			continue
 		}
-		best := 0.0
-		for _, rate := range []int{500, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000} {
-			got, ok := perfRun(t, s.start, rate, s.extra)
-			if got < 0 {
-				break // not installed
+		best, installed := 0.0, true
+	ladder:
+		for _, rate := range []int{100, 250, 500, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 10000, 12000, 16000} {
+			// The machine may be shared: a rate that fails is tried
+			// once more before it counts as the limit.
+			for try := 0; ; try++ {
+				got, ok := perfRun(t, s.start, rate, s.extra)
+				if got < 0 {
+					installed = false
+					break ladder
+				}
+				if ok {
+					best = max(best, got)
+					break
+				}
+				if try == 1 {
+					break ladder
+				}
 			}
-			if !ok {
-				break
-			}
-			best = got
 		}
-		if oursFull == 0 {
-			oursFull = best
+		if !installed {
+			continue
 		}
-		ratio := ""
-		if best > 0 && oursFull > 0 {
-			ratio = fmt.Sprintf("  (ours full / this: %.2f)", oursFull/best)
+		if strings.HasPrefix(s.name, "kea") {
+			keaRate = best
 		}
-		fmt.Fprintf(&table, "%-36s %12.0f%s\n", s.name, best, ratio)
+		results = append(results, result{s.name, best})
 	}
-	t.Logf("perfdhcp -4 relay mode, 4-way exchanges/s at < 0.1 %% drops:\n%s", table.String())
+	var table strings.Builder
+	fmt.Fprintf(&table, "%-36s %12s %12s\n", "server", "exchanges/s", "ratio to Kea")
+	for _, r := range results {
+		ratio := "-"
+		if keaRate > 0 {
+			ratio = fmt.Sprintf("%.2f", r.rate/keaRate)
+		}
+		fmt.Fprintf(&table, "%-36s %12.0f %12s\n", r.name, r.rate, ratio)
+	}
+	fmt.Printf("DHCP, perfdhcp -4 relay mode across a veth pair (-R %d clients, %d s per rate), 4-way exchanges/s at < 0.1 %% drops:\n%s", perfClients, perfSeconds, table.String())
 }
 
 // perfRun starts a server in a fresh namespace pair, runs perfdhcp at
@@ -113,7 +140,10 @@ func perfRun(t *testing.T, start func(t *testing.T, ns, dir string) *exec.Cmd, r
 	}
 	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
 	time.Sleep(time.Second)
-	args := []string{"netns", "exec", cli, "perfdhcp", "-4", "-l", "10.77.0.2", "-r", strconv.Itoa(rate), "-R", "60000", "-p", "5"}
+	// -W: answers still in flight when the period ends are waited for
+	// (else they count as drops); perfdhcp's rate includes that wait.
+	args := []string{"netns", "exec", cli, "perfdhcp", "-4", "-l", "10.77.0.2", "-r", strconv.Itoa(rate),
+		"-R", strconv.Itoa(perfClients), "-p", strconv.Itoa(perfSeconds), "-W", "200000"}
 	if extra != "" {
 		args = append(args, strings.Fields(extra)...)
 	}
@@ -142,7 +172,7 @@ func perfRun(t *testing.T, start func(t *testing.T, ns, dir string) *exec.Cmd, r
 // ours is this package's server (the test binary's helper) in ns.
 func ours(ns, mode, db string) *exec.Cmd {
 	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0])
-	cmd.Env = append(os.Environ(), helperEnv+"=vs", helperModeEnv+"="+mode, helperPoolEnv+"=10.77.1.0-10.77.254.254", helperDBEnv+"="+db)
+	cmd.Env = append(os.Environ(), helperEnv+"=vs", helperLevelEnv+"=info", helperModeEnv+"="+mode, helperPoolEnv+"=10.77.1.0-10.77.254.254", helperDBEnv+"="+db)
 	return cmd
 }
 
@@ -156,6 +186,7 @@ func kea(t *testing.T, ns, dir string) *exec.Cmd {
 	os.WriteFile(conf, []byte(`{"Dhcp4": {
   "interfaces-config": {"interfaces": ["vs"], "dhcp-socket-type": "udp"},
   "lease-database": {"type": "memfile", "persist": true, "name": "`+filepath.Join(dir, "kea-leases.csv")+`", "lfc-interval": 0},
+  "multi-threading": {"enable-multi-threading": true, "thread-pool-size": 2, "packet-queue-size": 64},
   "valid-lifetime": 3600,
   "subnet4": [{"id": 1, "subnet": "10.77.0.0/16", "pools": [{"pool": "10.77.1.0 - 10.77.254.254"}]}],
   "loggers": [{"name": "kea-dhcp4", "severity": "WARN", "output_options": [{"output": "stdout"}]}]
@@ -172,6 +203,8 @@ func dnsmasq(t *testing.T, ns, dir string) *exec.Cmd {
 		return nil
 	}
 	return exec.Command("ip", "netns", "exec", ns, bin, "--no-daemon", "--port=0", "--interface=vs", "--bind-interfaces",
-		"--dhcp-range=10.77.1.0,10.77.254.254,255.255.0.0,1h", "--dhcp-leasefile="+filepath.Join(dir, "dnsmasq.leases"),
+		// --no-ping: by default dnsmasq pings each new address and waits
+		// for no answer before offering it, longer than perfdhcp's drop time.
+		"--no-ping", "--dhcp-range=10.77.1.0,10.77.254.254,255.255.0.0,1h", "--dhcp-leasefile="+filepath.Join(dir, "dnsmasq.leases"),
 		"--dhcp-lease-max=70000", "--quiet-dhcp", "--user=root", "--dhcp-authoritative", "--pid-file="+filepath.Join(dir, "dnsmasq.pid"), "--conf-file=/dev/null")
 }
