@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
@@ -32,7 +33,9 @@ type Options struct {
 	// in memory only).
 	Pool   *Pool
 	Leases LeaseStore
-	// Workers handle packets concurrently (default 32: full mode waits on lease commits); Queue bounds the
+	// Workers handle packets concurrently (default 256: in full mode a
+	// REQUEST's worker waits for its lease's commit, and every waiting
+	// lease goes into the same commit); Queue bounds the
 	// packets waiting for one (default 1024), oldest dropped first.
 	Workers, Queue int
 	// Ports are the UDP ports to listen on; nil: 67 and 4011.
@@ -43,7 +46,7 @@ type Options struct {
 }
 
 const (
-	defaultWorkers = 32
+	defaultWorkers = 256
 	defaultQueue   = 1024
 	// decisionTimeout bounds one packet's boot decision: a client
 	// retransmits after a few seconds anyway.
@@ -162,6 +165,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("dhcp: listen on %s port %d: %w", s.opts.Interface, port, err)
 		}
 		conns = append(conns, c)
+		setSocketBuffers(c, s.log)
 	}
 	q := newQueue[datagram](s.opts.Queue, s.m.dropped.Inc)
 	ctx, cancel := context.WithCancel(ctx)
@@ -200,8 +204,8 @@ func (s *Server) Run(ctx context.Context) error {
 
 // read receives datagrams into the queue until the socket closes.
 func (s *Server) read(ctx context.Context, c *net.UDPConn, port int, ip net.IP, q *queue[datagram]) error {
+	buf := make([]byte, 1500)
 	for {
-		buf := make([]byte, 1500)
 		n, src, err := c.ReadFromUDP(buf)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -213,7 +217,10 @@ func (s *Server) read(ctx context.Context, c *net.UDPConn, port int, ip net.IP, 
 			}
 			return fmt.Errorf("dhcp: read on port %d: %w", port, err)
 		}
-		q.push(datagram{conn: c, req: Request{Data: buf[:n], Src: src, Port: port, ServerIP: ip}})
+		// A copy of the datagram's length, not of the whole buffer.
+		data := make([]byte, n)
+		copy(data, buf[:n])
+		q.push(datagram{conn: c, req: Request{Data: data, Src: src, Port: port, ServerIP: ip}})
 	}
 }
 
@@ -246,12 +253,33 @@ func (s *Server) serve(ctx context.Context, p datagram) {
 	}
 	s.m.packets.WithLabelValues(port, r.Kind).Inc()
 	s.m.replies.WithLabelValues(r.Kind, r.Client.Arch.Name).Inc()
+	s.logReply(ctx, r, p.req.Port)
+}
+
+// logReply logs a sent offer or ack with the client's MAC and arch
+// (typed attributes; uuid, file and port only when not empty or 67).
+func (s *Server) logReply(ctx context.Context, r Reply, port int) {
+	if !s.log.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
 	file := r.Packet.BootFileName
 	if file == "" {
 		file = r.Packet.BootFileNameOption()
 	}
-	s.log.Info("dhcp "+r.Kind, "mac", r.Client.MAC.String(), "arch", r.Client.Arch.Name, "ipxe", r.Client.IPXE, "ip", r.Packet.YourIPAddr.String(),
-		"uuid", r.Client.UUID, "file", file, "to", r.Dst.String(), "port", p.req.Port)
+	attrs := make([]slog.Attr, 0, 8)
+	attrs = append(attrs, slog.String("mac", r.Client.MAC.String()), slog.String("arch", r.Client.Arch.Name),
+		slog.Bool("ipxe", r.Client.IPXE), slog.String("ip", r.Packet.YourIPAddr.String()))
+	if r.Client.UUID != "" {
+		attrs = append(attrs, slog.String("uuid", r.Client.UUID))
+	}
+	if file != "" {
+		attrs = append(attrs, slog.String("file", file))
+	}
+	attrs = append(attrs, slog.String("to", r.Dst.String()))
+	if port != ServerPort {
+		attrs = append(attrs, slog.Int("port", port))
+	}
+	s.log.LogAttrs(ctx, slog.LevelInfo, "dhcp "+r.Kind, attrs...)
 }
 
 // reason is err's metrics label.
@@ -288,4 +316,29 @@ func interfaceIPv4(name string) (*net.IPNet, error) {
 		}
 	}
 	return nil, fmt.Errorf("dhcp: interface %s has no IPv4 address", name)
+}
+
+// socketBuffer is the receive and send buffer asked for each socket: a
+// boot storm arrives in bursts, and the kernel's default (about 200 KiB,
+// a few hundred packets) overflows while the readers are not scheduled.
+const socketBuffer = 4 << 20
+
+// setSocketBuffers enlarges c's buffers, beyond net.core.rmem_max and
+// wmem_max when the process may (CAP_NET_ADMIN), else up to them.
+func setSocketBuffers(c *net.UDPConn, log *slog.Logger) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	raw.Control(func(fd uintptr) {
+		for _, o := range []struct{ force, plain int }{
+			{syscall.SO_RCVBUFFORCE, syscall.SO_RCVBUF}, {syscall.SO_SNDBUFFORCE, syscall.SO_SNDBUF},
+		} {
+			if syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, o.force, socketBuffer) != nil {
+				if err := syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, o.plain, socketBuffer); err != nil {
+					log.Debug("dhcp socket buffer", "err", err)
+				}
+			}
+		}
+	})
 }
