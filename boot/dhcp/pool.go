@@ -294,7 +294,11 @@ type group struct {
 	mu       sync.Mutex
 	pending  []*change
 	flushing bool
+	last     int // leases in the last commit
 }
+
+// groupLinger is how long a commit waits for more leases under load.
+const groupLinger = 500 * time.Microsecond
 
 type change struct {
 	lease Lease
@@ -313,8 +317,16 @@ func (g *group) do(ctx context.Context, st LeaseStore, x Lease) error {
 	}
 	g.flushing = true
 	for len(g.pending) > 0 {
+		if g.last > 1 {
+			// Under load (the last commit carried several leases):
+			// wait a little for more, so fewer commits carry them.
+			g.mu.Unlock()
+			time.Sleep(groupLinger)
+			g.mu.Lock()
+		}
 		batch := g.pending
 		g.pending = nil
+		g.last = len(batch)
 		g.mu.Unlock()
 		changes := make([]Lease, len(batch))
 		for i, b := range batch {
