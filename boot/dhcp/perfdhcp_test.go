@@ -70,7 +70,7 @@ func TestPerfdhcp(t *testing.T) {
 		}
 		best, installed := 0.0, true
 	ladder:
-		for _, rate := range []int{100, 250, 500, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 10000, 12000, 16000} {
+		for _, rate := range []int{100, 250, 500, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000, 12000, 16000} {
 			// The machine may be shared: a rate that fails is tried
 			// once more before it counts as the limit.
 			for try := 0; ; try++ {
