@@ -250,6 +250,10 @@ func (h *Handler) client(m *dhcpv4.DHCPv4) (Client, error) {
 func (h *Handler) decide(ctx context.Context, c Client) (string, error) {
 	file := c.Arch.File
 	if h.Decider != nil {
+		// Bounded here, not per packet: most packets in full mode need
+		// no decision, and a timer per packet costs.
+		ctx, cancel := context.WithTimeout(ctx, decisionTimeout)
+		defer cancel()
 		d, err := h.Decider.Decide(ctx, c)
 		if err != nil {
 			return "", fmt.Errorf("%w: %v", ErrDecision, err)

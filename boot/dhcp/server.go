@@ -226,8 +226,6 @@ func (s *Server) read(ctx context.Context, c *net.UDPConn, port int, ip net.IP, 
 
 // serve handles one packet and sends its reply, if any.
 func (s *Server) serve(ctx context.Context, p datagram) {
-	ctx, cancel := context.WithTimeout(ctx, decisionTimeout)
-	defer cancel()
 	port := fmt.Sprint(p.req.Port)
 	r, err := s.handler.Handle(ctx, p.req)
 	if err != nil {
