@@ -1,15 +1,13 @@
 package agentapi
 
 import (
-	"context"
 	"errors"
 	"fmt"
+	"github.com/attestation/attestation/controlplane/api"
 
 	"connectrpc.com/connect"
 	"github.com/google/go-tpm/tpm2"
 
-	"github.com/attestation/attestation/controlplane/lifecycle"
-	"github.com/attestation/attestation/controlplane/machines"
 	"github.com/attestation/attestation/controlplane/store"
 )
 
@@ -51,29 +49,5 @@ func challengeError(err error) error {
 	return toConnect(err)
 }
 
-// toConnect maps the errors of the lifecycle and the store to Connect
-// codes.
-func toConnect(err error) error {
-	var (
-		te *lifecycle.TransitionError
-		de *machines.DecommissionedError
-		ce *connect.Error
-	)
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &ce):
-		return err
-	case errors.As(err, &de):
-		return connect.NewError(connect.CodeFailedPrecondition, de)
-	case errors.As(err, &te):
-		return connect.NewError(connect.CodeFailedPrecondition, err)
-	case errors.Is(err, machines.ErrNotFound), errors.Is(err, store.ErrNotFound):
-		return connect.NewError(connect.CodeNotFound, err)
-	case errors.Is(err, context.Canceled):
-		return connect.NewError(connect.CodeCanceled, err)
-	case errors.Is(err, context.DeadlineExceeded):
-		return connect.NewError(connect.CodeDeadlineExceeded, err)
-	}
-	return connect.NewError(connect.CodeInternal, err)
-}
+// toConnect maps domain errors to Connect codes, as the operator API does.
+var toConnect = api.ToConnect

@@ -19,7 +19,7 @@ type configService struct {
 func (s *configService) SetConfig(ctx context.Context, req *connect.Request[attestationv1.SetConfigRequest]) (*connect.Response[attestationv1.SetConfigResponse], error) {
 	c, err := s.configs.Set(ctx, req.Msg.Role, req.Msg.Template)
 	if err != nil {
-		return nil, toConnect(err)
+		return nil, ToConnect(err)
 	}
 	return connect.NewResponse(&attestationv1.SetConfigResponse{Config: configToProto(c)}), nil
 }
@@ -27,7 +27,7 @@ func (s *configService) SetConfig(ctx context.Context, req *connect.Request[atte
 func (s *configService) GetConfig(ctx context.Context, req *connect.Request[attestationv1.GetConfigRequest]) (*connect.Response[attestationv1.GetConfigResponse], error) {
 	c, err := s.configs.Get(ctx, req.Msg.Role)
 	if err != nil {
-		return nil, toConnect(err)
+		return nil, ToConnect(err)
 	}
 	return connect.NewResponse(&attestationv1.GetConfigResponse{Config: configToProto(c)}), nil
 }
@@ -35,7 +35,7 @@ func (s *configService) GetConfig(ctx context.Context, req *connect.Request[atte
 func (s *configService) ListConfigs(ctx context.Context, _ *connect.Request[attestationv1.ListConfigsRequest]) (*connect.Response[attestationv1.ListConfigsResponse], error) {
 	cs, err := s.configs.List(ctx)
 	if err != nil {
-		return nil, toConnect(err)
+		return nil, ToConnect(err)
 	}
 	resp := &attestationv1.ListConfigsResponse{Configs: []*attestationv1.ConfigTemplate{}}
 	for _, c := range cs {

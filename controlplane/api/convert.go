@@ -100,11 +100,12 @@ func parsePageToken(tok string) (time.Time, string, error) {
 	return time.Unix(0, n), id, nil
 }
 
-// toConnect maps domain errors to Connect codes; it is the only place
-// that does.
-func toConnect(err error) error {
+// ToConnect maps domain errors to Connect codes; it is the only place
+// that does (the agent service uses it too).
+func ToConnect(err error) error {
 	var (
 		te *lifecycle.TransitionError
+		de *machines.DecommissionedError
 		ee *machines.ExistsError
 		ie *configs.InvalidError
 		ce *connect.Error
@@ -118,6 +119,8 @@ func toConnect(err error) error {
 		return connect.NewError(connect.CodeInvalidArgument, err)
 	case errors.Is(err, machines.ErrNotFound), errors.Is(err, store.ErrNotFound), errors.Is(err, configs.ErrNoTemplate):
 		return connect.NewError(connect.CodeNotFound, err)
+	case errors.As(err, &de):
+		return connect.NewError(connect.CodeFailedPrecondition, de)
 	case errors.As(err, &te):
 		return connect.NewError(connect.CodeFailedPrecondition, err)
 	case errors.As(err, &ee):

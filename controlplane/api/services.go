@@ -44,7 +44,7 @@ func (s *machineService) ListMachines(ctx context.Context, req *connect.Request[
 	f.Limit++ // one more tells whether there is a next page
 	ms, err := s.store.ListMachines(ctx, f)
 	if err != nil {
-		return nil, toConnect(err)
+		return nil, ToConnect(err)
 	}
 	resp := &attestationv1.ListMachinesResponse{Machines: []*attestationv1.Machine{}}
 	if len(ms) == f.Limit {
@@ -60,7 +60,7 @@ func (s *machineService) ListMachines(ctx context.Context, req *connect.Request[
 func (s *machineService) GetMachine(ctx context.Context, req *connect.Request[attestationv1.GetMachineRequest]) (*connect.Response[attestationv1.GetMachineResponse], error) {
 	m, err := s.machines.Get(ctx, req.Msg.Id)
 	if err != nil {
-		return nil, toConnect(err)
+		return nil, ToConnect(err)
 	}
 	return connect.NewResponse(&attestationv1.GetMachineResponse{Machine: machineToProto(m)}), nil
 }
@@ -74,7 +74,7 @@ func (s *machineService) RegisterMachine(ctx context.Context, req *connect.Reque
 		SchematicID:   req.Msg.SchematicId,
 	})
 	if err != nil {
-		return nil, toConnect(err)
+		return nil, ToConnect(err)
 	}
 	return connect.NewResponse(&attestationv1.RegisterMachineResponse{Machine: machineToProto(m)}), nil
 }
@@ -86,7 +86,7 @@ func (s *machineService) ApproveMachine(ctx context.Context, req *connect.Reques
 		SchematicID: req.Msg.SchematicId,
 	})
 	if err != nil {
-		return nil, toConnect(err)
+		return nil, ToConnect(err)
 	}
 	return connect.NewResponse(&attestationv1.ApproveMachineResponse{Machine: machineToProto(m)}), nil
 }
@@ -94,7 +94,7 @@ func (s *machineService) ApproveMachine(ctx context.Context, req *connect.Reques
 func (s *machineService) RevokeMachine(ctx context.Context, req *connect.Request[attestationv1.RevokeMachineRequest]) (*connect.Response[attestationv1.RevokeMachineResponse], error) {
 	m, err := s.machines.Revoke(ctx, req.Msg.Id, req.Msg.Reason)
 	if err != nil {
-		return nil, toConnect(err)
+		return nil, ToConnect(err)
 	}
 	return connect.NewResponse(&attestationv1.RevokeMachineResponse{Machine: machineToProto(m)}), nil
 }
@@ -102,7 +102,7 @@ func (s *machineService) RevokeMachine(ctx context.Context, req *connect.Request
 func (s *machineService) SetMachineRole(ctx context.Context, req *connect.Request[attestationv1.SetMachineRoleRequest]) (*connect.Response[attestationv1.SetMachineRoleResponse], error) {
 	m, err := s.machines.SetRole(ctx, req.Msg.Id, req.Msg.Role)
 	if err != nil {
-		return nil, toConnect(err)
+		return nil, ToConnect(err)
 	}
 	return connect.NewResponse(&attestationv1.SetMachineRoleResponse{Machine: machineToProto(m)}), nil
 }
@@ -110,7 +110,7 @@ func (s *machineService) SetMachineRole(ctx context.Context, req *connect.Reques
 func (s *machineService) ReinstateMachine(ctx context.Context, req *connect.Request[attestationv1.ReinstateMachineRequest]) (*connect.Response[attestationv1.ReinstateMachineResponse], error) {
 	m, err := s.machines.Reinstate(ctx, req.Msg.Id)
 	if err != nil {
-		return nil, toConnect(err)
+		return nil, ToConnect(err)
 	}
 	return connect.NewResponse(&attestationv1.ReinstateMachineResponse{Machine: machineToProto(m)}), nil
 }
@@ -133,7 +133,7 @@ func (s *eventService) ListEvents(ctx context.Context, req *connect.Request[atte
 		Limit:     limit + 1, // one more tells whether there is a next page
 	})
 	if err != nil {
-		return nil, toConnect(err)
+		return nil, ToConnect(err)
 	}
 	resp := &attestationv1.ListEventsResponse{Events: []*attestationv1.Event{}}
 	if len(evs) > limit {
@@ -143,7 +143,7 @@ func (s *eventService) ListEvents(ctx context.Context, req *connect.Request[atte
 	for _, e := range evs {
 		pe, err := eventToProto(e)
 		if err != nil {
-			return nil, toConnect(err)
+			return nil, ToConnect(err)
 		}
 		resp.Events = append(resp.Events, pe)
 	}
@@ -157,7 +157,7 @@ func (s *eventService) WatchEvents(ctx context.Context, req *connect.Request[att
 	} else {
 		var err error
 		if after, err = s.store.LastEventSeq(ctx); err != nil {
-			return toConnect(err)
+			return ToConnect(err)
 		}
 	}
 	// Headers go out now, so a client knows the watch is established.
@@ -171,12 +171,12 @@ func (s *eventService) WatchEvents(ctx context.Context, req *connect.Request[att
 			if ctx.Err() != nil {
 				return nil
 			}
-			return toConnect(err)
+			return ToConnect(err)
 		}
 		for _, e := range evs {
 			pe, err := eventToProto(e)
 			if err != nil {
-				return toConnect(err)
+				return ToConnect(err)
 			}
 			if err := stream.Send(&attestationv1.WatchEventsResponse{Event: pe}); err != nil {
 				return err
