@@ -161,15 +161,8 @@ func on[T any, P interface {
 	*T
 	events.Event
 }](h *Handlers, fn func(context.Context, T) error) {
-	var zero T
-	t := events.TypeOf(P(&zero))
-	h.add(string(t), []events.Type{t}, func(ctx context.Context, env events.Envelope) error {
-		ev, err := env.Decode()
-		if err != nil {
-			return err
-		}
-		return fn(ctx, *ev.(P))
-	})
+	s := events.On[T, P]("", fn)
+	h.add(string(s.Types[0]), s.Types, s.Handle)
 }
 
 // OnRegistered handles node.registered.
