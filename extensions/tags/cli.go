@@ -14,7 +14,6 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/attestation/attestation/extensions"
 )
@@ -57,7 +56,7 @@ func listCommand(c extensions.CLI) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return show(c, tags, func(w io.Writer) error { return tagTable(w, tags) })
+			return c.Print(tags, func(w io.Writer) error { return tagTable(w, tags) })
 		},
 	}
 }
@@ -96,7 +95,7 @@ sent, so a mistake in one adds none.`,
 				}
 				added = append(added, t)
 			}
-			return show(c, added, func(w io.Writer) error { return tagTable(w, added) })
+			return c.Print(added, func(w io.Writer) error { return tagTable(w, added) })
 		},
 	}
 }
@@ -127,7 +126,7 @@ func removeCommand(c extensions.CLI) *cobra.Command {
 			if err := call(cmd.Context(), c, http.MethodDelete, tagsPath(machineID)+"/"+t.ID, nil, nil); err != nil {
 				return fmt.Errorf("remove %s: %w", t.Key, err)
 			}
-			return show(c, t, func(w io.Writer) error {
+			return c.Print(t, func(w io.Writer) error {
 				_, err := fmt.Fprintf(w, "Removed tag %s (%s) from machine %s\n", t.Key, t.ID, t.MachineID)
 				return err
 			})
@@ -219,24 +218,6 @@ func answerError(c extensions.CLI, req *http.Request, resp *http.Response) error
 		return fmt.Errorf("the daemon at %s did not accept the token (%s): pass --token or set ATTESTATION_TOKEN", c.BaseURL(), e.Message)
 	}
 	return errors.New(e.Message)
-}
-
-// show prints v (a Tag or a []Tag) as -o asks. cli.Print takes proto
-// messages, so v goes to it as a structpb.Value of its JSON.
-func show(c extensions.CLI, v any, table func(io.Writer) error) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	var generic any
-	if err := json.Unmarshal(b, &generic); err != nil {
-		return err
-	}
-	msg, err := structpb.NewValue(generic)
-	if err != nil {
-		return err
-	}
-	return c.Print(msg, table)
 }
 
 func tagTable(w io.Writer, tags []Tag) error {
