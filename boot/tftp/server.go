@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -82,6 +83,10 @@ const (
 	resultDenied   = "denied"
 	resultBusy     = "busy"
 	resultWrite    = "write_refused"
+	// resultSizeQuery: the client ended the transfer after the option
+	// acknowledgment, before any data (RFC 2347 error 8), as UEFI PXE
+	// firmware does to learn a file's size before fetching it.
+	resultSizeQuery = "size_query"
 )
 
 // requestBuffer is the socket receive buffer for requests.
@@ -237,6 +242,11 @@ func (s *Server) read(root *os.Root, name string, rf io.ReaderFrom) error {
 	d := time.Since(start)
 	s.metrics.bytes.Add(float64(n))
 	s.metrics.duration.Observe(d.Seconds())
+	if n == 0 && sizeQuery(err) {
+		s.metrics.transfers.WithLabelValues(resultSizeQuery).Inc()
+		log.Info("tftp size query", "size", size, "duration", d)
+		return nil
+	}
 	if err != nil {
 		s.metrics.transfers.WithLabelValues(resultFailed).Inc()
 		log.Warn("tftp transfer failed", "bytes", n, "size", size, "duration", d, "blksize", t.blksize, "err", err)
@@ -247,6 +257,13 @@ func (s *Server) read(root *os.Root, name string, rf io.ReaderFrom) error {
 	s.metrics.transfers.WithLabelValues(resultOK).Inc()
 	log.Info("tftp transfer", "bytes", n, "duration", d, "blksize", t.blksize)
 	return nil
+}
+
+// sizeQuery reports whether err is the client's ERROR packet with code 8
+// (RFC 2347: terminate after the option acknowledgment) in answer to the
+// OACK: pin/tftp says so only in the error's text.
+func sizeQuery(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "sending block 0: code=8,")
 }
 
 // open finds a requested file: under the assets directory, through
@@ -357,7 +374,7 @@ func newMetrics() *metrics {
 	m := &metrics{
 		transfers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "attestation_tftp_transfers_total",
-			Help: "TFTP requests by result: ok, failed, not_found, denied, busy, write_refused.",
+			Help: "TFTP requests by result: ok, failed, size_query, not_found, denied, busy, write_refused.",
 		}, []string{"result"}),
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "attestation_tftp_sent_bytes_total",
@@ -369,7 +386,7 @@ func newMetrics() *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
 		}),
 	}
-	for _, r := range []string{resultOK, resultFailed, resultNotFound, resultDenied, resultBusy, resultWrite} {
+	for _, r := range []string{resultOK, resultFailed, resultSizeQuery, resultNotFound, resultDenied, resultBusy, resultWrite} {
 		m.transfers.WithLabelValues(r)
 	}
 	return m

@@ -342,6 +342,58 @@ func TestTransferLimit(t *testing.T) {
 	}
 }
 
+// TestSizeQuery asks as OVMF's UEFI PXE client does before it fetches
+// its boot file: a read request with tsize and blksize, then ERROR code 8
+// in answer to the OACK. That is a size query, not a failed transfer.
+func TestSizeQuery(t *testing.T) {
+	ts := startServer(t, Options{})
+	want := ts.file(t, "snponly.efi", 10_000)
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	srv, err := net.ResolveUDPAddr("udp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rrq := binary.BigEndian.AppendUint16(nil, 1)
+	rrq = append(rrq, "snponly.efi\x00octet\x00tsize\x000\x00blksize\x001468\x00"...)
+	if _, err := conn.WriteToUDP(rrq, srv); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 600)
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, from, err := conn.ReadFromUDP(buf)
+	if err != nil {
+		t.Fatalf("read the OACK: %v", err)
+	}
+	if op := binary.BigEndian.Uint16(buf[:2]); op != 6 || !bytes.Contains(buf[:n], []byte("tsize\x0010000\x00")) {
+		t.Fatalf("got opcode %d (%q), want an OACK with tsize 10000", op, buf[:n])
+	}
+	e := binary.BigEndian.AppendUint16(nil, 5)
+	e = binary.BigEndian.AppendUint16(e, 8)
+	e = append(e, "User aborted the transfer\x00"...)
+	if _, err := conn.WriteToUDP(e, from); err != nil {
+		t.Fatal(err)
+	}
+	line := waitLog(t, ts.logs, "file=snponly.efi")
+	if !strings.Contains(line, "level=INFO") || !strings.Contains(line, `msg="tftp size query"`) || !strings.Contains(line, "size=10000") {
+		t.Errorf("log line %q, want an INFO tftp size query with size=10000", line)
+	}
+	// Then the firmware fetches the file.
+	got, _, err := get(ts.addr, "snponly.efi", 1468, true)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("get after the size query: %d bytes, %v; want the file", len(got), err)
+	}
+	waitLog(t, ts.logs, `msg="tftp transfer"`)
+	for result, want := range map[string]float64{resultSizeQuery: 1, resultOK: 1, resultFailed: 0} {
+		if got := testutil.ToFloat64(ts.srv.metrics.transfers.WithLabelValues(result)); got != want {
+			t.Errorf("transfers{result=%s} = %v, want %v", result, got, want)
+		}
+	}
+}
+
 func TestRunStops(t *testing.T) {
 	srv, err := New(Options{Addr: "127.0.0.1:0", IPXEDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
