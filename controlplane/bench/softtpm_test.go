@@ -24,16 +24,20 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
+	"testing"
 
 	"github.com/google/go-tpm/tpm2"
+
+	"github.com/attestation/attestation/controlplane/bench/internal/ekrsa"
 )
 
 type softTPM struct {
-	ek       *rsa.PrivateKey
+	ek       *ekrsa.Key
 	ekPublic []byte // TPMT_PUBLIC
 	ak       *ecdsa.PrivateKey
 	akPublic []byte // TPMT_PUBLIC
@@ -77,8 +81,12 @@ func newSoftTPM(ek *rsa.PrivateKey) (*softTPM, error) {
 		return nil, err
 	}
 	fp := sha256.Sum256(der)
+	key, err := ekrsa.Load(ek, []byte("IDENTITY\x00"))
+	if err != nil {
+		return nil, err
+	}
 	return &softTPM{
-		ek:          ek,
+		ek:          key,
 		ekPublic:    tpm2.Marshal(ekPub),
 		ak:          ak,
 		akPublic:    akRaw,
@@ -91,7 +99,7 @@ func newSoftTPM(ek *rsa.PrivateKey) (*softTPM, error) {
 // "Credential Protection"): recover the seed with the EK, check the
 // integrity HMAC over the credential and the AK name, decrypt the secret.
 func (s *softTPM) activateCredential(blob, encSecret []byte) ([]byte, error) {
-	seed, err := rsa.DecryptOAEP(sha256.New(), nil, s.ek, encSecret, []byte("IDENTITY\x00"))
+	seed, err := s.ek.DecryptOAEP(encSecret, []byte("IDENTITY\x00"))
 	if err != nil {
 		return nil, fmt.Errorf("activate credential: %w", err)
 	}
@@ -121,45 +129,52 @@ func (s *softTPM) activateCredential(blob, encSecret []byte) ([]byte, error) {
 	return plain[2:], nil
 }
 
-// quote is TPM2_Quote over the SHA-256 bank with every PCR zero.
+// quote is TPM2_Quote over the SHA-256 bank with every PCR zero. The
+// structures are written by hand (TPM 2.0 Part 2: TPMS_ATTEST with a
+// TPMS_QUOTE_INFO, TPMT_SIGNATURE with ECDSA): go-tpm's reflection-driven
+// Marshal would make the load generator slower than it needs to be.
 func (s *softTPM) quote(nonce []byte, pcrs []uint32) (quote, sig []byte, values map[uint32][]byte, err error) {
-	idx := make([]uint, len(pcrs))
 	values = make(map[uint32][]byte, len(pcrs))
 	h := sha256.New()
-	for i, p := range pcrs { // ascending, as the daemon sends them
-		idx[i] = uint(p)
+	var sel [3]byte          // PCRs 0-23, as PC Client TPMs select them
+	for _, p := range pcrs { // ascending, as the daemon sends them
+		if p >= 24 {
+			return nil, nil, nil, fmt.Errorf("quote: PCR %d out of range", p)
+		}
 		values[p] = make([]byte, 32)
 		h.Write(values[p])
+		sel[p/8] |= 1 << (p % 8)
 	}
-	attest := tpm2.TPMSAttest{
-		Magic:           tpm2.TPMGeneratedValue,
-		Type:            tpm2.TPMSTAttestQuote,
-		QualifiedSigner: tpm2.TPM2BName{Buffer: s.akName},
-		ExtraData:       tpm2.TPM2BData{Buffer: nonce},
-		ClockInfo:       tpm2.TPMSClockInfo{Safe: true},
-		Attested: tpm2.NewTPMUAttest(tpm2.TPMSTAttestQuote, &tpm2.TPMSQuoteInfo{
-			PCRSelect: tpm2.TPMLPCRSelection{PCRSelections: []tpm2.TPMSPCRSelection{{
-				Hash:      tpm2.TPMAlgSHA256,
-				PCRSelect: tpm2.PCClientCompatible.PCRs(idx...),
-			}}},
-			PCRDigest: tpm2.TPM2BDigest{Buffer: h.Sum(nil)},
-		}),
-	}
-	quote = tpm2.Marshal(attest)
+	b := make([]byte, 0, 160)
+	b = binary.BigEndian.AppendUint32(b, uint32(tpm2.TPMGeneratedValue))
+	b = binary.BigEndian.AppendUint16(b, uint16(tpm2.TPMSTAttestQuote))
+	b = append2B(b, s.akName)
+	b = append2B(b, nonce)
+	b = binary.BigEndian.AppendUint64(b, 0) // clockInfo.clock
+	b = binary.BigEndian.AppendUint32(b, 0) // resetCount
+	b = binary.BigEndian.AppendUint32(b, 0) // restartCount
+	b = append(b, 1)                        // safe
+	b = binary.BigEndian.AppendUint64(b, 0) // firmwareVersion
+	b = binary.BigEndian.AppendUint32(b, 1) // one TPMS_PCR_SELECTION
+	b = binary.BigEndian.AppendUint16(b, uint16(tpm2.TPMAlgSHA256))
+	b = append(b, byte(len(sel)))
+	b = append(b, sel[:]...)
+	quote = append2B(b, h.Sum(nil))
 	digest := sha256.Sum256(quote)
 	r, ss, err := ecdsa.Sign(rand.Reader, s.ak, digest[:])
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	sig = tpm2.Marshal(tpm2.TPMTSignature{
-		SigAlg: tpm2.TPMAlgECDSA,
-		Signature: tpm2.NewTPMUSignature(tpm2.TPMAlgECDSA, &tpm2.TPMSSignatureECC{
-			Hash:       tpm2.TPMAlgSHA256,
-			SignatureR: tpm2.TPM2BECCParameter{Buffer: r.Bytes()},
-			SignatureS: tpm2.TPM2BECCParameter{Buffer: ss.Bytes()},
-		}),
-	})
+	sig = binary.BigEndian.AppendUint16(make([]byte, 0, 72), uint16(tpm2.TPMAlgECDSA))
+	sig = binary.BigEndian.AppendUint16(sig, uint16(tpm2.TPMAlgSHA256))
+	sig = append2B(sig, r.Bytes())
+	sig = append2B(sig, ss.Bytes())
 	return quote, sig, values, nil
+}
+
+// append2B appends a TPM2B: a 16-bit size, then the bytes.
+func append2B(b, v []byte) []byte {
+	return append(binary.BigEndian.AppendUint16(b, uint16(len(v))), v...)
 }
 
 // ekKeys returns n RSA 2048 EK private keys. Making one takes about 0.1 s
@@ -225,4 +240,63 @@ func ekKeys(n int) ([]*rsa.PrivateKey, error) {
 		os.WriteFile(path, buf.Bytes(), 0o600) // a cache: failing to write it only costs time
 	}
 	return keys, nil
+}
+
+// TestSoftTPMQuote checks the hand-written quote against go-tpm: the
+// structure it unmarshals to, and the signature over it.
+func TestSoftTPMQuote(t *testing.T) {
+	keys, err := ekKeys(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := newSoftTPM(keys[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce := []byte("0123456789abcdef0123456789abcdef")
+	quote, sig, values, err := s.quote(nonce, []uint32{0, 1, 2, 3, 4, 5, 6, 7, 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(values) != 9 {
+		t.Fatalf("%d PCR values, want 9", len(values))
+	}
+	a, err := tpm2.Unmarshal[tpm2.TPMSAttest](quote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := a.Attested.Quote()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := tpm2.Marshal(tpm2.TPMSAttest{
+		Magic:           tpm2.TPMGeneratedValue,
+		Type:            tpm2.TPMSTAttestQuote,
+		QualifiedSigner: tpm2.TPM2BName{Buffer: s.akName},
+		ExtraData:       tpm2.TPM2BData{Buffer: nonce},
+		ClockInfo:       tpm2.TPMSClockInfo{Safe: true},
+		Attested: tpm2.NewTPMUAttest(tpm2.TPMSTAttestQuote, &tpm2.TPMSQuoteInfo{
+			PCRSelect: tpm2.TPMLPCRSelection{PCRSelections: []tpm2.TPMSPCRSelection{{
+				Hash:      tpm2.TPMAlgSHA256,
+				PCRSelect: tpm2.PCClientCompatible.PCRs(0, 1, 2, 3, 4, 5, 6, 7, 9),
+			}}},
+			PCRDigest: info.PCRDigest,
+		}),
+	})
+	if !bytes.Equal(quote, want) {
+		t.Fatalf("quote\n%x\nwant (go-tpm)\n%x", quote, want)
+	}
+	ts, err := tpm2.Unmarshal[tpm2.TPMTSignature](sig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecc, err := ts.Signature.ECDSA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256(quote)
+	r, ss := new(big.Int).SetBytes(ecc.SignatureR.Buffer), new(big.Int).SetBytes(ecc.SignatureS.Buffer)
+	if ecc.Hash != tpm2.TPMAlgSHA256 || !ecdsa.Verify(&s.ak.PublicKey, digest[:], r, ss) {
+		t.Fatal("the quote's signature does not verify")
+	}
 }
