@@ -3,33 +3,26 @@ package agentapi
 import (
 	"errors"
 	"fmt"
-	"github.com/attestation/attestation/controlplane/api"
 
 	"connectrpc.com/connect"
-	"github.com/google/go-tpm/tpm2"
 
+	"github.com/attestation/attestation/controlplane/api"
+	"github.com/attestation/attestation/controlplane/attest"
 	"github.com/attestation/attestation/controlplane/store"
 )
 
 // quoteNonce returns the qualifying data of a TPMS_ATTEST: the nonce the
 // quote claims to be over, to be hashed and compared with the stored hash
 // (the daemon keeps no nonce in clear).
-func quoteNonce(quote []byte) (nonce []byte, err error) {
+func quoteNonce(quote []byte) ([]byte, error) {
 	if len(quote) == 0 {
 		return nil, errors.New("no quote")
 	}
-	// The reflection-based decoder reports some malformed unions by
-	// panicking.
-	defer func() {
-		if r := recover(); r != nil {
-			nonce, err = nil, fmt.Errorf("malformed quote: %v", r)
-		}
-	}()
-	a, err := tpm2.Unmarshal[tpm2.TPMSAttest](quote)
+	nonce, err := attest.QuoteNonce(quote)
 	if err != nil {
-		return nil, fmt.Errorf("malformed quote: %v", err)
+		return nil, fmt.Errorf("quote: %w", err)
 	}
-	return a.ExtraData.Buffer, nil
+	return nonce, nil
 }
 
 func invalid(format string, args ...any) error {

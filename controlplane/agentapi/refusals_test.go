@@ -410,5 +410,5 @@ func TestRefuseMalformed(t *testing.T) {
 	req := answer(t, a, ch)
 	req.Quote = []byte{1, 2, 3}
 	_, err = h.attest(t, req)
-	wantCode(t, err, connect.CodePermissionDenied, "malformed quote")
+	wantCode(t, err, connect.CodePermissionDenied, "quote: malformed TPM structure")
 }

@@ -53,6 +53,20 @@ func unmarshal[T tpm2.Marshallable, P interface {
 	return t, nil
 }
 
+// decode is unmarshal with a direct decoder tried first (wire.go): direct
+// takes the structures it knows, unmarshal everything else.
+func decode[T tpm2.Marshallable, P interface {
+	*T
+	tpm2.Unmarshallable
+}](b []byte, what string, direct func([]byte) (*T, bool)) (*T, error) {
+	if len(b) > 0 && len(b) <= maxStructure {
+		if t, ok := direct(b); ok {
+			return t, nil
+		}
+	}
+	return unmarshal[T, P](b, what)
+}
+
 // Fingerprint returns the machine identity of an EK: the lowercase hex
 // SHA-256 of the PKIX DER encoding of its public key.
 func Fingerprint(pub crypto.PublicKey) (string, error) {
@@ -154,7 +168,7 @@ type EK struct {
 
 // ParseEK is ParseEKPublic returning the parsed EK, for EK.NewChallenge.
 func ParseEK(tpmtPublic []byte) (*EK, error) {
-	pub, err := unmarshal[tpm2.TPMTPublic](tpmtPublic, "EK TPMT_PUBLIC")
+	pub, err := decode(tpmtPublic, "EK TPMT_PUBLIC", decodePublic)
 	if err != nil {
 		return nil, err
 	}
@@ -260,7 +274,7 @@ type AK struct {
 // sensitiveDataOrigin, not decrypt, with a fixed signing scheme), and
 // computes its name.
 func ParseAKPublic(tpmtPublic []byte) (*AK, error) {
-	pub, err := unmarshal[tpm2.TPMTPublic](tpmtPublic, "AK TPMT_PUBLIC")
+	pub, err := decode(tpmtPublic, "AK TPMT_PUBLIC", decodePublic)
 	if err != nil {
 		return nil, err
 	}

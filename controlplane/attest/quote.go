@@ -45,7 +45,7 @@ func (ak *AK) VerifyQuote(quote, signature, nonce []byte, pcrValues map[int][]by
 	if err := verifySignature(ak, quote, signature); err != nil {
 		return fmt.Errorf("verify quote: %w", err)
 	}
-	attest, err := unmarshal[tpm2.TPMSAttest](quote, "TPMS_ATTEST")
+	attest, err := decode(quote, "TPMS_ATTEST", decodeQuote)
 	if err != nil {
 		return fmt.Errorf("verify quote: %w", err)
 	}
@@ -90,6 +90,16 @@ func (ak *AK) VerifyQuote(quote, signature, nonce []byte, pcrValues map[int][]by
 	return nil
 }
 
+// QuoteNonce returns the qualifying data of a quote (a TPMS_ATTEST): the
+// nonce it claims to be over. It proves nothing: VerifyQuote does.
+func QuoteNonce(quote []byte) ([]byte, error) {
+	a, err := decode(quote, "TPMS_ATTEST", decodeQuote)
+	if err != nil {
+		return nil, err
+	}
+	return a.ExtraData.Buffer, nil
+}
+
 // selectedPCRs returns the indices of a selection of exactly one bank,
 // SHA-256, in ascending order.
 func selectedPCRs(sel tpm2.TPMLPCRSelection) ([]int, error) {
@@ -119,7 +129,7 @@ func selectedPCRs(sel tpm2.TPMLPCRSelection) ([]int, error) {
 
 // verifySignature checks a TPMT_SIGNATURE by the AK over msg.
 func verifySignature(ak *AK, msg, signature []byte) error {
-	sig, err := unmarshal[tpm2.TPMTSignature](signature, "TPMT_SIGNATURE")
+	sig, err := decode(signature, "TPMT_SIGNATURE", decodeSignature)
 	if err != nil {
 		return err
 	}
