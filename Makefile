@@ -28,7 +28,7 @@ deps: ## Install the Debian packages the build needs (gcc, libc and OpenSSL head
 	fi
 
 .PHONY: test-deps
-test-deps: deps ## Install what the integration tests use (swtpm, QEMU and a kernel, iPXE, TFTP and DHCP clients, perfdhcp), when missing; tests skip visibly without them
+test-deps: deps ## Install what the integration tests use (swtpm, QEMU and a kernel, iPXE, OVMF, TFTP and DHCP clients, perfdhcp), when missing; tests skip visibly without them
 	@missing=""; \
 	command -v swtpm >/dev/null || missing="$$missing swtpm"; \
 	command -v swtpm_setup >/dev/null || missing="$$missing swtpm-tools"; \
@@ -39,6 +39,7 @@ test-deps: deps ## Install what the integration tests use (swtpm, QEMU and a ker
 	command -v perfdhcp >/dev/null || missing="$$missing kea-admin"; \
 	ls /boot/vmlinuz-* >/dev/null 2>&1 || missing="$$missing linux-image-amd64"; \
 	ls /usr/lib/ipxe/undionly.kpxe >/dev/null 2>&1 || missing="$$missing ipxe"; \
+	ls /usr/share/OVMF/OVMF_CODE_4M.fd >/dev/null 2>&1 || missing="$$missing ovmf"; \
 	command -v tftp >/dev/null || missing="$$missing tftp-hpa"; \
 	command -v atftp >/dev/null || missing="$$missing atftp"; \
 	if [ -n "$$missing" ]; then \

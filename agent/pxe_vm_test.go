@@ -6,10 +6,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -25,8 +28,87 @@ import (
 // qemu-system-x86_64, swtpm, ipxe-qemu and a Debian kernel with its e1000
 // module; it skips without them, and under -short.
 func TestNetworkBootInVM(t *testing.T) {
+	const rom = "/usr/lib/ipxe/qemu/pxe-e1000.rom"
+	lab := newPXELab(t, "attpxe", []string{"e1000"}, map[string]string{rom: "ipxe-qemu"})
+
+	// The TFTP step. QEMU's option ROM is iPXE already, so the daemon
+	// hands it the script URL and the VM never chainloads undionly.kpxe;
+	// a real TFTP client on the same bridge fetches it as a non-iPXE PXE
+	// firmware would (blksize as PXE ROMs ask).
+	if atftp, err := exec.LookPath("atftp"); err != nil {
+		t.Log("atftp missing (Debian package atftp): the TFTP transfer of undionly.kpxe is not checked")
+	} else {
+		got := filepath.Join(lab.dir, "undionly.kpxe")
+		if out, err := lab.inNS(atftp, "--option", "blksize 1468", "-g", "-r", "undionly.kpxe", "-l", got, pxeServerIP).CombinedOutput(); err != nil {
+			t.Fatalf("atftp get undionly.kpxe: %v\n%s", err, out)
+		}
+		a, err1 := os.ReadFile(got)
+		b, err2 := os.ReadFile("/usr/lib/ipxe/undionly.kpxe")
+		if err1 != nil || err2 != nil || len(a) == 0 || string(a) != string(b) {
+			t.Fatalf("undionly.kpxe over TFTP: %d bytes (%v), want the %d bytes of /usr/lib/ipxe/undionly.kpxe (%v)", len(a), err1, len(b), err2)
+		}
+		lab.daemon.wait(t, `msg="tftp transfer" component=tftp`, 10*time.Second)
+	}
+
+	// The machine: BIOS, network boot first, a software TPM.
+	const (
+		mac  = "52:54:00:78:00:01"
+		uuid = "5f2d6c1e-78a0-4b1c-9d3e-0a1b2c3d4e5f"
+	)
+	console := lab.bootVM("-boot", "n", "-uuid", uuid,
+		"-device", "e1000,netdev=n0,mac="+mac+",romfile="+rom, "-device", "tpm-tis,tpmdev=tpm0")
+
+	// Firmware to kernel, as the daemon saw it.
+	for _, step := range []string{
+		`msg="dhcp offer" component=dhcp mac=` + mac + ` arch=bios ipxe=true ip=10.78.0.`,
+		`msg="boot script" component=boot mac=` + mac + ` uuid=` + uuid + ` arch=x86_64-pcbios action=agent`,
+		`msg="boot asset" component=boot asset=vmlinuz mac=` + mac,
+		`msg="boot asset" component=boot asset=initrd.img mac=` + mac,
+	} {
+		lab.daemon.wait(t, step, 2*time.Minute)
+	}
+	t.Logf("script, kernel and initramfs fetched after %s", time.Since(lab.start).Round(time.Second))
+
+	lab.enroll(console, "pxe-1")
+}
+
+// The network-boot lab's link: the daemon's address on the bridge, its
+// URL, and the DHCP pool the machines get their addresses from.
+const (
+	pxeServerIP = "10.78.0.1"
+	pxeURL      = "http://" + pxeServerIP + ":9000"
+	pxePool     = "10.78.0."
+	pxeToken    = "pxe-test-token-0123456789abcdef"
+)
+
+// pxeLab is a network namespace the test creates, holding a bridge with
+// the daemon's address and a tap for one VM, with attestationd running in
+// it and serving DHCP (full mode), TFTP and HTTP boot on the bridge: no
+// boot traffic leaves the namespace.
+type pxeLab struct {
+	t     *testing.T
+	ctx   context.Context
+	start time.Time
+	dir   string
+	ns    string
+	tools map[string]string
+	// modules are the NIC driver's kernel modules in load order, as the
+	// agent's initramfs has them.
+	modules []string
+	// daemon is attestationd's log.
+	daemon *consoleLog
+}
+
+// newPXELab checks what network-booting a VM needs (root, ip, curl,
+// qemu-system-x86_64, swtpm, a Debian kernel with the NIC modules, and
+// files, each with the Debian package that ships it) and skips the test
+// without it, and under -short. Otherwise it builds the agent's boot
+// assets and the daemon and starts the lab in the namespace
+// prefix+PID; everything is removed when the test ends.
+func newPXELab(t *testing.T, prefix string, modules []string, files map[string]string) *pxeLab {
+	t.Helper()
 	if testing.Short() {
-		t.Skip("network-boots a VM (a minute or two under TCG)")
+		t.Skip("network-boots a VM (minutes under TCG)")
 	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create a network namespace, a bridge and a tap")
@@ -40,9 +122,10 @@ func TestNetworkBootInVM(t *testing.T) {
 		}
 		tools[name] = p
 	}
-	const rom = "/usr/lib/ipxe/qemu/pxe-e1000.rom"
-	if _, err := os.Stat(rom); err != nil {
-		missing = append(missing, rom+" (ipxe-qemu)")
+	for _, f := range slices.Sorted(maps.Keys(files)) {
+		if _, err := os.Stat(f); err != nil {
+			missing = append(missing, f+" ("+files[f]+")")
+		}
 	}
 	kernels, _ := filepath.Glob("/boot/vmlinuz-*")
 	if len(kernels) == 0 {
@@ -53,19 +136,21 @@ func TestNetworkBootInVM(t *testing.T) {
 	}
 	kernel := kernels[len(kernels)-1]
 	release := strings.TrimPrefix(filepath.Base(kernel), "vmlinuz-")
-	e1000 := filepath.Join("/lib/modules", release, "kernel/drivers/net/ethernet/intel/e1000/e1000.ko")
-	if _, err := os.Stat(e1000); err != nil {
-		t.Skipf("no e1000 module for %s: %v", release, err)
+	modPaths, err := kernelModules(release, modules)
+	if err != nil {
+		t.Skip(err)
 	}
-	start := time.Now()
-	dir := t.TempDir()
+	l := &pxeLab{t: t, start: time.Now(), dir: t.TempDir(), ns: fmt.Sprintf("%s%d", prefix, os.Getpid()), tools: tools, modules: modules}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	t.Cleanup(cancel)
+	l.ctx = ctx
 
 	// The boot assets under the names the boot decision serves.
-	assets := filepath.Join(dir, "assets")
+	assets := filepath.Join(l.dir, "assets")
 	if err := os.Mkdir(assets, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for name, src := range map[string]string{"vmlinuz": kernel, "initrd.img": agentInitramfs(t, dir, release, e1000)} {
+	for name, src := range map[string]string{"vmlinuz": kernel, "initrd.img": agentInitramfs(t, l.dir, release, modPaths...)} {
 		b, err := os.ReadFile(src)
 		if err != nil {
 			t.Fatal(err)
@@ -74,107 +159,107 @@ func TestNetworkBootInVM(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	daemonBin := filepath.Join(dir, "attestationd")
+	daemonBin := filepath.Join(l.dir, "attestationd")
 	if out, err := exec.Command("go", "build", "-o", daemonBin, "../controlplane/cmd/attestationd").CombinedOutput(); err != nil {
 		t.Fatalf("build attestationd: %v\n%s", err, out)
 	}
 
 	// The link: a bridge with the daemon's address and the VM's tap.
-	ns := fmt.Sprintf("attpxe%d", os.Getpid())
 	ip := func(args ...string) {
 		t.Helper()
 		if out, err := exec.Command(tools["ip"], args...).CombinedOutput(); err != nil {
 			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
-	ip("netns", "add", ns)
-	t.Cleanup(func() { exec.Command(tools["ip"], "netns", "del", ns).Run() })
-	ip("-n", ns, "link", "set", "lo", "up")
-	ip("-n", ns, "link", "add", "br0", "type", "bridge")
-	ip("-n", ns, "tuntap", "add", "dev", "tap0", "mode", "tap")
-	ip("-n", ns, "link", "set", "tap0", "master", "br0")
-	ip("-n", ns, "addr", "add", "10.78.0.1/24", "dev", "br0")
-	ip("-n", ns, "link", "set", "tap0", "up")
-	ip("-n", ns, "link", "set", "br0", "up")
-	inNS := func(ctx context.Context, name string, args ...string) *exec.Cmd {
-		return exec.CommandContext(ctx, tools["ip"], append([]string{"netns", "exec", ns, name}, args...)...)
-	}
-
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	t.Cleanup(cancel)
+	ip("netns", "add", l.ns)
+	t.Cleanup(func() { exec.Command(tools["ip"], "netns", "del", l.ns).Run() })
+	ip("-n", l.ns, "link", "set", "lo", "up")
+	ip("-n", l.ns, "link", "add", "br0", "type", "bridge")
+	ip("-n", l.ns, "tuntap", "add", "dev", "tap0", "mode", "tap")
+	ip("-n", l.ns, "link", "set", "tap0", "master", "br0")
+	ip("-n", l.ns, "addr", "add", pxeServerIP+"/24", "dev", "br0")
+	ip("-n", l.ns, "link", "set", "tap0", "up")
+	ip("-n", l.ns, "link", "set", "br0", "up")
 
 	// The daemon, in the namespace, serving DHCP (full), TFTP and HTTP
 	// boot on the bridge.
-	const (
-		token = "pxe-test-token-0123456789abcdef"
-		url   = "http://10.78.0.1:9000"
-	)
-	daemon := inNS(ctx, daemonBin,
-		"--listen", "10.78.0.1:9000", "--public-url", url, "--data-dir", filepath.Join(dir, "var"),
-		"--admin-token", token, "--ek-policy", "any", "--heartbeat-interval", "2s",
-		"--pxe-interface", "br0", "--dhcp-mode", "full", "--dhcp-range", "10.78.0.100-10.78.0.150",
-		"--tftp-listen", "10.78.0.1:69", "--boot-assets", assets, "--ipxe-dir", "/usr/lib/ipxe",
+	daemon := l.inNS(daemonBin,
+		"--listen", pxeServerIP+":9000", "--public-url", pxeURL, "--data-dir", filepath.Join(l.dir, "var"),
+		"--admin-token", pxeToken, "--ek-policy", "any", "--heartbeat-interval", "2s",
+		"--pxe-interface", "br0", "--dhcp-mode", "full", "--dhcp-range", pxePool+"100-"+pxePool+"150",
+		"--tftp-listen", pxeServerIP+":69", "--boot-assets", assets, "--ipxe-dir", "/usr/lib/ipxe",
 		"--boot-kernel-args", "console=ttyS0 quiet panic=-1")
-	dlog := &consoleLog{t: t, prefix: "daemon: ", changed: make(chan struct{})}
-	daemon.Stdout, daemon.Stderr = dlog, dlog
+	l.daemon = &consoleLog{t: t, prefix: "daemon: ", changed: make(chan struct{})}
+	daemon.Stdout, daemon.Stderr = l.daemon, l.daemon
 	if err := daemon.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		daemon.Process.Kill()
 		daemon.Wait()
-		dlog.stop()
+		l.daemon.stop()
 	})
-	dlog.wait(t, `msg="dhcp serving"`, 30*time.Second)
-	dlog.wait(t, `msg="tftp listening"`, 30*time.Second)
-	dlog.wait(t, `msg=listening`, 30*time.Second)
+	l.daemon.wait(t, `msg="dhcp serving"`, 30*time.Second)
+	l.daemon.wait(t, `msg="tftp listening"`, 30*time.Second)
+	l.daemon.wait(t, `msg=listening`, 30*time.Second)
+	return l
+}
 
-	// api calls the daemon's REST API from inside the namespace.
-	api := func(method, path, body string, out any) error {
-		args := []string{"-sS", "-f", "-X", method, "-H", "Authorization: Bearer " + token, "-H", "Content-Type: application/json"}
-		if body != "" {
-			args = append(args, "-d", body)
+// kernelModules finds the named modules of kernel release.
+func kernelModules(release string, names []string) ([]string, error) {
+	root := filepath.Join("/lib/modules", release, "kernel")
+	found := map[string]string{}
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			found[strings.TrimSuffix(d.Name(), ".ko")] = path
 		}
-		b, err := inNS(ctx, "curl", append(args, url+path)...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("%s %s: %v: %s", method, path, err, b)
-		}
-		if out != nil {
-			return json.Unmarshal(b, out)
-		}
-		return nil
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("modules of %s: %w", release, err)
 	}
-
-	// The TFTP step. QEMU's option ROM is iPXE already, so the daemon
-	// hands it the script URL and the VM never chainloads undionly.kpxe;
-	// a real TFTP client on the same bridge fetches it as a non-iPXE PXE
-	// firmware would (blksize as PXE ROMs ask).
-	if atftp, err := exec.LookPath("atftp"); err != nil {
-		t.Log("atftp missing (Debian package atftp): the TFTP transfer of undionly.kpxe is not checked")
-	} else {
-		got := filepath.Join(dir, "undionly.kpxe")
-		if out, err := inNS(ctx, atftp, "--option", "blksize 1468", "-g", "-r", "undionly.kpxe", "-l", got, "10.78.0.1").CombinedOutput(); err != nil {
-			t.Fatalf("atftp get undionly.kpxe: %v\n%s", err, out)
+	paths := make([]string, len(names))
+	for i, name := range names {
+		if paths[i] = found[name]; paths[i] == "" {
+			return nil, fmt.Errorf("no %s.ko under %s", name, root)
 		}
-		a, err1 := os.ReadFile(got)
-		b, err2 := os.ReadFile("/usr/lib/ipxe/undionly.kpxe")
-		if err1 != nil || err2 != nil || len(a) == 0 || string(a) != string(b) {
-			t.Fatalf("undionly.kpxe over TFTP: %d bytes (%v), want the %d bytes of /usr/lib/ipxe/undionly.kpxe (%v)", len(a), err1, len(b), err2)
-		}
-		dlog.wait(t, `msg="tftp transfer" component=tftp`, 10*time.Second)
 	}
+	return paths, nil
+}
 
-	// The machine: BIOS, network boot first, a software TPM.
-	sock := startSWTPM(t, tools["swtpm"], dir)
-	const (
-		mac  = "52:54:00:78:00:01"
-		uuid = "5f2d6c1e-78a0-4b1c-9d3e-0a1b2c3d4e5f"
-	)
-	vm := inNS(ctx, tools["qemu-system-x86_64"], "-accel", "tcg", "-m", "512", "-nographic", "-no-reboot",
-		"-boot", "n", "-uuid", uuid,
+// inNS runs a command in the lab's namespace; it is killed when the lab
+// times out.
+func (l *pxeLab) inNS(name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(l.ctx, l.tools["ip"], append([]string{"netns", "exec", l.ns, name}, args...)...)
+}
+
+// api calls the daemon's REST API from inside the namespace.
+func (l *pxeLab) api(method, path, body string, out any) error {
+	args := []string{"-sS", "-f", "-X", method, "-H", "Authorization: Bearer " + pxeToken, "-H", "Content-Type: application/json"}
+	if body != "" {
+		args = append(args, "-d", body)
+	}
+	b, err := l.inNS("curl", append(args, pxeURL+path)...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %v: %s", method, path, err, b)
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+// bootVM powers on the lab's machine under TCG with a fresh swtpm and
+// returns its serial console. args add the firmware, the boot order and
+// the devices: the NIC on netdev n0 (the lab's tap) and the TPM on
+// tpmdev tpm0.
+func (l *pxeLab) bootVM(args ...string) *consoleLog {
+	t := l.t
+	t.Helper()
+	sock := startSWTPM(t, l.tools["swtpm"], l.dir)
+	vm := l.inNS(l.tools["qemu-system-x86_64"], append([]string{"-accel", "tcg", "-m", "512", "-nographic", "-no-reboot",
 		"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
-		"-device", "e1000,netdev=n0,mac="+mac+",romfile="+rom,
-		"-chardev", "socket,id=chrtpm,path="+sock, "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0")
+		"-chardev", "socket,id=chrtpm,path=" + sock, "-tpmdev", "emulator,id=tpm0,chardev=chrtpm"}, args...)...)
 	console := &consoleLog{t: t, changed: make(chan struct{})}
 	vm.Stdout, vm.Stderr = console, console
 	if err := vm.Start(); err != nil {
@@ -185,21 +270,18 @@ func TestNetworkBootInVM(t *testing.T) {
 		vm.Wait()
 		console.stop()
 	})
+	return console
+}
 
-	// Firmware to kernel, as the daemon saw it.
+// enroll follows the network-booted agent on console: its NIC driver,
+// its own DHCP lease, registration and attestation; approves the machine
+// as hostname through the REST API; and checks the config is fetched,
+// the machine's events and its state.
+func (l *pxeLab) enroll(console *consoleLog, hostname string) {
+	t := l.t
+	t.Helper()
 	for _, step := range []string{
-		`msg="dhcp offer" component=dhcp mac=` + mac + ` arch=bios ipxe=true ip=10.78.0.`,
-		`msg="boot script" component=boot mac=` + mac + ` uuid=` + uuid + ` arch=x86_64-pcbios action=agent`,
-		`msg="boot asset" component=boot asset=vmlinuz mac=` + mac,
-		`msg="boot asset" component=boot asset=initrd.img mac=` + mac,
-	} {
-		dlog.wait(t, step, 2*time.Minute)
-	}
-	t.Logf("script, kernel and initramfs fetched after %s", time.Since(start).Round(time.Second))
-
-	// The agent.
-	for _, step := range []string{
-		`msg="module loaded" module=e1000`, `msg="dhcp lease" link=eth0 address=10.78.0.`,
+		`msg="module loaded" module=` + l.modules[len(l.modules)-1], `msg="dhcp lease" link=eth0 address=` + pxePool,
 		`msg="tpm opened"`, `msg=registered`, `msg="credential activated"`, `msg="quote sent"`,
 	} {
 		console.wait(t, step, 3*time.Minute)
@@ -209,7 +291,7 @@ func TestNetworkBootInVM(t *testing.T) {
 	if id == nil {
 		t.Fatalf("no machine ID in %q", waiting)
 	}
-	if err := api("POST", "/api/v1/machines/"+id[1]+"/approve", `{"role":"worker","hostname":"pxe-1"}`, nil); err != nil {
+	if err := l.api("POST", "/api/v1/machines/"+id[1]+"/approve", `{"role":"worker","hostname":"`+hostname+`"}`, nil); err != nil {
 		t.Fatal(err)
 	}
 	console.wait(t, `msg="config written"`, time.Minute)
@@ -225,7 +307,7 @@ func TestNetworkBootInVM(t *testing.T) {
 		var res struct {
 			Events []event `json:"events"`
 		}
-		if err := api("GET", "/api/v1/events?machine="+id[1], "", &res); err != nil {
+		if err := l.api("GET", "/api/v1/events?machine="+id[1], "", &res); err != nil {
 			t.Fatal(err)
 		}
 		types = types[:0]
@@ -248,11 +330,11 @@ func TestNetworkBootInVM(t *testing.T) {
 			MACs  []string `json:"macs"`
 		} `json:"machine"`
 	}
-	if err := api("GET", "/api/v1/machines/"+id[1], "", &m); err != nil {
+	if err := l.api("GET", "/api/v1/machines/"+id[1], "", &m); err != nil {
 		t.Fatal(err)
 	}
-	if m.Machine.State != "provisioned" || !strings.HasPrefix(m.Machine.IP, "10.78.0.") {
+	if m.Machine.State != "provisioned" || !strings.HasPrefix(m.Machine.IP, pxePool) {
 		t.Errorf("machine %s: state %q ip %q; want provisioned with an address of the pool", id[1], m.Machine.State, m.Machine.IP)
 	}
-	t.Logf("network boot to configured in %s: events %s", time.Since(start).Round(time.Second), strings.Join(types, " "))
+	t.Logf("network boot to configured in %s: events %s", time.Since(l.start).Round(time.Second), strings.Join(types, " "))
 }

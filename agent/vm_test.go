@@ -105,9 +105,10 @@ func TestBootInVM(t *testing.T) {
 }
 
 // agentInitramfs builds the static agent into dir and writes an initramfs
-// (newc cpio) with it as /init, the e1000 module of kernel release and
-// /etc/attestation/modules naming it; it returns the initramfs's path.
-func agentInitramfs(t *testing.T, dir, release, e1000 string) string {
+// (newc cpio) with it as /init, the kernel modules (paths under
+// /lib/modules/<release>, in load order) and /etc/attestation/modules
+// naming them; it returns the initramfs's path.
+func agentInitramfs(t *testing.T, dir, release string, modules ...string) string {
 	t.Helper()
 	// The agent, static, as the image builds it.
 	bin := filepath.Join(dir, "init")
@@ -120,26 +121,34 @@ func agentInitramfs(t *testing.T, dir, release, e1000 string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	module, err := os.ReadFile(e1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	modPath := strings.TrimPrefix(e1000, "/")
 	var cpio newc
-	for _, d := range []string{"etc", "etc/attestation", "lib", "lib/modules", "lib/modules/" + release} {
-		cpio.dir(d)
+	dirs := map[string]bool{}
+	mkdir := func(d string) {
+		var parents []string
+		for ; d != "." && !dirs[d]; d = filepath.Dir(d) {
+			dirs[d] = true
+			parents = append([]string{d}, parents...)
+		}
+		for _, p := range parents {
+			cpio.dir(p)
+		}
 	}
-	initrd := filepath.Join(dir, "initramfs.cpio")
-	var parents []string
-	for d := filepath.Dir(modPath); d != "lib/modules/"+release; d = filepath.Dir(d) {
-		parents = append([]string{d}, parents...)
-	}
-	for _, d := range parents {
-		cpio.dir(d)
-	}
+	mkdir("etc/attestation")
+	mkdir("lib/modules/" + release)
 	cpio.file("init", 0o755, agentBin)
-	cpio.file("etc/attestation/modules", 0o644, []byte("# NIC drivers, in load order\ne1000\n"))
-	cpio.file(modPath, 0o644, module)
+	list := "# NIC drivers, in load order\n"
+	for _, m := range modules {
+		module, err := os.ReadFile(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		modPath := strings.TrimPrefix(m, "/")
+		mkdir(filepath.Dir(modPath))
+		cpio.file(modPath, 0o644, module)
+		list += strings.TrimSuffix(filepath.Base(m), ".ko") + "\n"
+	}
+	cpio.file("etc/attestation/modules", 0o644, []byte(list))
+	initrd := filepath.Join(dir, "initramfs.cpio")
 	if err := os.WriteFile(initrd, cpio.close(), 0o644); err != nil {
 		t.Fatal(err)
 	}
