@@ -4,13 +4,16 @@
 //
 // Register checks the EK and the AK, applies the EK policy and answers
 // with a credential-activation challenge bound to the AK name the daemon
-// computed, plus a quote nonce; both are stored only hashed, single use,
-// short-lived. Attest checks the activated secret in constant time and the
-// quote (signature, nonce, PCR digest, the role's expected PCR values),
-// burns the challenge, binds the AK to the EK, moves the machine to
-// attested and gives the agent a session credential. WatchApproval and
-// Heartbeat take that credential; nothing here ever trusts a MAC or an IP
-// (the IP recorded is the TCP peer's; X-Forwarded-For is ignored).
+// computed, plus a quote nonce; both are kept only hashed, in memory,
+// single use, short-lived (challenges.go). An unknown EK becomes a new
+// machine; a known one is not written to until it proves itself. Attest
+// spends the challenge, checks the activated secret in constant time and
+// the quote (signature, nonce, PCR digest, the role's expected PCR
+// values), records what the agent reported at Register, binds the AK to
+// the EK, moves the machine to attested and gives the agent a session
+// credential. WatchApproval and Heartbeat take that credential; nothing
+// here ever trusts a MAC or an IP (the IP recorded is the TCP peer's;
+// X-Forwarded-For is ignored).
 //
 // Errors become Connect codes here, at the edge, and nowhere else.
 package agentapi
@@ -78,7 +81,8 @@ type Server struct {
 	o    Options
 	log  *slog.Logger
 	pcrs []int
-	aks  akMemo
+	// challenges are the outstanding challenges.
+	challenges challenges
 }
 
 // New returns a Server.
@@ -166,43 +170,51 @@ func (s *Server) Register(ctx context.Context, req *connect.Request[attestationv
 		return nil, toConnect(fmt.Errorf("register machine %s: %w", fp, err))
 	}
 	reg.EKFingerprint = fp
-	ch := &store.Challenge{
-		TPM:        true,
-		AKPublic:   msg.AkPublic,
-		AKName:     ak.Name,
-		SecretHash: hash(c.Secret),
-		NonceHash:  hash(c.Nonce),
-		PCRs:       s.pcrs,
+	ch := &challenge{
+		tpm:        true,
+		akPublic:   msg.AkPublic,
+		ak:         ak,
+		secretHash: hash(c.Secret),
+		nonceHash:  hash(c.Nonce),
+		pcrs:       s.pcrs,
 	}
-	m, created, err := s.register(ctx, reg, ch)
+	m, created, err := s.register(ctx, old, reg, ch)
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	s.aks.put(ch.ID, msg.AkPublic, ak, ch.ExpiresAt)
 	log.Info("machine registered", "machine", m.ID, "new", created, "ip", reg.IP, "conflict_with", m.ConflictWith)
 	return connect.NewResponse(&attestationv1.RegisterResponse{
 		MachineId:       m.ID,
-		ChallengeId:     ch.ID,
+		ChallengeId:     ch.id,
 		CredentialBlob:  c.CredentialBlob,
 		EncryptedSecret: c.EncryptedSecret,
 		Nonce:           c.Nonce,
 		Pcrs:            uint32s(s.pcrs),
-		ExpiresAt:       timestamppb.New(ch.ExpiresAt),
+		ExpiresAt:       timestamppb.New(ch.expires),
 	}), nil
 }
 
-// register records the registration and stores the challenge with it.
-func (s *Server) register(ctx context.Context, reg machines.SelfRegistration, ch *store.Challenge) (*store.Machine, bool, error) {
+// register records a new machine (old is nil when the EK may be unknown)
+// and holds the challenge for it. A known machine is not written to:
+// what its agent reported is recorded when it attests.
+func (s *Server) register(ctx context.Context, old *store.Machine, reg machines.SelfRegistration, ch *challenge) (m *store.Machine, created bool, err error) {
+	if m = old; m == nil {
+		if m, created, err = s.o.Machines.SelfRegister(ctx, reg); err != nil {
+			return nil, false, err
+		}
+	}
 	id := make([]byte, 16)
 	if _, err := rand.Read(id); err != nil {
 		return nil, false, err
 	}
-	ch.ID = hex.EncodeToString(id)
-	ch.ExpiresAt = time.Now().Add(s.o.ChallengeTTL).UTC()
-	return s.o.Machines.SelfRegister(ctx, reg, func(tx *store.Tx, m *store.Machine) error {
-		ch.MachineID = m.ID
-		return tx.InsertChallenge(ctx, ch)
-	})
+	now := time.Now()
+	ch.id, ch.machineID, ch.reported = hex.EncodeToString(id), m.ID, reg
+	ch.expires = now.Add(s.o.ChallengeTTL).UTC()
+	if err := s.challenges.add(ch, now); err != nil {
+		s.log.Warn("registration refused: challenge table full", "machine", m.ID, "outstanding", s.challenges.len())
+		return nil, false, connect.NewError(connect.CodeResourceExhausted, err)
+	}
+	return m, created, nil
 }
 
 // noTPMDomain separates the identities of machines without a TPM from EK
@@ -231,17 +243,17 @@ func (s *Server) registerWithoutTPM(ctx context.Context, msg *attestationv1.Regi
 	}
 	sum := sha256.Sum256([]byte(noTPMDomain + key))
 	reg.EKFingerprint = hex.EncodeToString(sum[:])
-	ch := &store.Challenge{TPM: false, PCRs: []int{}}
-	m, created, err := s.register(ctx, reg, ch)
+	ch := &challenge{tpm: false, pcrs: []int{}}
+	m, created, err := s.register(ctx, nil, reg, ch)
 	if err != nil {
 		return nil, toConnect(err)
 	}
 	s.log.Warn("machine without TPM registered; it proves nothing", "machine", m.ID, "new", created, "ip", reg.IP)
 	return connect.NewResponse(&attestationv1.RegisterResponse{
 		MachineId:   m.ID,
-		ChallengeId: ch.ID,
+		ChallengeId: ch.id,
 		Pcrs:        []uint32{},
-		ExpiresAt:   timestamppb.New(ch.ExpiresAt),
+		ExpiresAt:   timestamppb.New(ch.expires),
 	}), nil
 }
 
@@ -272,27 +284,18 @@ func (s *Server) Attest(ctx context.Context, req *connect.Request[attestationv1.
 	if msg.ChallengeId == "" {
 		return nil, invalid("challenge_id is required: the one Register returned")
 	}
-	ch, err := s.o.Store.GetChallenge(ctx, msg.ChallengeId)
+	// Taken once: whatever follows, this challenge is spent.
+	ch, err := s.challenges.take(msg.ChallengeId, time.Now())
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown challenge %s: call Register for a new one", msg.ChallengeId))
+		return nil, connect.NewError(connect.CodeNotFound, errUnknownChallenge(msg.ChallengeId))
 	}
 	if err != nil {
-		return nil, toConnect(err)
+		s.log.Warn("attestation refused", "machine", ch.machineID, "challenge", ch.id, "err", err)
+		return nil, challengeError(err)
 	}
-	log := s.log.With("machine", ch.MachineID, "challenge", ch.ID)
-	if !ch.UsedAt.IsZero() {
-		log.Warn("attestation refused: challenge already used (replay?)")
-		return nil, challengeError(store.ErrUsed)
-	}
-	if !time.Now().Before(ch.ExpiresAt) {
-		s.burn(ctx, ch.ID)
-		log.Warn("attestation refused: challenge expired")
-		return nil, challengeError(store.ErrExpired)
-	}
+	log := s.log.With("machine", ch.machineID, "challenge", ch.id)
 	pcrs, err := s.verify(ch, msg)
 	if err != nil {
-		// A wrong answer burns the challenge: no second guess.
-		s.burn(ctx, ch.ID)
 		log.Warn("attestation refused", "err", err)
 		return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("attestation failed: %w", err))
 	}
@@ -306,21 +309,19 @@ func (s *Server) Attest(ctx context.Context, req *connect.Request[attestationv1.
 		pcrErr  error
 		akBound bool
 	)
-	m, err := s.o.Machines.AttestedWith(ctx, ch.MachineID, func(tx *store.Tx, m *store.Machine) error {
-		// Single use, checked and marked in this transaction: of two
-		// identical answers, one wins.
-		if err := tx.UseChallenge(ctx, ch.ID); err != nil {
-			return err
-		}
-		if want := s.o.PCRPolicy[m.Role]; ch.TPM && len(want) > 0 {
+	m, err := s.o.Machines.AttestedWith(ctx, ch.machineID, func(tx *store.Tx, m *store.Machine) error {
+		if want := s.o.PCRPolicy[m.Role]; ch.tpm && len(want) > 0 {
 			if err := attest.ComparePCRs(want, pcrs); err != nil {
 				pcrErr = fmt.Errorf("role %s: %w", m.Role, err)
 				return pcrErr
 			}
 		}
-		if ch.TPM {
-			akBound = len(m.AKName) > 0 && string(m.AKName) != string(ch.AKName)
-			m.AKPublic, m.AKName = ch.AKPublic, ch.AKName
+		// What the agent reported counts now that the machine proved
+		// itself.
+		ch.reported.ApplyTo(m)
+		if ch.tpm {
+			akBound = len(m.AKName) > 0 && string(m.AKName) != string(ch.ak.Name)
+			m.AKPublic, m.AKName = ch.akPublic, ch.ak.Name
 		}
 		return tx.ReplaceSessions(ctx, &store.Session{
 			TokenHash:     tokenHash,
@@ -330,13 +331,8 @@ func (s *Server) Attest(ctx context.Context, req *connect.Request[attestationv1.
 		})
 	})
 	if pcrErr != nil {
-		s.burn(ctx, ch.ID)
 		log.Warn("attestation refused: PCR values differ from the role's policy", "err", pcrErr)
 		return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("attestation failed: %w", pcrErr))
-	}
-	if errors.Is(err, store.ErrUsed) || errors.Is(err, store.ErrExpired) || errors.Is(err, store.ErrNotFound) {
-		log.Warn("attestation refused", "err", err)
-		return nil, challengeError(err)
 	}
 	if err != nil {
 		return nil, toConnect(err)
@@ -344,26 +340,13 @@ func (s *Server) Attest(ctx context.Context, req *connect.Request[attestationv1.
 	if akBound {
 		log.Info("the machine's AK changed; the new one is bound to its EK", "ek", m.EKFingerprint)
 	}
-	log.Info("machine attested", "ek", m.EKFingerprint, "state", m.State, "tpm", ch.TPM)
+	log.Info("machine attested", "ek", m.EKFingerprint, "state", m.State, "tpm", ch.tpm)
 	return connect.NewResponse(&attestationv1.AttestResponse{
 		MachineId:        m.ID,
 		State:            string(m.State),
 		SessionToken:     token,
 		SessionExpiresAt: timestamppb.New(expires),
 	}), nil
-}
-
-// burn marks a challenge used after a failed attempt.
-func (s *Server) burn(ctx context.Context, id string) {
-	_, err := s.o.Store.Update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
-		if err := tx.UseChallenge(ctx, id); err != nil && !errors.Is(err, store.ErrUsed) && !errors.Is(err, store.ErrExpired) {
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		s.log.Error("could not burn a failed challenge", "challenge", id, "err", err)
-	}
 }
 
 // Heartbeat implements AgentService.Heartbeat.
@@ -472,21 +455,21 @@ func (s *Server) session(ctx context.Context, authorization string) (*store.Sess
 }
 
 // verify checks an answer to ch and returns the quoted PCR values.
-func (s *Server) verify(ch *store.Challenge, msg *attestationv1.AttestRequest) (map[int][]byte, error) {
-	if !ch.TPM {
+func (s *Server) verify(ch *challenge, msg *attestationv1.AttestRequest) (map[int][]byte, error) {
+	if !ch.tpm {
 		if len(msg.Secret) > 0 || len(msg.Quote) > 0 || len(msg.QuoteSignature) > 0 || len(msg.PcrValues) > 0 {
 			return nil, errors.New("this machine registered without a TPM: send only the challenge_id")
 		}
 		return nil, nil
 	}
-	if len(msg.Secret) == 0 || !attest.SecretsEqual(hash(msg.Secret), ch.SecretHash) {
+	if len(msg.Secret) == 0 || !attest.SecretsEqual(hash(msg.Secret), ch.secretHash) {
 		return nil, errors.New("wrong secret: the credential was not activated by the TPM that holds this EK and this AK")
 	}
 	nonce, err := quoteNonce(msg.Quote)
 	if err != nil {
 		return nil, err
 	}
-	if !attest.SecretsEqual(hash(nonce), ch.NonceHash) {
+	if !attest.SecretsEqual(hash(nonce), ch.nonceHash) {
 		return nil, errors.New("the quote is not over this challenge's nonce")
 	}
 	pcrs := make(map[int][]byte, len(msg.PcrValues))
@@ -496,15 +479,11 @@ func (s *Server) verify(ch *store.Challenge, msg *attestationv1.AttestRequest) (
 		}
 		pcrs[int(i)] = v
 	}
-	ak, err := s.aks.take(ch.ID, ch.AKPublic)
-	if err != nil {
-		return nil, fmt.Errorf("verify quote: %w", err)
-	}
-	if err := ak.VerifyQuote(msg.Quote, msg.QuoteSignature, nonce, pcrs); err != nil {
+	if err := ch.ak.VerifyQuote(msg.Quote, msg.QuoteSignature, nonce, pcrs); err != nil {
 		return nil, err
 	}
 	var missing []int
-	for _, i := range ch.PCRs {
+	for _, i := range ch.pcrs {
 		if _, ok := pcrs[i]; !ok {
 			missing = append(missing, i)
 		}

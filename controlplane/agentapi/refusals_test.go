@@ -12,6 +12,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/hex"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -411,4 +412,50 @@ func TestRefuseMalformed(t *testing.T) {
 	req.Quote = []byte{1, 2, 3}
 	_, err = h.attest(t, req)
 	wantCode(t, err, connect.CodePermissionDenied, "quote: malformed TPM structure")
+}
+
+// TestRegisterAloneRecordsNothing: the EK public is no secret, so a
+// Register for a known EK without the attestation that follows changes
+// nothing the machine's record says; the attestation records it.
+func TestRegisterAloneRecordsNothing(t *testing.T) {
+	h := start(t, nil)
+	a := boot(t, "simulator")
+	ch, _ := h.enroll(t, a, nil)
+	before := h.machine(t, ch.MachineId)
+
+	forged := registration(a, &attestationv1.Hardware{SmbiosUuid: "00000000-0000-0000-0000-000000000bad", Macs: []string{"02:00:00:00:0b:ad"}, Serial: "FORGED"})
+	h.register(t, forged)
+	if after := h.machine(t, ch.MachineId); !proto.Equal(after, before) {
+		t.Errorf("an unanswered Register changed the machine:\nbefore %v\nafter  %v", before, after)
+	}
+
+	// Answered, the same report is recorded.
+	ch2 := h.register(t, forged)
+	if _, err := h.attest(t, quote(t, a, ch2, answer(t, a, ch2))); err != nil {
+		t.Fatal(err)
+	}
+	if m := h.machine(t, ch.MachineId); m.Serial != "FORGED" || !slices.Contains(m.Macs, "02:00:00:00:0b:ad") {
+		t.Errorf("after attesting: serial %q, MACs %v; want the reported ones", m.Serial, m.Macs)
+	}
+}
+
+// TestChallengeEndsWithRestart: challenges live in the daemon's memory;
+// an answer to one issued before a restart is refused as unknown, and the
+// agent's next Register works.
+func TestChallengeEndsWithRestart(t *testing.T) {
+	dir := t.TempDir()
+	h := startIn(t, dir, nil)
+	a := boot(t, "simulator")
+	ch := h.register(t, registration(a, nil))
+	req := quote(t, a, ch, answer(t, a, ch))
+	h.d.Stop(t)
+
+	h = startIn(t, dir, nil)
+	_, err := h.attest(t, req)
+	wantCode(t, err, connect.CodeNotFound, "unknown challenge", "call Register")
+	h.notOnline(t, ch.MachineId)
+	ch2, att := h.enroll(t, a, nil)
+	if ch2.MachineId != ch.MachineId || att.State != "attested" {
+		t.Errorf("after the restart: %s in %s, want %s attested", ch2.MachineId, att.State, ch.MachineId)
+	}
 }

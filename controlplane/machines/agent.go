@@ -37,19 +37,16 @@ type SelfRegistration struct {
 	Hardware events.Hardware
 }
 
-// SelfRegister records an agent's registration. A new EK becomes a new
-// machine in registered, which emits node.registered; when an older
-// machine reported the same SMBIOS UUID with another EK, the new one is
-// flagged as conflicting with it. A known EK keeps its machine: only its
-// reported attributes are updated, and nothing is emitted. A
-// decommissioned EK is refused with *DecommissionedError.
-//
-// with (may be nil) runs in the same transaction once the machine is
-// written (to store the challenge); when it fails, nothing changes.
-// created reports whether the machine is new.
-func (s *Service) SelfRegister(ctx context.Context, r SelfRegistration, with func(*store.Tx, *store.Machine) error) (m *store.Machine, created bool, err error) {
+// SelfRegister records an agent's registration of an EK the store does
+// not know: a new machine in registered, which emits node.registered; when
+// an older machine reported the same SMBIOS UUID with another EK, the new
+// one is flagged as conflicting with it. A known EK keeps its machine and
+// nothing is written: what its agent reports is recorded by ApplyTo once
+// the machine has proved itself, not on an unauthenticated claim. A
+// decommissioned EK is refused with *DecommissionedError. created reports
+// whether the machine is new.
+func (s *Service) SelfRegister(ctx context.Context, r SelfRegistration) (m *store.Machine, created bool, err error) {
 	fp := NormalizeFingerprint(r.EKFingerprint)
-	macs := normalizeMACs(nil, r.Hardware.MACs)
 	evs, err := s.store.Update(ctx, func(tx *store.Tx) error {
 		created = false
 		old, err := tx.MachineByEK(ctx, fp)
@@ -58,71 +55,69 @@ func (s *Service) SelfRegister(ctx context.Context, r SelfRegistration, with fun
 			if old.State == lifecycle.Decommissioned {
 				return &DecommissionedError{ID: old.ID, Reason: old.DecommissionReason}
 			}
-			// Attributes only: the identity is the EK.
-			old.MACs = normalizeMACs(old.MACs, macs)
-			old.IP, old.TPMAvailable = r.IP, r.TPMAvailable
-			if r.Hardware.SMBIOSUUID != "" {
-				old.SMBIOSUUID = r.Hardware.SMBIOSUUID
-			}
-			if r.Hardware.Serial != "" {
-				old.Serial = r.Hardware.Serial
-			}
-			if r.Hardware.Product != "" {
-				old.Product = r.Hardware.Product
-			}
-			if err := tx.UpdateMachine(ctx, old); err != nil {
-				return err
-			}
 			m = old
-		case errors.Is(err, store.ErrNotFound):
-			m = &store.Machine{
-				EKFingerprint: fp,
-				State:         lifecycle.Registered,
-				MACs:          macs,
-				SMBIOSUUID:    r.Hardware.SMBIOSUUID,
-				Serial:        r.Hardware.Serial,
-				Product:       r.Hardware.Product,
-				IP:            r.IP,
-				TPMAvailable:  r.TPMAvailable,
-			}
-			if m.SMBIOSUUID != "" {
-				same, err := tx.MachinesWithSMBIOSUUID(ctx, m.SMBIOSUUID)
-				if err != nil {
-					return err
-				}
-				if len(same) > 0 {
-					m.ConflictWith = same[0].ID
-				}
-			}
-			if err := tx.InsertMachine(ctx, m); err != nil {
-				return err
-			}
-			ev := &events.Registered{
-				IP:           m.IP,
-				TPMAvailable: m.TPMAvailable,
-				Hardware:     events.Hardware{SMBIOSUUID: m.SMBIOSUUID, Serial: m.Serial, Product: m.Product, MACs: m.MACs},
-				ConflictWith: m.ConflictWith,
-			}
-			if len(m.MACs) > 0 {
-				ev.MAC = m.MACs[0]
-			}
-			if err := tx.Emit(ctx, m, ev); err != nil {
-				return err
-			}
-			created = true
-		default:
+			return nil
+		case !errors.Is(err, store.ErrNotFound):
 			return err
 		}
-		if with != nil {
-			return with(tx, m)
+		m = &store.Machine{
+			EKFingerprint: fp,
+			State:         lifecycle.Registered,
+			MACs:          normalizeMACs(nil, r.Hardware.MACs),
+			SMBIOSUUID:    r.Hardware.SMBIOSUUID,
+			Serial:        r.Hardware.Serial,
+			Product:       r.Hardware.Product,
+			IP:            r.IP,
+			TPMAvailable:  r.TPMAvailable,
 		}
-		return nil
+		if m.SMBIOSUUID != "" {
+			same, err := tx.MachinesWithSMBIOSUUID(ctx, m.SMBIOSUUID)
+			if err != nil {
+				return err
+			}
+			if len(same) > 0 {
+				m.ConflictWith = same[0].ID
+			}
+		}
+		if err := tx.InsertMachine(ctx, m); err != nil {
+			return err
+		}
+		ev := &events.Registered{
+			IP:           m.IP,
+			TPMAvailable: m.TPMAvailable,
+			Hardware:     events.Hardware{SMBIOSUUID: m.SMBIOSUUID, Serial: m.Serial, Product: m.Product, MACs: m.MACs},
+			ConflictWith: m.ConflictWith,
+		}
+		if len(m.MACs) > 0 {
+			ev.MAC = m.MACs[0]
+		}
+		created = true
+		return tx.Emit(ctx, m, ev)
 	})
 	if err != nil {
 		return nil, false, fmt.Errorf("register machine %s: %w", fp, err)
 	}
 	s.committed(evs)
 	return m, created, nil
+}
+
+// ApplyTo records on m what its agent reported when it registered: the
+// MACs are added to those known, the IP and TPM presence replace the old
+// ones, and the SMBIOS fields replace them when reported. The identity is
+// the EK: nothing here changes which machine m is. Call it in the
+// transaction that records the machine's attestation.
+func (r SelfRegistration) ApplyTo(m *store.Machine) {
+	m.MACs = normalizeMACs(m.MACs, r.Hardware.MACs)
+	m.IP, m.TPMAvailable = r.IP, r.TPMAvailable
+	if r.Hardware.SMBIOSUUID != "" {
+		m.SMBIOSUUID = r.Hardware.SMBIOSUUID
+	}
+	if r.Hardware.Serial != "" {
+		m.Serial = r.Hardware.Serial
+	}
+	if r.Hardware.Product != "" {
+		m.Product = r.Hardware.Product
+	}
 }
 
 // normalizeMACs adds the MACs of add that are not in have, normalized.

@@ -74,8 +74,8 @@ func (s *Service) MissHeartbeats(ctx context.Context, now time.Time, missedAfter
 	}
 }
 
-// DeleteStaleCredentials deletes the challenges and sessions that expired
-// more than an hour ago, and the config tokens that expired more than a
+// DeleteStaleCredentials deletes the sessions that expired more than an
+// hour ago, and the config tokens that expired more than a
 // week ago.
 func (s *Service) DeleteStaleCredentials(ctx context.Context, now time.Time) (int64, error) {
 	var n int64

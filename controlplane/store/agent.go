@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -20,95 +19,6 @@ var (
 	// ErrRevoked: a newer credential replaced this one before it was used.
 	ErrRevoked = errors.New("replaced by a newer one")
 )
-
-// Challenge is a credential-activation challenge as stored: its secret and
-// nonce only as SHA-256 hashes.
-type Challenge struct {
-	ID        string
-	MachineID string
-	// TPM is false for a machine registered without a TPM (where policy
-	// allows it): then there is no AK, secret or nonce.
-	TPM        bool
-	AKPublic   []byte
-	AKName     []byte
-	SecretHash []byte
-	NonceHash  []byte
-	PCRs       []int
-	CreatedAt  time.Time
-	ExpiresAt  time.Time
-	UsedAt     time.Time
-}
-
-// InsertChallenge stores c; CreatedAt is the transaction's time.
-func (t *Tx) InsertChallenge(ctx context.Context, c *Challenge) error {
-	c.CreatedAt = t.now
-	pcrs, _ := json.Marshal(c.PCRs)
-	_, err := t.exec(ctx, `INSERT INTO attestation_challenges
-		(id, machine_id, tpm, ak_public, ak_name, secret_hash, nonce_hash, pcrs, created_at, expires_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		c.ID, c.MachineID, c.TPM, c.AKPublic, c.AKName, c.SecretHash, c.NonceHash, string(pcrs),
-		c.CreatedAt.UnixNano(), c.ExpiresAt.UnixNano())
-	if err != nil {
-		return fmt.Errorf("store challenge: %w", err)
-	}
-	return nil
-}
-
-// GetChallenge returns the challenge with the given ID, used or not, or
-// ErrNotFound.
-func (s *Store) GetChallenge(ctx context.Context, id string) (*Challenge, error) {
-	var (
-		c                        Challenge
-		pcrs                     string
-		created, expires         int64
-		used                     sql.NullInt64
-		akPublic, akName, sh, nh []byte
-	)
-	err := s.r.QueryRowContext(ctx, `SELECT id, machine_id, tpm, ak_public, ak_name, secret_hash, nonce_hash,
-		pcrs, created_at, expires_at, used_at FROM attestation_challenges WHERE id = ?`, id).Scan(
-		&c.ID, &c.MachineID, &c.TPM, &akPublic, &akName, &sh, &nh, &pcrs, &created, &expires, &used)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read challenge: %w", err)
-	}
-	if err := json.Unmarshal([]byte(pcrs), &c.PCRs); err != nil {
-		return nil, fmt.Errorf("read challenge %s: decode PCRs: %w", id, err)
-	}
-	c.AKPublic, c.AKName, c.SecretHash, c.NonceHash = akPublic, akName, sh, nh
-	c.CreatedAt, c.ExpiresAt, c.UsedAt = fromNanos(created), fromNanos(expires), fromNull(used)
-	return &c, nil
-}
-
-// UseChallenge marks the challenge used, once: it fails with ErrUsed when
-// it was used already, ErrExpired when it is past its expiry (it is then
-// marked used too) and ErrNotFound when there is no such challenge. Only
-// one of any number of concurrent calls for one challenge succeeds.
-func (t *Tx) UseChallenge(ctx context.Context, id string) error {
-	res, err := t.exec(ctx, `UPDATE attestation_challenges SET used_at = ?
-		WHERE id = ? AND used_at IS NULL AND expires_at > ?`, t.now.UnixNano(), id, t.now.UnixNano())
-	if err != nil {
-		return fmt.Errorf("use challenge: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n == 1 {
-		return nil
-	}
-	var used sql.NullInt64
-	err = t.queryRow(ctx, `SELECT used_at FROM attestation_challenges WHERE id = ?`, id).Scan(&used)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return ErrNotFound
-	case err != nil:
-		return fmt.Errorf("use challenge: %w", err)
-	case used.Valid:
-		return ErrUsed
-	}
-	if _, err := t.exec(ctx, `UPDATE attestation_challenges SET used_at = ? WHERE id = ?`, t.now.UnixNano(), id); err != nil {
-		return fmt.Errorf("use challenge: %w", err)
-	}
-	return ErrExpired
-}
 
 // Session is an agent's session credential as stored: by the hash of its
 // token.
@@ -353,8 +263,7 @@ func (s *Store) SilentMachines(ctx context.Context, deadline time.Time, limit in
 	return out, rows.Err()
 }
 
-// DeleteStaleCredentials deletes the challenges and sessions that expired
-// before cutoff and the config tokens that expired before tokenCutoff (an
+// DeleteStaleCredentials deletes the sessions that expired before cutoff and the config tokens that expired before tokenCutoff (an
 // expired token answers 410 Gone until it is deleted, then 404); it
 // returns how many rows went.
 func (t *Tx) DeleteStaleCredentials(ctx context.Context, cutoff, tokenCutoff time.Time) (int64, error) {
@@ -363,7 +272,6 @@ func (t *Tx) DeleteStaleCredentials(ctx context.Context, cutoff, tokenCutoff tim
 		q      string
 		cutoff time.Time
 	}{
-		{`DELETE FROM attestation_challenges WHERE expires_at < ?`, cutoff},
 		{`DELETE FROM agent_sessions WHERE expires_at < ?`, cutoff},
 		{`DELETE FROM config_tokens WHERE expires_at < ?`, tokenCutoff},
 	} {
