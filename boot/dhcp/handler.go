@@ -128,16 +128,55 @@ type Handler struct {
 // Handle parses one datagram and returns the reply to send, or an error
 // that wraps one of the Err values above saying why there is none.
 func (h *Handler) Handle(ctx context.Context, req Request) (Reply, error) {
-	m, err := dhcpv4.FromBytes(req.Data)
+	m, err := parse(req.Data)
 	if err != nil {
-		return Reply{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+		return Reply{}, err
+	}
+	return h.handle(ctx, req, m)
+}
+
+// parse reads a datagram as a BOOTREQUEST; the message keeps no
+// reference to data.
+func parse(data []byte) (*dhcpv4.DHCPv4, error) {
+	m, err := dhcpv4.FromBytes(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	if m.OpCode != dhcpv4.OpcodeBootRequest {
-		return Reply{}, ErrNotRequest
+		return nil, ErrNotRequest
 	}
 	if len(m.ClientHWAddr) == 0 || len(m.ClientHWAddr) > 16 {
-		return Reply{}, fmt.Errorf("%w: hardware address length %d", ErrMalformed, len(m.ClientHWAddr))
+		return nil, fmt.Errorf("%w: hardware address length %d", ErrMalformed, len(m.ClientHWAddr))
 	}
+	return m, nil
+}
+
+// waits reports whether answering m may wait on I/O: a boot decision
+// (the decider may read a database) or, in full mode, a lease stored
+// before the client is told. Other packets are answered from memory.
+func (h *Handler) waits(m *dhcpv4.DHCPv4) bool {
+	if h.Decider != nil && isBootClient(m) {
+		return true
+	}
+	if h.Mode != ModeFull {
+		return false
+	}
+	switch m.MessageType() {
+	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeInform:
+		return false
+	}
+	return true
+}
+
+// isBootClient reports whether m's class identifier is one client
+// treats as PXE or HTTP boot (before the architecture is checked).
+func isBootClient(m *dhcpv4.DHCPv4) bool {
+	class := m.ClassIdentifier()
+	return strings.HasPrefix(class, "PXEClient") || strings.HasPrefix(class, "HTTPClient")
+}
+
+// handle answers a parsed request.
+func (h *Handler) handle(ctx context.Context, req Request, m *dhcpv4.DHCPv4) (Reply, error) {
 	ip := req.ServerIP.To4()
 	if ip == nil || ip.IsUnspecified() {
 		return Reply{}, ErrNoServerIP

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -128,10 +130,11 @@ func New(opts Options) (*Server, error) {
 	return s, nil
 }
 
-// datagram is one received datagram waiting for a worker.
+// datagram is one received request waiting for a worker.
 type datagram struct {
 	conn *net.UDPConn
 	req  Request
+	msg  *dhcpv4.DHCPv4
 }
 
 // Run serves until ctx is done, then returns nil; it returns an error
@@ -202,11 +205,15 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
-// read receives datagrams into the queue until the socket closes.
+// read receives datagrams until the socket closes. A request answered
+// from memory is answered here, with no hand-off to a worker; one that
+// may wait on I/O goes into the queue.
 func (s *Server) read(ctx context.Context, c *net.UDPConn, port int, ip net.IP, q *queue[datagram]) error {
-	buf := make([]byte, 1500)
+	br := newBatchReader(c, readBatch)
+	var in []datagramIn
 	for {
-		n, src, err := c.ReadFromUDP(buf)
+		var err error
+		in, err = br.read(in)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -217,41 +224,67 @@ func (s *Server) read(ctx context.Context, c *net.UDPConn, port int, ip net.IP, 
 			}
 			return fmt.Errorf("dhcp: read on port %d: %w", port, err)
 		}
-		// A copy of the datagram's length, not of the whole buffer.
-		data := make([]byte, n)
-		copy(data, buf[:n])
-		q.push(datagram{conn: c, req: Request{Data: data, Src: src, Port: port, ServerIP: ip}})
+		for _, d := range in {
+			req := Request{Src: d.src, Port: port, ServerIP: ip}
+			m, err := parse(d.data)
+			if err != nil {
+				s.done(ctx, c, req, Reply{}, err)
+				continue
+			}
+			if s.handler.waits(m) {
+				q.push(datagram{conn: c, req: req, msg: m})
+				continue
+			}
+			r, err := s.handler.handle(ctx, req, m)
+			s.done(ctx, c, req, r, err)
+		}
 	}
 }
 
-// serve handles one packet and sends its reply, if any.
+// serve handles one queued request.
 func (s *Server) serve(ctx context.Context, p datagram) {
-	port := fmt.Sprint(p.req.Port)
-	r, err := s.handler.Handle(ctx, p.req)
+	r, err := s.handler.handle(ctx, p.req, p.msg)
+	s.done(ctx, p.conn, p.req, r, err)
+}
+
+// done sends a handled request's reply, if any, and counts and logs it.
+func (s *Server) done(ctx context.Context, c *net.UDPConn, req Request, r Reply, err error) {
+	port := portLabel(req.Port)
 	if err != nil {
 		result := reason(err)
 		s.m.packets.WithLabelValues(port, result).Inc()
 		switch {
 		case errors.Is(err, ErrMalformed):
 			s.m.malformed.Inc()
-			s.log.Debug("dhcp packet dropped", "from", p.req.Src.String(), "err", err)
+			s.log.Debug("dhcp packet dropped", "from", req.Src.String(), "err", err)
 		case errors.Is(err, ErrDecision), errors.Is(err, ErrLeaseStore):
-			s.log.Warn("dhcp no answer", "from", p.req.Src.String(), "err", err)
+			s.log.Warn("dhcp no answer", "from", req.Src.String(), "err", err)
 		case errors.Is(err, ErrRefused):
-			s.log.Info("dhcp no answer: refused by the boot decision", "from", p.req.Src.String())
+			s.log.Info("dhcp no answer: refused by the boot decision", "from", req.Src.String())
 		default:
-			s.log.Debug("dhcp no answer", "from", p.req.Src.String(), "reason", result, "err", err)
+			s.log.Debug("dhcp no answer", "from", req.Src.String(), "reason", result, "err", err)
 		}
 		return
 	}
-	if _, err := p.conn.WriteToUDP(r.Packet.ToBytes(), r.Dst); err != nil {
+	if _, err := c.WriteToUDP(r.Packet.ToBytes(), r.Dst); err != nil {
 		s.m.packets.WithLabelValues(port, "send_error").Inc()
 		s.log.Warn("dhcp send reply", "mac", r.Client.MAC.String(), "to", r.Dst.String(), "err", err)
 		return
 	}
 	s.m.packets.WithLabelValues(port, r.Kind).Inc()
 	s.m.replies.WithLabelValues(r.Kind, r.Client.Arch.Name).Inc()
-	s.logReply(ctx, r, p.req.Port)
+	s.logReply(ctx, r, req.Port)
+}
+
+// portLabel is a local port's metrics label.
+func portLabel(port int) string {
+	switch port {
+	case ServerPort:
+		return "67"
+	case BootServerPort:
+		return "4011"
+	}
+	return strconv.Itoa(port)
 }
 
 // logReply logs a sent offer or ack with the client's MAC and arch
