@@ -268,3 +268,53 @@ func TestFullDurableConcurrent(t *testing.T) {
 		t.Fatalf("got %d stored leases (%v) for %d acks, want 200", len(got), err, acked)
 	}
 }
+
+// TestSQLLeasesOrder: one SaveLeases applies its changes in order, runs
+// of stored leases longer than one statement and repeated addresses
+// included, deletes between them too.
+func TestSQLLeasesOrder(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "db.sqlite"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	s := SQLLeases{DB: st.DB()}
+	exp := time.UnixMilli(time.Now().Add(time.Hour).UnixMilli())
+	addr := func(i int) net.IP { return net.IPv4(10, 9, byte(i/250), byte(1+i%250)).To4() }
+	want := map[string]Lease{}
+	var changes []Lease
+	add := func(l Lease) {
+		changes = append(changes, l)
+		if l.State == "" {
+			delete(want, l.IP.String())
+		} else {
+			want[l.IP.String()] = l
+		}
+	}
+	for i := range 300 { // more than maxUpsertRows, not a power of two
+		add(Lease{IP: addr(i), MAC: mac(i).String(), State: LeaseBound, Expires: exp})
+	}
+	add(Lease{IP: addr(7)})                                                          // deleted
+	add(Lease{IP: addr(8), MAC: "", State: LeaseDeclined, Expires: exp})             // replaced
+	add(Lease{IP: addr(9), MAC: mac(999).String(), State: LeaseBound, Expires: exp}) // replaced ...
+	add(Lease{IP: addr(9), MAC: mac(998).String(), State: LeaseBound, Expires: exp}) // ... twice in one run
+	add(Lease{IP: addr(10)})
+	add(Lease{IP: addr(10), MAC: mac(997).String(), State: LeaseBound, Expires: exp}) // deleted, then stored again
+	if err := s.SaveLeases(ctx, changes); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Leases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d leases, want %d", len(got), len(want))
+	}
+	for _, l := range got {
+		w, ok := want[l.IP.String()]
+		if !ok || l.MAC != w.MAC || l.State != w.State || !l.Expires.Equal(w.Expires) {
+			t.Errorf("got %s: %s %s %v, want %+v", l.IP, l.MAC, l.State, l.Expires, w)
+		}
+	}
+}
