@@ -33,10 +33,13 @@ func FuzzHandle(f *testing.F) {
 			port = BootServerPort
 		}
 		h := &Handler{Mode: mode, PublicURL: testPublicURL, Arch: DefaultArchTable()}
+		// waited counts what may wait on I/O: the server answers a
+		// request on its reader only when waits says none will.
+		waited := 0
 		if mode == ModeFull {
 			p := testPool(100, 101)
 			p.Reservations = map[string]net.IP{testMAC.String(): net.IPv4(10, 9, 0, 5)}
-			l, err := newLeases(context.Background(), p, nil, nil)
+			l, err := newLeases(context.Background(), p, &countingStore{n: &waited}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -44,11 +47,15 @@ func FuzzHandle(f *testing.F) {
 		}
 		if sel&4 != 0 {
 			h.Decider = DeciderFunc(func(_ context.Context, c Client) (Decision, error) {
+				waited++
 				return Decision{Answer: c.MAC[0]&1 == 0, File: "x.efi"}, nil
 			})
 		}
 		r, err := h.Handle(context.Background(), Request{Data: data, Port: port, ServerIP: testServerIP,
 			Src: &net.UDPAddr{IP: net.IPv4(10, 9, 0, 50), Port: 68}})
+		if m, perr := parse(data); perr == nil && !h.waits(m) && waited > 0 {
+			t.Fatalf("%s answered on the reader waited on I/O %d times", m.MessageType(), waited)
+		}
 		if err != nil {
 			return
 		}
@@ -59,4 +66,15 @@ func FuzzHandle(f *testing.F) {
 			t.Fatalf("reply does not parse: %v", err)
 		}
 	})
+}
+
+// countingStore is a lease store that keeps nothing and counts its
+// calls.
+type countingStore struct{ n *int }
+
+func (s *countingStore) Leases(context.Context) ([]Lease, error) { return nil, nil }
+
+func (s *countingStore) SaveLeases(context.Context, []Lease) error {
+	*s.n++
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -44,6 +45,12 @@ func TestMain(m *testing.M) {
 }
 
 func serveHelper(iface string) int {
+	// The garbage collector as attestationd sets it
+	// (controlplane/cmd/attestationd), so the benchmark measures what
+	// the daemon would do.
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(400)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	level := slog.LevelDebug
