@@ -57,7 +57,7 @@ func FuzzDefault(f *testing.F) {
 			if err := yaml.Unmarshal(got, &back); err != nil {
 				t.Fatalf("Default(%+v) = %q, which does not parse: %v", m, got, err)
 			}
-			if !utf8.ValidString(id+host+role+mac+ip+serial) {
+			if !utf8.ValidString(id + host + role + mac + ip + serial) {
 				return // invalid bytes read back as U+FFFD
 			}
 			if !reflect.DeepEqual(back, m) {
