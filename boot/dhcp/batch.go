@@ -1,6 +1,7 @@
 package dhcp
 
 import (
+	"errors"
 	"net"
 
 	"golang.org/x/net/ipv4"
@@ -50,4 +51,62 @@ func (r *batchReader) read(out []datagramIn) ([]datagramIn, error) {
 		m.Addr = nil
 	}
 	return out, nil
+}
+
+// writeBatch is how many datagrams one system call sends at most
+// (sendmmsg on Linux).
+const writeBatch = readBatch
+
+// batchWriter sends several datagrams per system call.
+type batchWriter struct {
+	pc   *ipv4.PacketConn
+	msgs []ipv4.Message
+	bufs [][]byte
+}
+
+func newBatchWriter(c net.PacketConn, n int) *batchWriter {
+	w := &batchWriter{pc: ipv4.NewPacketConn(c), msgs: make([]ipv4.Message, n), bufs: make([][]byte, n)}
+	for i := range w.msgs {
+		w.msgs[i].Buffers = w.bufs[i : i+1]
+	}
+	return w
+}
+
+// datagramOut is one datagram to send.
+type datagramOut struct {
+	data []byte
+	dst  *net.UDPAddr
+}
+
+// write sends out in order and returns each datagram's error (nil:
+// sent), appended to errs[:0]: one that fails does not keep the others
+// from going.
+func (w *batchWriter) write(out []datagramOut, errs []error) []error {
+	errs = errs[:0]
+	for len(out) > 0 {
+		n := min(len(out), len(w.msgs))
+		for i, d := range out[:n] {
+			w.bufs[i] = d.data
+			w.msgs[i].Addr = d.dst
+		}
+		sent, err := w.pc.WriteBatch(w.msgs[:n], 0)
+		sent = max(0, min(sent, n)) // -1 on a failed system call
+		for range sent {
+			errs = append(errs, nil)
+		}
+		if sent == 0 {
+			// The first datagram failed (sendmmsg reports a failure
+			// only when it sent none): skip it, send the rest.
+			if err == nil {
+				err = errors.New("sent nothing")
+			}
+			errs = append(errs, err)
+			sent = 1
+		}
+		out = out[sent:]
+	}
+	for i := range w.msgs {
+		w.bufs[i], w.msgs[i].Addr = nil, nil
+	}
+	return errs
 }

@@ -66,3 +66,56 @@ func TestBatchReader(t *testing.T) {
 		t.Logf("no batching: %d reads for %d datagrams (not Linux?)", batches, len(want))
 	}
 }
+
+func TestBatchWriter(t *testing.T) {
+	dst, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	src, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	to := dst.LocalAddr().(*net.UDPAddr)
+	// A datagram larger than UDP allows fails (EMSGSIZE): those are
+	// reported, the ones after them still go.
+	huge := make([]byte, 70000)
+	var out []datagramOut
+	var wantFail []bool
+	for i := range 2*writeBatch + 3 {
+		d := datagramOut{data: []byte(fmt.Sprintf("reply %d", i)), dst: to}
+		fail := i == 0 || i == 5 || i == writeBatch
+		if fail {
+			d.data = huge
+		}
+		out = append(out, d)
+		wantFail = append(wantFail, fail)
+	}
+	bw := newBatchWriter(src, writeBatch)
+	errs := bw.write(out, nil)
+	if len(errs) != len(out) {
+		t.Fatalf("got %d results for %d datagrams", len(errs), len(out))
+	}
+	var want []string
+	for i, err := range errs {
+		if (err != nil) != wantFail[i] {
+			t.Errorf("datagram %d: got error %v, want one: %v", i, err, wantFail[i])
+		}
+		if !wantFail[i] {
+			want = append(want, string(out[i].data))
+		}
+	}
+	dst.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 100)
+	for _, w := range want {
+		n, err := dst.Read(buf)
+		if err != nil {
+			t.Fatalf("read, waiting for %q: %v", w, err)
+		}
+		if got := string(buf[:n]); got != w {
+			t.Fatalf("got %q, want %q (in order)", got, w)
+		}
+	}
+}

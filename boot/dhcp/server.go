@@ -206,11 +206,18 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // read receives datagrams until the socket closes. A request answered
-// from memory is answered here, with no hand-off to a worker; one that
-// may wait on I/O goes into the queue.
+// from memory is answered here, with no hand-off to a worker, and the
+// replies to one batch read leave in one batch; a request that may wait
+// on I/O goes into the queue.
 func (s *Server) read(ctx context.Context, c *net.UDPConn, port int, ip net.IP, q *queue[datagram]) error {
 	br := newBatchReader(c, readBatch)
-	var in []datagramIn
+	bw := newBatchWriter(c, writeBatch)
+	var (
+		in      []datagramIn
+		replies []reply
+		out     []datagramOut
+		errs    []error
+	)
 	for {
 		var err error
 		in, err = br.read(in)
@@ -224,11 +231,12 @@ func (s *Server) read(ctx context.Context, c *net.UDPConn, port int, ip net.IP, 
 			}
 			return fmt.Errorf("dhcp: read on port %d: %w", port, err)
 		}
+		replies, out = replies[:0], out[:0]
 		for _, d := range in {
 			req := Request{Src: d.src, Port: port, ServerIP: ip}
 			m, err := parse(d.data)
 			if err != nil {
-				s.done(ctx, c, req, Reply{}, err)
+				s.noReply(req, err)
 				continue
 			}
 			if s.handler.waits(m) {
@@ -236,37 +244,58 @@ func (s *Server) read(ctx context.Context, c *net.UDPConn, port int, ip net.IP, 
 				continue
 			}
 			r, err := s.handler.handle(ctx, req, m)
-			s.done(ctx, c, req, r, err)
+			if err != nil {
+				s.noReply(req, err)
+				continue
+			}
+			replies = append(replies, reply{req, r})
+			out = append(out, datagramOut{data: r.Packet.ToBytes(), dst: r.Dst})
+		}
+		errs = bw.write(out, errs)
+		for i, r := range replies {
+			s.sent(ctx, r.req, r.Reply, errs[i])
 		}
 	}
+}
+
+// reply is a request's reply on its way.
+type reply struct {
+	req Request
+	Reply
 }
 
 // serve handles one queued request.
 func (s *Server) serve(ctx context.Context, p datagram) {
 	r, err := s.handler.handle(ctx, p.req, p.msg)
-	s.done(ctx, p.conn, p.req, r, err)
-}
-
-// done sends a handled request's reply, if any, and counts and logs it.
-func (s *Server) done(ctx context.Context, c *net.UDPConn, req Request, r Reply, err error) {
-	port := portLabel(req.Port)
 	if err != nil {
-		result := reason(err)
-		s.m.packets.WithLabelValues(port, result).Inc()
-		switch {
-		case errors.Is(err, ErrMalformed):
-			s.m.malformed.Inc()
-			s.log.Debug("dhcp packet dropped", "from", req.Src.String(), "err", err)
-		case errors.Is(err, ErrDecision), errors.Is(err, ErrLeaseStore):
-			s.log.Warn("dhcp no answer", "from", req.Src.String(), "err", err)
-		case errors.Is(err, ErrRefused):
-			s.log.Info("dhcp no answer: refused by the boot decision", "from", req.Src.String())
-		default:
-			s.log.Debug("dhcp no answer", "from", req.Src.String(), "reason", result, "err", err)
-		}
+		s.noReply(p.req, err)
 		return
 	}
-	if _, err := c.WriteToUDP(r.Packet.ToBytes(), r.Dst); err != nil {
+	_, err = p.conn.WriteToUDP(r.Packet.ToBytes(), r.Dst)
+	s.sent(ctx, p.req, r, err)
+}
+
+// noReply counts and logs a request that gets no reply.
+func (s *Server) noReply(req Request, err error) {
+	result := reason(err)
+	s.m.packets.WithLabelValues(portLabel(req.Port), result).Inc()
+	switch {
+	case errors.Is(err, ErrMalformed):
+		s.m.malformed.Inc()
+		s.log.Debug("dhcp packet dropped", "from", req.Src.String(), "err", err)
+	case errors.Is(err, ErrDecision), errors.Is(err, ErrLeaseStore):
+		s.log.Warn("dhcp no answer", "from", req.Src.String(), "err", err)
+	case errors.Is(err, ErrRefused):
+		s.log.Info("dhcp no answer: refused by the boot decision", "from", req.Src.String())
+	default:
+		s.log.Debug("dhcp no answer", "from", req.Src.String(), "reason", result, "err", err)
+	}
+}
+
+// sent counts and logs a reply sent, or that failed to send (err).
+func (s *Server) sent(ctx context.Context, req Request, r Reply, err error) {
+	port := portLabel(req.Port)
+	if err != nil {
 		s.m.packets.WithLabelValues(port, "send_error").Inc()
 		s.log.Warn("dhcp send reply", "mac", r.Client.MAC.String(), "to", r.Dst.String(), "err", err)
 		return
