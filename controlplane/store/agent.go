@@ -263,9 +263,10 @@ func (s *Store) SilentMachines(ctx context.Context, deadline time.Time, limit in
 	return out, rows.Err()
 }
 
-// DeleteStaleCredentials deletes the sessions that expired before cutoff and the config tokens that expired before tokenCutoff (an
-// expired token answers 410 Gone until it is deleted, then 404); it
-// returns how many rows went.
+// DeleteStaleCredentials deletes the sessions that expired before cutoff
+// and the config tokens that expired before tokenCutoff (an expired token
+// answers 410 Gone until it is deleted, then 404); it returns how many
+// rows went.
 func (t *Tx) DeleteStaleCredentials(ctx context.Context, cutoff, tokenCutoff time.Time) (int64, error) {
 	var total int64
 	for _, d := range []struct {
