@@ -7,7 +7,9 @@
 // kept in the database (SQLLeases) across restarts.
 //
 // The packet handling is pure (bytes in, reply and destination out) so it
-// is tested and fuzzed without sockets; Server adds the sockets, a fixed
-// worker pool with a bounded queue that drops the oldest packets first
-// under a boot storm, logs and metrics.
+// is tested and fuzzed without sockets; Server adds the sockets (read and
+// written several datagrams per system call), answers on the reading
+// goroutine what needs no I/O, and hands what does (boot decisions, lease
+// commits) to a fixed worker pool through a bounded queue that drops the
+// oldest packets first under a boot storm; and logs and metrics.
 package dhcp

@@ -35,10 +35,12 @@ type Options struct {
 	// in memory only).
 	Pool   *Pool
 	Leases LeaseStore
-	// Workers handle packets concurrently (default 256: in full mode a
+	// Workers handle the packets that may wait on I/O, a boot decision
+	// or a lease commit, concurrently (default 256: in full mode a
 	// REQUEST's worker waits for its lease's commit, and every waiting
-	// lease goes into the same commit); Queue bounds the
-	// packets waiting for one (default 1024), oldest dropped first.
+	// lease goes into the same commit); the socket readers answer the
+	// others themselves. Queue bounds the packets waiting for a worker
+	// (default 1024), oldest dropped first.
 	Workers, Queue int
 	// Ports are the UDP ports to listen on; nil: 67 and 4011.
 	Ports  []int
