@@ -51,7 +51,9 @@ const (
 // config GET); the CPU milliseconds per enrollment of the daemon and of
 // the load generator during the storm; and daemon-cpu-bound-enrollments/s,
 // the rate the daemon's CPU per enrollment would allow on all of this
-// machine's cores (derived: here the load generator shares them). With
+// machine's cores (derived: here the load generator shares them); and
+// daemon-written-KiB/enrollment, what the daemon wrote (its WAL and
+// database pages, mostly). With
 // 200 agents in a closed loop, a whole enrollment takes
 // 200 / (enrollments/s) on average (Little's law), so the request
 // latencies are the ones to hold against a latency target.
@@ -71,11 +73,12 @@ func BenchmarkEnrollmentStorm(b *testing.B) {
 	// often leaves more CPU to the daemon (which runs with GOGC 400).
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	var (
-		total      time.Duration
-		enrolled   int
-		latencies  []enrollLatency
-		daemonCPU  time.Duration
-		loadgenCPU time.Duration
+		total       time.Duration
+		enrolled    int
+		latencies   []enrollLatency
+		daemonCPU   time.Duration
+		daemonWrote int64
+		loadgenCPU  time.Duration
 	)
 	b.ResetTimer()
 	for range b.N {
@@ -89,6 +92,10 @@ func BenchmarkEnrollmentStorm(b *testing.B) {
 		d := startDaemon(b, bin)
 		preRegister(b, d, agents)
 		cpu0, err := d.cpu()
+		if err != nil {
+			b.Fatal(err)
+		}
+		wrote0, err := d.written()
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -106,6 +113,10 @@ func BenchmarkEnrollmentStorm(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		wrote1, err := d.written()
+		if err != nil {
+			b.Fatal(err)
+		}
 		if n := d.countConfigured(b); n != len(agents) {
 			b.Fatalf("%d machines configured in the event log, want %d", n, len(agents))
 		}
@@ -114,6 +125,7 @@ func BenchmarkEnrollmentStorm(b *testing.B) {
 		enrolled += len(agents)
 		latencies = append(latencies, lat...)
 		daemonCPU += cpu1 - cpu0
+		daemonWrote += wrote1 - wrote0
 		loadgenCPU += gen1 - gen0
 		b.StartTimer()
 	}
@@ -151,6 +163,7 @@ func BenchmarkEnrollmentStorm(b *testing.B) {
 	// with no load generator sharing them: a bound, derived, not measured
 	// (the measured rate is enrollments/s).
 	b.ReportMetric(float64(runtime.NumCPU())*1000/perEnrollment, "daemon-cpu-bound-enrollments/s")
+	b.ReportMetric(float64(daemonWrote)/1024/float64(enrolled), "daemon-written-KiB/enrollment")
 	b.ReportMetric(float64(loadgenCPU)/float64(time.Millisecond)/float64(enrolled), "loadgen-cpu-ms/enrollment")
 }
 
@@ -323,6 +336,22 @@ func (d *daemonProc) stop() {
 		d.cmd.Process.Kill()
 		<-done
 	}
+}
+
+// written returns how many bytes the daemon has written with write(2) and
+// the like (wchar in /proc/PID/io): its WAL and database pages, mostly,
+// and its responses.
+func (d *daemonProc) written() (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", d.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "wchar: "); ok {
+			return strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return 0, errors.New("no wchar in /proc/PID/io")
 }
 
 // cpu returns the user and system CPU time the daemon has used.

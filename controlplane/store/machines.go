@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -46,12 +47,43 @@ type Machine struct {
 	AttestedAt        time.Time
 	ConfiguredAt      time.Time
 	HeartbeatMissedAt time.Time
+
+	// stored is the row as this Machine was read or inserted, for
+	// UpdateMachine to write only what changed since.
+	stored []any
 }
 
 const machineColumns = `id, ek_fingerprint, state, macs, smbios_uuid, serial, product, ip, hostname, role,
 	schematic_id, pre_registered, tpm_available, registered_at, first_seen_at, approved_at,
 	last_heartbeat_at, decommissioned_at, decommission_reason, updated_at,
 	ak_public, ak_name, conflict_with, attested_at, configured_at, heartbeat_missed_at`
+
+// updateColumns are the columns after id, in the order of row.
+var updateColumns = strings.Split(strings.Join(strings.Fields(strings.TrimPrefix(machineColumns, "id,")), ""), ",")
+
+// row returns the values of updateColumns as m is stored.
+func (m *Machine) row() []any {
+	if m.MACs == nil {
+		m.MACs = []string{}
+	}
+	macs, _ := json.Marshal(m.MACs)
+	return []any{
+		m.EKFingerprint, string(m.State), string(macs), m.SMBIOSUUID, m.Serial, m.Product, m.IP,
+		m.Hostname, m.Role, m.SchematicID, m.PreRegistered, m.TPMAvailable, m.RegisteredAt.UnixNano(),
+		toNull(m.FirstSeenAt), toNull(m.ApprovedAt), toNull(m.LastHeartbeatAt), toNull(m.DecommissionedAt),
+		m.DecommissionReason, m.UpdatedAt.UnixNano(),
+		m.AKPublic, m.AKName, m.ConflictWith, toNull(m.AttestedAt), toNull(m.ConfiguredAt), toNull(m.HeartbeatMissedAt),
+	}
+}
+
+// sameValue reports whether two values of row are stored alike.
+func sameValue(a, b any) bool {
+	if x, ok := a.([]byte); ok {
+		y, ok := b.([]byte)
+		return ok && (x == nil) == (y == nil) && bytes.Equal(x, y)
+	}
+	return a == b
+}
 
 type scanner interface{ Scan(...any) error }
 
@@ -80,6 +112,7 @@ func scanMachine(row scanner) (*Machine, error) {
 	m.FirstSeenAt, m.ApprovedAt = fromNull(firstSeen), fromNull(approved)
 	m.LastHeartbeatAt, m.DecommissionedAt = fromNull(heartbeat), fromNull(dec)
 	m.AttestedAt, m.ConfiguredAt, m.HeartbeatMissedAt = fromNull(attested), fromNull(configured), fromNull(missed)
+	m.stored = m.row()
 	return &m, nil
 }
 
@@ -152,49 +185,46 @@ func (t *Tx) InsertMachine(ctx context.Context, m *Machine) error {
 		m.RegisteredAt = t.now
 	}
 	m.UpdatedAt = t.now
-	if m.MACs == nil {
-		m.MACs = []string{}
-	}
-	macs, _ := json.Marshal(m.MACs)
+	row := m.row()
 	_, err := t.exec(ctx, `INSERT INTO machines (`+machineColumns+`)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		m.ID, m.EKFingerprint, m.State, string(macs), m.SMBIOSUUID, m.Serial, m.Product, m.IP,
-		m.Hostname, m.Role, m.SchematicID, m.PreRegistered, m.TPMAvailable, m.RegisteredAt.UnixNano(),
-		toNull(m.FirstSeenAt), toNull(m.ApprovedAt), toNull(m.LastHeartbeatAt), toNull(m.DecommissionedAt),
-		m.DecommissionReason, m.UpdatedAt.UnixNano(),
-		m.AKPublic, m.AKName, m.ConflictWith, toNull(m.AttestedAt), toNull(m.ConfiguredAt), toNull(m.HeartbeatMissedAt))
+		append([]any{m.ID}, row...)...)
 	if err != nil {
 		return fmt.Errorf("insert machine %s: %w", m.ID, err)
 	}
+	m.stored = row
 	return nil
 }
 
-// UpdateMachine writes every column of m.
+// UpdateMachine writes m: the columns that differ from the row it was
+// read as (every column for a Machine not read from the store), so that
+// an update leaves the indexes of unchanged columns alone, and with them
+// pages the commit would otherwise write again. Read m in the transaction
+// that updates it, as every caller does: a column changed by another
+// transaction since m was read is left as that transaction wrote it.
 func (t *Tx) UpdateMachine(ctx context.Context, m *Machine) error {
 	m.UpdatedAt = t.now
-	if m.MACs == nil {
-		m.MACs = []string{}
+	row := m.row()
+	set := make([]string, 0, len(row))
+	args := make([]any, 0, len(row)+1)
+	for i, v := range row {
+		if m.stored != nil && sameValue(v, m.stored[i]) {
+			continue
+		}
+		set = append(set, updateColumns[i]+" = ?")
+		args = append(args, v)
 	}
-	macs, _ := json.Marshal(m.MACs)
-	res, err := t.exec(ctx, `UPDATE machines SET ek_fingerprint = ?, state = ?, macs = ?,
-		smbios_uuid = ?, serial = ?, product = ?, ip = ?, hostname = ?, role = ?, schematic_id = ?,
-		pre_registered = ?, tpm_available = ?, registered_at = ?, first_seen_at = ?, approved_at = ?,
-		last_heartbeat_at = ?, decommissioned_at = ?, decommission_reason = ?, updated_at = ?,
-		ak_public = ?, ak_name = ?, conflict_with = ?, attested_at = ?, configured_at = ?,
-		heartbeat_missed_at = ?
-		WHERE id = ?`,
-		m.EKFingerprint, m.State, string(macs), m.SMBIOSUUID, m.Serial, m.Product, m.IP, m.Hostname,
-		m.Role, m.SchematicID, m.PreRegistered, m.TPMAvailable, m.RegisteredAt.UnixNano(),
-		toNull(m.FirstSeenAt), toNull(m.ApprovedAt), toNull(m.LastHeartbeatAt), toNull(m.DecommissionedAt),
-		m.DecommissionReason, m.UpdatedAt.UnixNano(),
-		m.AKPublic, m.AKName, m.ConflictWith, toNull(m.AttestedAt), toNull(m.ConfiguredAt), toNull(m.HeartbeatMissedAt),
-		m.ID)
+	if len(set) == 0 {
+		return nil // read in this transaction, as it is
+	}
+	res, err := t.exec(ctx, `UPDATE machines SET `+strings.Join(set, ", ")+` WHERE id = ?`, append(args, m.ID)...)
 	if err != nil {
 		return fmt.Errorf("update machine %s: %w", m.ID, err)
 	}
 	if n, _ := res.RowsAffected(); n != 1 {
 		return fmt.Errorf("update machine %s: %w", m.ID, ErrNotFound)
 	}
+	// m.stored stays the row as read: this transaction may yet roll back.
 	return nil
 }
 
@@ -203,7 +233,13 @@ func (t *Tx) UpdateMachine(ctx context.Context, m *Machine) error {
 func (t *Tx) Emit(ctx context.Context, m *Machine, ev events.Event) error {
 	h := ev.Header()
 	h.Event = events.TypeOf(ev)
-	h.ID = uuid.NewString()
+	// Time-ordered (UUIDv7): the unique index on event IDs grows at its
+	// end instead of at random pages, which a commit would write.
+	id, err := uuid.NewV7()
+	if err != nil {
+		return fmt.Errorf("make event ID: %w", err)
+	}
+	h.ID = id.String()
 	h.MachineID, h.EKFingerprint = m.ID, m.EKFingerprint
 	if h.Timestamp.IsZero() {
 		h.Timestamp = t.now

@@ -544,3 +544,71 @@ func TestUpdateOutlivesItsCaller(t *testing.T) {
 		t.Fatalf("got %d machines, want 1", len(ms))
 	}
 }
+
+// TestUpdateMachineWritesWhatChanged: UpdateMachine writes the columns
+// the caller changed since the read, so a change committed by another
+// transaction meanwhile to another column stays; a Machine not read from
+// the store is written whole, and one that does not exist is ErrNotFound.
+func TestUpdateMachineWritesWhatChanged(t *testing.T) {
+	st := open(t, tempDB(t))
+	ctx := t.Context()
+	var id string
+	if _, err := st.Update(ctx, func(tx *store.Tx) error {
+		m := &store.Machine{EKFingerprint: strings.Repeat("ab", 32), State: lifecycle.Registered, Hostname: "a", Role: "r1", MACs: []string{"52:54:00:00:00:01"}}
+		err := tx.InsertMachine(ctx, m)
+		id = m.ID
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := st.GetMachine(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	update := func(fn func(m *store.Machine)) {
+		t.Helper()
+		if _, err := st.Update(ctx, func(tx *store.Tx) error {
+			m, err := tx.MachineByID(ctx, id)
+			if err != nil {
+				return err
+			}
+			fn(m)
+			return tx.UpdateMachine(ctx, m)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	update(func(m *store.Machine) { m.Role = "r2" })
+	update(func(m *store.Machine) { m.Hostname, m.MACs = "b", append(m.MACs, "52:54:00:00:00:02") })
+	// An update from a Machine read before the role changed writes its
+	// own change, not the role it read.
+	if _, err := st.Update(ctx, func(tx *store.Tx) error {
+		stale.Serial = "SN-9"
+		return tx.UpdateMachine(ctx, stale)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.GetMachine(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Role != "r2" || got.Hostname != "b" || got.Serial != "SN-9" || len(got.MACs) != 2 || got.State != lifecycle.Registered {
+		t.Errorf("machine after three updates: %+v", got)
+	}
+	// Not read from the store: written whole.
+	if _, err := st.Update(ctx, func(tx *store.Tx) error {
+		w := &store.Machine{ID: got.ID, EKFingerprint: got.EKFingerprint, State: got.State, RegisteredAt: got.RegisteredAt, Role: "r3"}
+		return tx.UpdateMachine(ctx, w)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := st.GetMachine(ctx, id); got.Role != "r3" || got.Hostname != "" || got.Serial != "" {
+		t.Errorf("a Machine not read from the store was not written whole: %+v", got)
+	}
+	_, err = st.Update(ctx, func(tx *store.Tx) error {
+		return tx.UpdateMachine(ctx, &store.Machine{ID: "no-such-machine", State: lifecycle.Registered})
+	})
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("update of a missing machine: %v, want ErrNotFound", err)
+	}
+}
