@@ -48,7 +48,9 @@ func ParseArch(s string) (Arch, error) {
 	if s == "" {
 		return ArchUnknown, nil
 	}
-	if a, ok := archNames[strings.ToLower(s)]; ok {
+	// An iPXE build without ${platform} sends "x86_64-" for
+	// ${buildarch}-${platform}.
+	if a, ok := archNames[strings.TrimSuffix(strings.ToLower(s), "-")]; ok {
 		return a, nil
 	}
 	if _, err := strconv.ParseUint(s, 10, 16); err == nil {

@@ -82,13 +82,15 @@ func TestParseArch(t *testing.T) {
 		"x86_64-efi": boot.ArchX8664EFI, "efi": boot.ArchX8664EFI, "7": boot.ArchX8664EFI, "9": boot.ArchX8664EFI, "16": boot.ArchX8664EFI,
 		"i386": boot.ArchBIOS, "x86_64": boot.ArchX8664EFI, "arm64": boot.ArchARM64EFI,
 		"arm64-efi": boot.ArchARM64EFI, "11": boot.ArchARM64EFI, "19": boot.ArchARM64EFI,
+		// ${buildarch}-${platform} from an iPXE without ${platform}.
+		"x86_64-": boot.ArchX8664EFI, "i386-": boot.ArchBIOS,
 	} {
 		got, err := boot.ParseArch(in)
 		if err != nil || got != want {
 			t.Errorf("ParseArch(%q): got %q, %v, want %q", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"6", "65535", "99999", "riscv64-efi", "x86_64-efi\n", "-1"} {
+	for _, in := range []string{"6", "65535", "99999", "riscv64-efi", "x86_64-efi\n", "-1", "-", "x86_64--"} {
 		if got, err := boot.ParseArch(in); err == nil {
 			t.Errorf("ParseArch(%q): got %q, want an error", in, got)
 		}

@@ -37,8 +37,10 @@ const (
 const ScriptPath = "/boot/ipxe"
 
 // scriptQuery asks iPXE to fill in the machine's MAC, SMBIOS UUID and its
-// build architecture when it fetches the script.
-const scriptQuery = "?mac=${net0/mac}&uuid=${uuid}&arch=${buildarch}"
+// build architecture and platform (i386-pcbios for undionly.kpxe,
+// x86_64-efi, arm64-efi) when it fetches the script: the architecture
+// alone cannot tell a 64-bit BIOS build of iPXE from a UEFI one.
+const scriptQuery = "?mac=${net0/mac}&uuid=${uuid}&arch=${buildarch}-${platform}"
 
 // Client is what a request says about the machine asking.
 type Client struct {

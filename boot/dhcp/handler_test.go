@@ -45,7 +45,7 @@ func with(mods []dhcpv4.Modifier, more ...dhcpv4.Modifier) []dhcpv4.Modifier {
 func TestHandleProxy(t *testing.T) {
 	uuidOpt := dhcpv4.OptGeneric(dhcpv4.OptionClientMachineIdentifier,
 		[]byte{0, 0x33, 0x22, 0x11, 0x00, 0x55, 0x44, 0x77, 0x66, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff})
-	script := testPublicURL + "/boot/ipxe?mac=${net0/mac}&uuid=${uuid}&arch=${buildarch}"
+	script := testPublicURL + "/boot/ipxe?mac=${net0/mac}&uuid=${uuid}&arch=${buildarch}-${platform}"
 	bcast := &net.UDPAddr{IP: net.IPv4bcast, Port: 68}
 	tests := []struct {
 		name     string

@@ -229,7 +229,7 @@ func (n *netns) dhclient(t *testing.T, conf string) (out, lease string) {
 	return string(b), string(l)
 }
 
-const wantScript = "http://" + netnsServer + ":9000/boot/ipxe?mac=${net0/mac}&uuid=${uuid}&arch=${buildarch}"
+const wantScript = "http://" + netnsServer + ":9000/boot/ipxe?mac=${net0/mac}&uuid=${uuid}&arch=${buildarch}-${platform}"
 
 func TestNetnsClients(t *testing.T) {
 	n := startNetns(t, ModeProxy)
