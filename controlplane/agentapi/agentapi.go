@@ -290,7 +290,11 @@ func (s *Server) Attest(ctx context.Context, req *connect.Request[attestationv1.
 		return nil, connect.NewError(connect.CodeNotFound, errUnknownChallenge(msg.ChallengeId))
 	}
 	if err != nil {
-		s.log.Warn("attestation refused", "machine", ch.machineID, "challenge", ch.id, "err", err)
+		why := "attestation refused: challenge expired"
+		if errors.Is(err, store.ErrUsed) {
+			why = "attestation refused: challenge already used (replay?)"
+		}
+		s.log.Warn(why, "machine", ch.machineID, "challenge", ch.id)
 		return nil, challengeError(err)
 	}
 	log := s.log.With("machine", ch.machineID, "challenge", ch.id)
