@@ -6,6 +6,7 @@
 package tftp
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -91,6 +92,9 @@ const (
 
 // requestBuffer is the socket receive buffer for requests.
 const requestBuffer = 4 << 20
+
+// readBuffer is how much of a file a transfer reads at a time.
+const readBuffer = 64 << 10
 
 // busyLogEvery spaces the "limit reached" log lines during a boot storm.
 const busyLogEvery = 10 * time.Second
@@ -238,7 +242,9 @@ func (s *Server) read(root *os.Root, name string, rf io.ReaderFrom) error {
 	t := &transfer{blksize: 512}
 	s.transfers.Store(key, t)
 	defer s.transfers.Delete(key)
-	n, err := rf.ReadFrom(f)
+	// Buffered: the sender asks for one block at a time, a read(2) each
+	// otherwise.
+	n, err := rf.ReadFrom(bufio.NewReaderSize(f, readBuffer))
 	d := time.Since(start)
 	s.metrics.bytes.Add(float64(n))
 	s.metrics.duration.Observe(d.Seconds())
