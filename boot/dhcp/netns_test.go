@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/attestation/attestation/controlplane/logging"
 	"github.com/attestation/attestation/controlplane/store"
 )
 
@@ -60,7 +61,10 @@ func serveHelper(iface string) int {
 	if os.Getenv(helperLevelEnv) == "info" {
 		level = slog.LevelInfo
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	// Written as attestationd writes its log (controlplane/logging).
+	out := logging.NewWriter(os.Stderr)
+	defer out.Close()
+	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level}))
 	opts := Options{Interface: iface, PublicURL: "http://" + netnsServer + ":9000", Logger: log}
 	if os.Getenv(helperModeEnv) == string(ModeFull) {
 		opts.Mode = ModeFull

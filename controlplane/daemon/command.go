@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/attestation/attestation/controlplane/config"
+	"github.com/attestation/attestation/controlplane/logging"
 )
 
 // Command returns the attestationd command line.
@@ -38,9 +39,13 @@ to the compiled-in extensions.
 			}
 			level, _ := cfg.SlogLevel()
 			hopts := &slog.HandlerOptions{Level: level}
-			var h slog.Handler = slog.NewTextHandler(os.Stderr, hopts)
+			// Lines are written in batches by a goroutine of their own:
+			// a boot storm logs every DHCP offer and ack.
+			out := logging.NewWriter(os.Stderr)
+			defer out.Close()
+			var h slog.Handler = slog.NewTextHandler(out, hopts)
 			if cfg.LogFormat == "json" {
-				h = slog.NewJSONHandler(os.Stderr, hopts)
+				h = slog.NewJSONHandler(out, hopts)
 			}
 			log := slog.New(h)
 			slog.SetDefault(log)
