@@ -67,8 +67,13 @@ func (m *Machine) row() []any {
 		m.MACs = []string{}
 	}
 	macs, _ := json.Marshal(m.MACs)
+	return m.rowWith(string(macs))
+}
+
+// rowWith is row with the macs column given (as read, when scanning).
+func (m *Machine) rowWith(macs string) []any {
 	return []any{
-		m.EKFingerprint, string(m.State), string(macs), m.SMBIOSUUID, m.Serial, m.Product, m.IP,
+		m.EKFingerprint, string(m.State), macs, m.SMBIOSUUID, m.Serial, m.Product, m.IP,
 		m.Hostname, m.Role, m.SchematicID, m.PreRegistered, m.TPMAvailable, m.RegisteredAt.UnixNano(),
 		toNull(m.FirstSeenAt), toNull(m.ApprovedAt), toNull(m.LastHeartbeatAt), toNull(m.DecommissionedAt),
 		m.DecommissionReason, m.UpdatedAt.UnixNano(),
@@ -112,7 +117,7 @@ func scanMachine(row scanner) (*Machine, error) {
 	m.FirstSeenAt, m.ApprovedAt = fromNull(firstSeen), fromNull(approved)
 	m.LastHeartbeatAt, m.DecommissionedAt = fromNull(heartbeat), fromNull(dec)
 	m.AttestedAt, m.ConfiguredAt, m.HeartbeatMissedAt = fromNull(attested), fromNull(configured), fromNull(missed)
-	m.stored = m.row()
+	m.stored = m.rowWith(macs)
 	return &m, nil
 }
 
