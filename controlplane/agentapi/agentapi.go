@@ -286,16 +286,15 @@ func (s *Server) Attest(ctx context.Context, req *connect.Request[attestationv1.
 	}
 	// Taken once: whatever follows, this challenge is spent.
 	ch, err := s.challenges.take(msg.ChallengeId, time.Now())
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, connect.NewError(connect.CodeNotFound, errUnknownChallenge(msg.ChallengeId))
-	}
 	if err != nil {
-		why := "attestation refused: challenge expired"
-		if errors.Is(err, store.ErrUsed) {
-			why = "attestation refused: challenge already used (replay?)"
+		if ch != nil { // used or expired: say whose it was
+			why := "attestation refused: challenge expired"
+			if errors.Is(err, store.ErrUsed) {
+				why = "attestation refused: challenge already used (replay?)"
+			}
+			s.log.Warn(why, "machine", ch.machineID, "challenge", ch.id)
 		}
-		s.log.Warn(why, "machine", ch.machineID, "challenge", ch.id)
-		return nil, challengeError(err)
+		return nil, challengeError(msg.ChallengeId, err)
 	}
 	log := s.log.With("machine", ch.machineID, "challenge", ch.id)
 	pcrs, err := s.verify(ch, msg)

@@ -1,7 +1,6 @@
 package agentapi
 
 import (
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -113,9 +112,4 @@ func (cs *challenges) len() int {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	return len(cs.m)
-}
-
-// errUnknownChallenge explains a challenge the daemon does not hold.
-func errUnknownChallenge(id string) error {
-	return errors.New("unknown challenge " + id + ": call Register for a new one (challenges last a minute and end when the control plane restarts)")
 }

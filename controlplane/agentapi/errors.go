@@ -29,15 +29,15 @@ func invalid(format string, args ...any) error {
 	return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf(format, args...))
 }
 
-// challengeError explains why a challenge cannot be answered.
-func challengeError(err error) error {
+// challengeError explains why challenge id cannot be answered.
+func challengeError(id string, err error) error {
 	switch {
 	case errors.Is(err, store.ErrUsed):
 		return connect.NewError(connect.CodeFailedPrecondition, errors.New("this challenge was used already (a challenge is answered once): call Register for a new one"))
 	case errors.Is(err, store.ErrExpired):
 		return connect.NewError(connect.CodeFailedPrecondition, errors.New("this challenge has expired: call Register for a new one"))
 	case errors.Is(err, store.ErrNotFound):
-		return connect.NewError(connect.CodeNotFound, errors.New("unknown challenge: call Register for a new one"))
+		return connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown challenge %s: call Register for a new one (challenges last a minute and end when the control plane restarts)", id))
 	}
 	return toConnect(err)
 }
