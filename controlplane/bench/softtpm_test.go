@@ -99,7 +99,7 @@ func newSoftTPM(ek *rsa.PrivateKey) (*softTPM, error) {
 // "Credential Protection"): recover the seed with the EK, check the
 // integrity HMAC over the credential and the AK name, decrypt the secret.
 func (s *softTPM) activateCredential(blob, encSecret []byte) ([]byte, error) {
-	seed, err := s.ek.DecryptOAEP(encSecret, []byte("IDENTITY\x00"))
+	seed, err := s.ek.DecryptOAEP(encSecret)
 	if err != nil {
 		return nil, fmt.Errorf("activate credential: %w", err)
 	}

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"crypto/rsa"
 	"crypto/sha256"
-	"fmt"
 )
 
 // Key is an RSA private key for one label.
@@ -21,11 +20,8 @@ func Load(k *rsa.PrivateKey, label []byte) (*Key, error) {
 	return &Key{k: k, label: bytes.Clone(label)}, nil
 }
 
-// DecryptOAEP decrypts ciphertext with RSA-OAEP, SHA-256 and label, which
-// must be the label the key was loaded for.
-func (k *Key) DecryptOAEP(ciphertext, label []byte) ([]byte, error) {
-	if !bytes.Equal(label, k.label) {
-		return nil, fmt.Errorf("ekrsa: key loaded for label %q, not %q", k.label, label)
-	}
-	return rsa.DecryptOAEP(sha256.New(), nil, k.k, ciphertext, label)
+// DecryptOAEP decrypts ciphertext with RSA-OAEP, SHA-256 and the label
+// the key was loaded for.
+func (k *Key) DecryptOAEP(ciphertext []byte) ([]byte, error) {
+	return rsa.DecryptOAEP(sha256.New(), nil, k.k, ciphertext, k.label)
 }

@@ -75,10 +75,9 @@ import (
 // Key is an RSA private key loaded into libcrypto with a decryption
 // context prepared for one label.
 type Key struct {
-	ctx   *C.EVP_PKEY_CTX
-	size  int
-	label []byte
-	mu    sync.Mutex
+	ctx  *C.EVP_PKEY_CTX
+	size int
+	mu   sync.Mutex
 }
 
 // Load loads k for RSA-OAEP decryption with SHA-256 under label, and
@@ -100,25 +99,22 @@ func Load(k *rsa.PrivateKey, label []byte) (*Key, error) {
 	if ctx == nil {
 		return nil, errors.New("ekrsa: libcrypto could not prepare RSA-OAEP")
 	}
-	key := &Key{ctx: ctx, size: k.Size(), label: bytes.Clone(label)}
+	key := &Key{ctx: ctx, size: k.Size()}
 	runtime.AddCleanup(key, func(ctx *C.EVP_PKEY_CTX) { C.EVP_PKEY_CTX_free(ctx) }, ctx)
 	probe := []byte("ekrsa warm-up")
 	ct, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, &k.PublicKey, probe, label)
 	if err != nil {
 		return nil, err
 	}
-	if got, err := key.DecryptOAEP(ct, label); err != nil || !bytes.Equal(got, probe) {
+	if got, err := key.DecryptOAEP(ct); err != nil || !bytes.Equal(got, probe) {
 		return nil, fmt.Errorf("ekrsa: libcrypto's RSA-OAEP does not round-trip (%v)", err)
 	}
 	return key, nil
 }
 
-// DecryptOAEP decrypts ciphertext with RSA-OAEP, SHA-256 and label, which
-// must be the label the key was loaded for.
-func (k *Key) DecryptOAEP(ciphertext, label []byte) ([]byte, error) {
-	if !bytes.Equal(label, k.label) {
-		return nil, fmt.Errorf("ekrsa: key loaded for label %q, not %q", k.label, label)
-	}
+// DecryptOAEP decrypts ciphertext with RSA-OAEP, SHA-256 and the label
+// the key was loaded for.
+func (k *Key) DecryptOAEP(ciphertext []byte) ([]byte, error) {
 	if len(ciphertext) == 0 {
 		return nil, rsa.ErrDecryption
 	}
