@@ -325,12 +325,17 @@ func (a *agent) waitApproval(ctx context.Context) (string, error) {
 					state = m.GetState()
 					a.log.Info("machine state", "machine", a.machineID, "state", state)
 				}
-				if m.GetConfigUrl() != "" {
-					a.log.Info("approved", "machine", a.machineID, "config_url", m.GetConfigUrl(),
+				if url := m.GetConfigUrl(); url != "" {
+					a.log.Info("approved", "machine", a.machineID, "config_url", url,
 						"hostname", m.GetHostname(), "role", m.GetRole(), "schematic", m.GetSchematicId())
+					// The control plane ends the stream after the config
+					// URL: reading that end leaves the connection free
+					// for the config fetch (closing before it drops it).
+					for stream.Receive() {
+					}
 					stream.Close()
 					cancel()
-					return m.GetConfigUrl(), nil
+					return url, nil
 				}
 				if state == "decommissioned" || state == "provisioned" {
 					break

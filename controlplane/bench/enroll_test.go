@@ -251,8 +251,12 @@ func enroll(ctx context.Context, agent attestationv1connect.AgentServiceClient, 
 		return fmt.Errorf("watch: %w", err)
 	}
 	url := ""
-	for url == "" && stream.Receive() {
-		url = stream.Msg().ConfigUrl
+	// Read to the stream's end (the daemon ends it after the URL), as
+	// the agent does, so that the connection carries the config GET.
+	for stream.Receive() {
+		if url == "" {
+			url = stream.Msg().ConfigUrl
+		}
 	}
 	stream.Close()
 	if url == "" {
