@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -304,6 +306,44 @@ func TestEndToEndOnce(t *testing.T) {
 	}
 	if n := l.count("heartbeat"); n != 0 {
 		t.Errorf("%d heartbeats with Once, want none", n)
+	}
+}
+
+// The agent reads the approval stream to its end, which the daemon sends
+// right after the config URL, so the config fetch goes over the same
+// connection: one dial for the whole enrollment. (Closing the stream
+// before its end made the transport drop the connection.)
+func TestEndToEndOneConnection(t *testing.T) {
+	d := startDaemon(t, daemontest.Options{}, nil)
+	var dials atomic.Int32
+	dialer := &net.Dialer{}
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return dialer.DialContext(ctx, network, addr)
+		},
+	}}
+	l := newLogs(t)
+	out := filepath.Join(t.TempDir(), "config")
+	// No heartbeat falls due during the test: each would need a
+	// connection of its own while the stream holds the first.
+	done := runAgent(t, context.Background(), agent.Config{Server: d.URL, ConfigOut: out, Once: true,
+		HeartbeatInterval: time.Hour, HTTPClient: client, Logger: l.logger()})
+	id := l.wait("waiting for approval", 1, time.Minute)["machine"]
+	approve(t, d, id, "one-connection")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("agent.Run with Once = %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("agent.Run with Once did not return within a minute of approval")
+	}
+	if _, err := os.Stat(out); err != nil {
+		t.Fatalf("config not written: %v", err)
+	}
+	if n := dials.Load(); n != 1 {
+		t.Errorf("the enrollment dialed the control plane %d times, want 1", n)
 	}
 }
 
