@@ -301,6 +301,10 @@ func (a *agent) authorize(h http.Header) {
 	h.Set("Authorization", "Bearer "+a.token)
 }
 
+// streamEndWait bounds how long the agent reads the approval stream after
+// the config URL, for the end the control plane sends with it.
+const streamEndWait = 2 * time.Second
+
 // waitApproval watches the machine's state until it is approved and
 // returns the config URL. It reconnects when the stream breaks, and
 // returns errReenroll when the session is rejected, errDecommissioned when
@@ -331,8 +335,11 @@ func (a *agent) waitApproval(ctx context.Context) (string, error) {
 					// The control plane ends the stream after the config
 					// URL: reading that end leaves the connection free
 					// for the config fetch (closing before it drops it).
+					// One that kept the stream open is not waited for.
+					stop := time.AfterFunc(streamEndWait, cancel)
 					for stream.Receive() {
 					}
+					stop.Stop()
 					stream.Close()
 					cancel()
 					return url, nil

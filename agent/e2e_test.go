@@ -4,12 +4,16 @@ package agent_test
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -345,6 +349,85 @@ func TestEndToEndOneConnection(t *testing.T) {
 	if n := dials.Load(); n != 1 {
 		t.Errorf("the enrollment dialed the control plane %d times, want 1", n)
 	}
+}
+
+// A control plane that keeps the approval stream open after the config
+// URL (here a proxy that holds back the stream's end) does not keep the
+// agent from its config.
+func TestEndToEndStreamKeptOpen(t *testing.T) {
+	d := startDaemon(t, daemontest.Options{}, nil)
+	upstream, err := url.Parse(d.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(upstream)
+	proxy.FlushInterval = -1
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.URL.Path, "/WatchApproval") {
+			proxy.ServeHTTP(w, r)
+			return
+		}
+		holdStreamEnd(t, w, r, upstream)
+	}))
+	t.Cleanup(front.Close)
+	// Stopped before front closes, which waits for the held stream.
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	l := newLogs(t)
+	out := filepath.Join(t.TempDir(), "config")
+	done := runAgent(t, ctx, agent.Config{Server: front.URL, ConfigOut: out, Once: true,
+		HeartbeatInterval: time.Hour, Logger: l.logger()})
+	id := l.wait("waiting for approval", 1, time.Minute)["machine"]
+	approve(t, d, id, "kept-open")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("agent.Run with Once = %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("agent.Run with Once did not return within 30 s of approval: it waited for the end of a stream kept open")
+	}
+	if _, err := os.Stat(out); err != nil {
+		t.Fatalf("config not written: %v", err)
+	}
+}
+
+// holdStreamEnd forwards a Connect server stream from upstream, every
+// message but the end-of-stream one, and then holds the response open
+// until the client goes away.
+func holdStreamEnd(t *testing.T, w http.ResponseWriter, r *http.Request, upstream *url.URL) {
+	req := r.Clone(r.Context())
+	req.RequestURI = ""
+	req.URL.Scheme, req.URL.Host = upstream.Scheme, upstream.Host
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Errorf("proxy WatchApproval: %v", err)
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	for k, v := range resp.Header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(resp.StatusCode)
+	w.(http.Flusher).Flush()
+	for {
+		var prefix [5]byte // flags, then the message length
+		if _, err := io.ReadFull(resp.Body, prefix[:]); err != nil {
+			break
+		}
+		msg := make([]byte, binary.BigEndian.Uint32(prefix[1:]))
+		if _, err := io.ReadFull(resp.Body, msg); err != nil {
+			break
+		}
+		if prefix[0]&0x02 != 0 { // the end of the stream: held back
+			break
+		}
+		w.Write(prefix[:])
+		w.Write(msg)
+		w.(http.Flusher).Flush()
+	}
+	<-r.Context().Done()
 }
 
 // The daemon restarts while the agent waits for approval: the agent
