@@ -329,8 +329,8 @@ func (a *agent) waitApproval(ctx context.Context) (string, error) {
 					state = m.GetState()
 					a.log.Info("machine state", "machine", a.machineID, "state", state)
 				}
-				if url := m.GetConfigUrl(); url != "" {
-					a.log.Info("approved", "machine", a.machineID, "config_url", url,
+				if configURL := m.GetConfigUrl(); configURL != "" {
+					a.log.Info("approved", "machine", a.machineID, "config_url", configURL,
 						"hostname", m.GetHostname(), "role", m.GetRole(), "schematic", m.GetSchematicId())
 					// The control plane ends the stream after the config
 					// URL: reading that end leaves the connection free
@@ -342,7 +342,7 @@ func (a *agent) waitApproval(ctx context.Context) (string, error) {
 					stop.Stop()
 					stream.Close()
 					cancel()
-					return url, nil
+					return configURL, nil
 				}
 				if state == "decommissioned" || state == "provisioned" {
 					break
