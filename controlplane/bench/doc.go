@@ -4,10 +4,11 @@
 // subscriber, and the enrollment storm (1,000 agents, 200 at a time,
 // registering, attesting and fetching their configs from one attestationd
 // process, with enrollments/s, p50/p99 latency and the daemon's CPU per
-// enrollment). The storm's agents emulate their TPMs in software (an RSA
-// EK and an ECDSA AK computing ActivateCredential and Quote with Go
-// crypto, the EK's RSA decryption through OpenSSL's libcrypto when cgo is
-// on, see internal/ekrsa): a load generator, never part of the product. The database is durable as in production (SQLite, WAL,
+// enrollment). The storm's agents emulate their TPMs in software (an EK,
+// RSA 2048 or ECC P-256, and an ECDSA AK computing ActivateCredential and
+// Quote with Go crypto, the RSA EK's decryption through OpenSSL's
+// libcrypto when cgo is on, see internal/ekrsa): a load generator, never
+// part of the product. The database is durable as in production (SQLite, WAL,
 // synchronous=FULL: one fsync per commit), so the figures depend mostly on
 // the disk. The benchmarks measure and report; they never assert a speed.
 package bench

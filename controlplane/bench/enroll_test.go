@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"io"
@@ -40,9 +41,15 @@ const (
 // accepts their EKs), so each is approved on attestation and every
 // enrollment ends with its config fetched: five requests and two durable
 // commits (attestation with approval, and the config fetch; Register
-// writes nothing for a machine the store knows). The daemon runs as its own process (built from
-// controlplane/cmd/attestationd), so its CPU time is measured apart from
-// the load generator, whose TPMs are emulated in software (softTPM).
+// writes nothing for a machine the store knows). The daemon runs as its
+// own process (built from controlplane/cmd/attestationd), so its CPU time
+// is measured apart from the load generator, whose TPMs are emulated in
+// software (softTPM).
+//
+// It runs once per kind of EK that TPMs ship: ek=rsa-2048, where each
+// agent's credential activation is an RSA-2048 private-key decryption
+// (most of the load generator's CPU), and ek=ecc-p256, where it is an
+// ECDH, and the daemon's credential an ephemeral P-256 key.
 //
 // Reported: enrollments/s; p50-ms and p99-ms, the latency of one whole
 // enrollment (from Register to the config in hand, the software TPM's work
@@ -64,11 +71,30 @@ const (
 // file: the daemon inherits the environment and writes its CPU profile
 // there when it stops.
 func BenchmarkEnrollmentStorm(b *testing.B) {
-	keys, err := ekKeys(stormAgents)
+	bin := buildDaemon(b)
+	rsaKeys, err := ekKeys(stormAgents)
 	if err != nil {
 		b.Fatal(err)
 	}
-	bin := buildDaemon(b)
+	eccKeys, err := eccEKKeys(stormAgents)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("ek=rsa-2048", func(b *testing.B) { enrollmentStorm(b, bin, privateKeys(rsaKeys)) })
+	b.Run("ek=ecc-p256", func(b *testing.B) { enrollmentStorm(b, bin, privateKeys(eccKeys)) })
+}
+
+func privateKeys[K crypto.PrivateKey](keys []K) []crypto.PrivateKey {
+	out := make([]crypto.PrivateKey, len(keys))
+	for i, k := range keys {
+		out[i] = k
+	}
+	return out
+}
+
+// enrollmentStorm is one storm benchmark, its agents' EKs being keys.
+func enrollmentStorm(b *testing.B, bin string, keys []crypto.PrivateKey) {
+	var err error
 	// The load generator's garbage is per request too; collecting it less
 	// often leaves more CPU to the daemon (which runs with GOGC 400).
 	defer debug.SetGCPercent(debug.SetGCPercent(400))

@@ -1,8 +1,9 @@
 package bench
 
 // softTPM emulates, in Go crypto, the little of a TPM that enrollment
-// uses: an RSA 2048 EK (the TCG template) that activates credentials and an
-// ECDSA P-256 AK that signs quotes, with every PCR zero. It is a load
+// uses: an EK that activates credentials, RSA 2048 or ECC P-256 (the TCG
+// templates, the two EKs TPMs ship), and an ECDSA P-256 AK that signs
+// quotes, with every PCR zero. It is a load
 // generator for the enrollment benchmark, not a TPM: its keys live in
 // memory, so it proves nothing, and the product never uses it. The daemon
 // cannot tell it from a TPM, which is what makes it a fair load.
@@ -12,6 +13,7 @@ import (
 	"crypto"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/hmac"
@@ -33,11 +35,12 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 
+	"github.com/attestation/attestation/controlplane/attest"
 	"github.com/attestation/attestation/controlplane/bench/internal/ekrsa"
 )
 
 type softTPM struct {
-	ek       *ekrsa.Key
+	ek       ekSeeder
 	ekPublic []byte // TPMT_PUBLIC
 	ak       *ecdsa.PrivateKey
 	akPublic []byte // TPMT_PUBLIC
@@ -46,9 +49,82 @@ type softTPM struct {
 	fingerprint string
 }
 
-func newSoftTPM(ek *rsa.PrivateKey) (*softTPM, error) {
-	ekPub := tpm2.RSAEKTemplate
-	ekPub.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{Buffer: ek.N.Bytes()})
+// ekSeeder recovers the seed of a credential made for the EK from its
+// encrypted secret (TPM 2.0 Part 1, "Secret Sharing").
+type ekSeeder interface {
+	seed(encSecret []byte) ([]byte, error)
+}
+
+// rsaEK: the seed is RSA-OAEP encrypted to the EK.
+type rsaEK struct{ key *ekrsa.Key }
+
+func (e rsaEK) seed(encSecret []byte) ([]byte, error) { return e.key.DecryptOAEP(encSecret) }
+
+// eccEK: the encrypted secret is an ephemeral public point (a
+// TPMS_ECC_POINT), and the seed is KDFe over its ECDH with the EK.
+type eccEK struct {
+	key *ecdh.PrivateKey
+	x   []byte // the EK's X coordinate
+}
+
+func (e eccEK) seed(encSecret []byte) ([]byte, error) {
+	x, rest, ok := cut2B(encSecret)
+	y, rest, ok2 := cut2B(rest)
+	if !ok || !ok2 || len(rest) != 0 || len(x) > 32 || len(y) > 32 {
+		return nil, errors.New("encrypted secret is not a P-256 TPMS_ECC_POINT")
+	}
+	point := make([]byte, 65)
+	point[0] = 4 // uncompressed
+	copy(point[33-len(x):33], x)
+	copy(point[65-len(y):], y)
+	eph, err := ecdh.P256().NewPublicKey(point)
+	if err != nil {
+		return nil, err
+	}
+	z, err := e.key.ECDH(eph)
+	if err != nil {
+		return nil, err
+	}
+	return tpm2.KDFe(crypto.SHA256, z, "IDENTITY", x, e.x, 256), nil
+}
+
+// cut2B splits a TPM2B off the front of b.
+func cut2B(b []byte) (v, rest []byte, ok bool) {
+	if len(b) < 2 || len(b) < 2+int(binary.BigEndian.Uint16(b)) {
+		return nil, nil, false
+	}
+	n := 2 + int(binary.BigEndian.Uint16(b))
+	return b[2:n], b[n:], true
+}
+
+// newSoftTPM makes a software TPM with ek, an *rsa.PrivateKey (2048) or an
+// *ecdh.PrivateKey (P-256), and a fresh AK.
+func newSoftTPM(ek crypto.PrivateKey) (*softTPM, error) {
+	var (
+		ekPub    tpm2.TPMTPublic
+		ekPKIX   any
+		activate ekSeeder
+	)
+	switch k := ek.(type) {
+	case *rsa.PrivateKey:
+		ekPub = tpm2.RSAEKTemplate
+		ekPub.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{Buffer: k.N.Bytes()})
+		key, err := ekrsa.Load(k, []byte("IDENTITY\x00"))
+		if err != nil {
+			return nil, err
+		}
+		ekPKIX, activate = &k.PublicKey, rsaEK{key}
+	case *ecdh.PrivateKey:
+		point := k.PublicKey().Bytes() // 0x04 || X || Y
+		ekPub = tpm2.ECCEKTemplate
+		ekPub.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
+			X: tpm2.TPM2BECCParameter{Buffer: point[1:33]},
+			Y: tpm2.TPM2BECCParameter{Buffer: point[33:]},
+		})
+		ekPKIX, activate = k.PublicKey(), eccEK{key: k, x: point[1:33]}
+	default:
+		return nil, fmt.Errorf("soft TPM: EK of type %T", ek)
+	}
 	ak, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -76,17 +152,13 @@ func newSoftTPM(ek *rsa.PrivateKey) (*softTPM, error) {
 	}
 	akRaw := tpm2.Marshal(akPub)
 	sum := sha256.Sum256(akRaw)
-	der, err := x509.MarshalPKIXPublicKey(&ek.PublicKey)
+	der, err := x509.MarshalPKIXPublicKey(ekPKIX)
 	if err != nil {
 		return nil, err
 	}
 	fp := sha256.Sum256(der)
-	key, err := ekrsa.Load(ek, []byte("IDENTITY\x00"))
-	if err != nil {
-		return nil, err
-	}
 	return &softTPM{
-		ek:          key,
+		ek:          activate,
 		ekPublic:    tpm2.Marshal(ekPub),
 		ak:          ak,
 		akPublic:    akRaw,
@@ -99,7 +171,7 @@ func newSoftTPM(ek *rsa.PrivateKey) (*softTPM, error) {
 // "Credential Protection"): recover the seed with the EK, check the
 // integrity HMAC over the credential and the AK name, decrypt the secret.
 func (s *softTPM) activateCredential(blob, encSecret []byte) ([]byte, error) {
-	seed, err := s.ek.DecryptOAEP(encSecret)
+	seed, err := s.ek.seed(encSecret)
 	if err != nil {
 		return nil, fmt.Errorf("activate credential: %w", err)
 	}
@@ -240,6 +312,62 @@ func ekKeys(n int) ([]*rsa.PrivateKey, error) {
 		os.WriteFile(path, buf.Bytes(), 0o600) // a cache: failing to write it only costs time
 	}
 	return keys, nil
+}
+
+// eccEKKeys returns n ECC P-256 EK private keys.
+func eccEKKeys(n int) ([]*ecdh.PrivateKey, error) {
+	keys := make([]*ecdh.PrivateKey, n)
+	for i := range keys {
+		k, err := ecdh.P256().GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		keys[i] = k
+	}
+	return keys, nil
+}
+
+// TestSoftTPMActivateCredential checks both kinds of soft EK against the
+// daemon's own credentials (attest.NewChallenge, go-tpm's
+// CreateCredential): the secret comes back for the AK the credential names
+// and not for another.
+func TestSoftTPMActivateCredential(t *testing.T) {
+	rsaKeys, err := ekKeys(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eccKeys, err := eccEKKeys(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		ek   crypto.PrivateKey
+	}{{"rsa-2048", rsaKeys[0]}, {"ecc-p256", eccKeys[0]}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := newSoftTPM(tc.ek)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ch, err := attest.NewChallenge(s.ekPublic, s.akName)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.activateCredential(ch.CredentialBlob, ch.EncryptedSecret)
+			if err != nil || !bytes.Equal(got, ch.Secret) {
+				t.Fatalf("activateCredential = %x, %v; want the secret %x", got, err, ch.Secret)
+			}
+			other := bytes.Clone(s.akName)
+			other[len(other)-1] ^= 1
+			ch, err = attest.NewChallenge(s.ekPublic, other)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := s.activateCredential(ch.CredentialBlob, ch.EncryptedSecret); err == nil {
+				t.Fatalf("activated a credential bound to another AK: %x", got)
+			}
+		})
+	}
 }
 
 // TestSoftTPMQuote checks the hand-written quote against go-tpm: the
