@@ -292,25 +292,39 @@ func TestEndToEnd(t *testing.T) {
 
 func TestEndToEndOnce(t *testing.T) {
 	d := startDaemon(t, daemontest.Options{}, nil)
+	l := enrollOnce(t, context.Background(), d, agent.Config{}, "once", time.Minute)
+	if n := l.count("heartbeat"); n != 0 {
+		t.Errorf("%d heartbeats with Once, want none", n)
+	}
+}
+
+// enrollOnce runs the agent with Once (against d unless cfg names a
+// server), approves the machine as hostname once it waits, and fails the
+// test unless the agent then returns nil within the given time, its config
+// written. It returns the agent's log.
+func enrollOnce(t *testing.T, ctx context.Context, d *daemontest.Daemon, cfg agent.Config, hostname string, within time.Duration) *logs {
+	t.Helper()
 	l := newLogs(t)
-	out := filepath.Join(t.TempDir(), "config")
-	done := runAgent(t, context.Background(), agent.Config{Server: d.URL, ConfigOut: out, Once: true, Logger: l.logger()})
+	if cfg.Server == "" {
+		cfg.Server = d.URL
+	}
+	cfg.ConfigOut = filepath.Join(t.TempDir(), "config")
+	cfg.Once, cfg.Logger = true, l.logger()
+	done := runAgent(t, ctx, cfg)
 	id := l.wait("waiting for approval", 1, time.Minute)["machine"]
-	approve(t, d, id, "once")
+	approve(t, d, id, hostname)
 	select {
 	case err := <-done:
 		if err != nil {
 			t.Fatalf("agent.Run with Once = %v, want nil after writing the config", err)
 		}
-	case <-time.After(time.Minute):
-		t.Fatal("agent.Run with Once did not return within a minute of approval")
+	case <-time.After(within):
+		t.Fatalf("agent.Run with Once did not return within %v of approval", within)
 	}
-	if _, err := os.Stat(out); err != nil {
-		t.Errorf("config not written: %v", err)
+	if _, err := os.Stat(cfg.ConfigOut); err != nil {
+		t.Fatalf("config not written: %v", err)
 	}
-	if n := l.count("heartbeat"); n != 0 {
-		t.Errorf("%d heartbeats with Once, want none", n)
-	}
+	return l
 }
 
 // The agent reads the approval stream to its end, which the daemon sends
@@ -327,25 +341,9 @@ func TestEndToEndOneConnection(t *testing.T) {
 			return dialer.DialContext(ctx, network, addr)
 		},
 	}}
-	l := newLogs(t)
-	out := filepath.Join(t.TempDir(), "config")
 	// No heartbeat falls due during the test: each would need a
 	// connection of its own while the stream holds the first.
-	done := runAgent(t, context.Background(), agent.Config{Server: d.URL, ConfigOut: out, Once: true,
-		HeartbeatInterval: time.Hour, HTTPClient: client, Logger: l.logger()})
-	id := l.wait("waiting for approval", 1, time.Minute)["machine"]
-	approve(t, d, id, "one-connection")
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("agent.Run with Once = %v", err)
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("agent.Run with Once did not return within a minute of approval")
-	}
-	if _, err := os.Stat(out); err != nil {
-		t.Fatalf("config not written: %v", err)
-	}
+	enrollOnce(t, context.Background(), d, agent.Config{HeartbeatInterval: time.Hour, HTTPClient: client}, "one-connection", time.Minute)
 	if n := dials.Load(); n != 1 {
 		t.Errorf("the enrollment dialed the control plane %d times, want 1", n)
 	}
@@ -373,23 +371,9 @@ func TestEndToEndStreamKeptOpen(t *testing.T) {
 	// Stopped before front closes, which waits for the held stream.
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	l := newLogs(t)
-	out := filepath.Join(t.TempDir(), "config")
-	done := runAgent(t, ctx, agent.Config{Server: front.URL, ConfigOut: out, Once: true,
-		HeartbeatInterval: time.Hour, Logger: l.logger()})
-	id := l.wait("waiting for approval", 1, time.Minute)["machine"]
-	approve(t, d, id, "kept-open")
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("agent.Run with Once = %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("agent.Run with Once did not return within 30 s of approval: it waited for the end of a stream kept open")
-	}
-	if _, err := os.Stat(out); err != nil {
-		t.Fatalf("config not written: %v", err)
-	}
+	// Without the bound, the agent would wait for the stream's end
+	// until the test stopped it.
+	enrollOnce(t, ctx, d, agent.Config{Server: front.URL, HeartbeatInterval: time.Hour}, "kept-open", 30*time.Second)
 }
 
 // holdStreamEnd forwards a Connect server stream from upstream, every
