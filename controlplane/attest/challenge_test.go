@@ -5,7 +5,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"strings"
 	"testing"
 
@@ -13,14 +12,7 @@ import (
 )
 
 func TestNewChallengeShape(t *testing.T) {
-	rsaPriv, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	eccPriv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rsaPriv, eccPriv := newEKKeys(t)
 	ak, err := ParseAKPublic(newSoftECCAK(t).public())
 	if err != nil {
 		t.Fatal(err)

@@ -2,10 +2,6 @@ package attest
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
 	"fmt"
 	"testing"
 
@@ -15,14 +11,7 @@ import (
 // FuzzParsePublic feeds the public-area parsers what an agent could send
 // as ek_public or ak_public.
 func FuzzParsePublic(f *testing.F) {
-	rsaPriv, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		f.Fatal(err)
-	}
-	eccPriv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		f.Fatal(err)
-	}
+	rsaPriv, eccPriv := newEKKeys(f)
 	f.Add(tpm2.Marshal(ekPublic(f, &rsaPriv.PublicKey)))
 	f.Add(tpm2.Marshal(ekPublic(f, &eccPriv.PublicKey)))
 	f.Add(newSoftECCAK(f).public())
@@ -66,14 +55,7 @@ func FuzzVerifyQuote(f *testing.F) {
 // accepts too, both encode back to the same bytes, and the checks built
 // on them (EK, AK, signature scheme) decide the same way.
 func FuzzDirectDecoders(f *testing.F) {
-	rsaPriv, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		f.Fatal(err)
-	}
-	eccPriv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		f.Fatal(err)
-	}
+	rsaPriv, eccPriv := newEKKeys(f)
 	nonce := []byte("0123456789abcdef0123456789abcdef")
 	q := goodQuote(nonce, testPCRs()).marshal()
 	f.Add(tpm2.Marshal(ekPublic(f, &rsaPriv.PublicKey)))
@@ -145,14 +127,7 @@ func sameAsUnmarshal[T tpm2.Marshallable, P interface {
 // direct path (else FuzzDirectDecoders would compare nothing), and what
 // they refuse is left to unmarshal.
 func TestDirectDecoders(t *testing.T) {
-	rsaPriv, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	eccPriv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rsaPriv, eccPriv := newEKKeys(t)
 	q := goodQuote([]byte("nonce"), testPCRs()).marshal()
 	for name, b := range map[string][]byte{
 		"RSA EK": tpm2.Marshal(ekPublic(t, &rsaPriv.PublicKey)),

@@ -28,6 +28,21 @@ func akAttributes() tpm2.TPMAObject {
 	}
 }
 
+// newEKKeys makes an RSA 2048 and an ECC P-256 key, for the two kinds of
+// EK.
+func newEKKeys(t testing.TB) (*rsa.PrivateKey, *ecdsa.PrivateKey) {
+	t.Helper()
+	rsaPriv, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eccPriv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rsaPriv, eccPriv
+}
+
 func newSoftECCAK(t testing.TB) softKey {
 	t.Helper()
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

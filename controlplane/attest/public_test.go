@@ -98,14 +98,7 @@ func ekPublic(t testing.TB, key any) tpm2.TPMTPublic {
 }
 
 func TestParseEKPublic(t *testing.T) {
-	rsaPriv, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	eccPriv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rsaPriv, eccPriv := newEKKeys(t)
 	for _, key := range []interface {
 		Equal(x crypto.PublicKey) bool
 	}{&rsaPriv.PublicKey, &eccPriv.PublicKey} {
