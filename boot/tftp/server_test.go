@@ -268,9 +268,10 @@ func TestWriteRefused(t *testing.T) {
 	waitLog(t, ts.logs, "tftp write request refused")
 }
 
-// holdTransfer sends a read request from a raw socket and never ACKs, so
-// the transfer holds its slot; release ends it with an ERROR packet.
-func holdTransfer(t *testing.T, addr, name string) (release func()) {
+// rawRequest sends a read request for name, with the options opts (each
+// "name\x00value\x00"), from a raw socket, and returns the socket, the
+// first packet the server answered with and where from.
+func rawRequest(t *testing.T, addr, name, opts string) (conn *net.UDPConn, reply []byte, from *net.UDPAddr) {
 	t.Helper()
 	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -281,7 +282,7 @@ func holdTransfer(t *testing.T, addr, name string) (release func()) {
 		t.Fatal(err)
 	}
 	rrq := binary.BigEndian.AppendUint16(nil, 1)
-	rrq = append(rrq, name+"\x00octet\x00"...)
+	rrq = append(rrq, name+"\x00octet\x00"+opts...)
 	if _, err := conn.WriteToUDP(rrq, srv); err != nil {
 		t.Fatal(err)
 	}
@@ -289,16 +290,28 @@ func holdTransfer(t *testing.T, addr, name string) (release func()) {
 	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	n, from, err := conn.ReadFromUDP(buf)
 	if err != nil {
-		t.Fatalf("read first block: %v", err)
+		t.Fatalf("read the server's first answer to %s: %v", name, err)
 	}
-	if op := binary.BigEndian.Uint16(buf[:2]); n < 4 || op != 3 {
-		t.Fatalf("got opcode %d (%q), want DATA", op, buf[:n])
+	return conn, buf[:n], from
+}
+
+// tftpError is an ERROR packet.
+func tftpError(code uint16, msg string) []byte {
+	e := binary.BigEndian.AppendUint16(nil, 5)
+	e = binary.BigEndian.AppendUint16(e, code)
+	return append(e, msg+"\x00"...)
+}
+
+// holdTransfer sends a read request from a raw socket and never ACKs, so
+// the transfer holds its slot; release ends it with an ERROR packet.
+func holdTransfer(t *testing.T, addr, name string) (release func()) {
+	t.Helper()
+	conn, reply, from := rawRequest(t, addr, name, "")
+	if op := binary.BigEndian.Uint16(reply); len(reply) < 4 || op != 3 {
+		t.Fatalf("got opcode %d (%q), want DATA", op, reply)
 	}
 	return func() {
-		e := binary.BigEndian.AppendUint16(nil, 5)
-		e = binary.BigEndian.AppendUint16(e, 0)
-		e = append(e, "done\x00"...)
-		conn.WriteToUDP(e, from)
+		conn.WriteToUDP(tftpError(0, "done"), from)
 		conn.Close()
 	}
 }
@@ -348,33 +361,12 @@ func TestTransferLimit(t *testing.T) {
 func TestSizeQuery(t *testing.T) {
 	ts := startServer(t, Options{})
 	want := ts.file(t, "snponly.efi", 10_000)
-	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, reply, from := rawRequest(t, ts.addr, "snponly.efi", "tsize\x000\x00blksize\x001468\x00")
 	defer conn.Close()
-	srv, err := net.ResolveUDPAddr("udp", ts.addr)
-	if err != nil {
-		t.Fatal(err)
+	if op := binary.BigEndian.Uint16(reply); op != 6 || !bytes.Contains(reply, []byte("tsize\x0010000\x00")) {
+		t.Fatalf("got opcode %d (%q), want an OACK with tsize 10000", op, reply)
 	}
-	rrq := binary.BigEndian.AppendUint16(nil, 1)
-	rrq = append(rrq, "snponly.efi\x00octet\x00tsize\x000\x00blksize\x001468\x00"...)
-	if _, err := conn.WriteToUDP(rrq, srv); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 600)
-	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	n, from, err := conn.ReadFromUDP(buf)
-	if err != nil {
-		t.Fatalf("read the OACK: %v", err)
-	}
-	if op := binary.BigEndian.Uint16(buf[:2]); op != 6 || !bytes.Contains(buf[:n], []byte("tsize\x0010000\x00")) {
-		t.Fatalf("got opcode %d (%q), want an OACK with tsize 10000", op, buf[:n])
-	}
-	e := binary.BigEndian.AppendUint16(nil, 5)
-	e = binary.BigEndian.AppendUint16(e, 8)
-	e = append(e, "User aborted the transfer\x00"...)
-	if _, err := conn.WriteToUDP(e, from); err != nil {
+	if _, err := conn.WriteToUDP(tftpError(8, "User aborted the transfer"), from); err != nil {
 		t.Fatal(err)
 	}
 	line := waitLog(t, ts.logs, "file=snponly.efi")
