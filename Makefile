@@ -17,42 +17,11 @@ help: ## List the targets
 
 .PHONY: deps
 deps: ## Install the Debian packages the build needs (gcc, libc and OpenSSL headers for cgo), when missing
-	@missing=""; \
-	command -v gcc >/dev/null || missing="$$missing gcc"; \
-	[ -e /usr/include/stdio.h ] || missing="$$missing libc6-dev"; \
-	[ -e /usr/include/openssl/evp.h ] || missing="$$missing libssl-dev"; \
-	if [ -n "$$missing" ]; then \
-		echo "installing Debian packages:$$missing"; \
-		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-		$$sudo apt-get update -qq && $$sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	fi
+	@tools/deps.sh build
 
 .PHONY: test-deps
-test-deps: deps ## Install what the integration tests use (swtpm, QEMU and a kernel, iPXE, OVMF, TFTP and DHCP clients, perfdhcp), when missing; tests skip visibly without them
-	@missing=""; \
-	command -v swtpm >/dev/null || missing="$$missing swtpm"; \
-	command -v swtpm_setup >/dev/null || missing="$$missing swtpm-tools"; \
-	command -v qemu-system-x86_64 >/dev/null || missing="$$missing qemu-system-x86"; \
-	command -v cpio >/dev/null || missing="$$missing cpio"; \
-	command -v dhclient >/dev/null || missing="$$missing isc-dhcp-client"; \
-	command -v busybox >/dev/null || missing="$$missing busybox"; \
-	command -v perfdhcp >/dev/null || missing="$$missing kea-admin"; \
-	ls /boot/vmlinuz-* >/dev/null 2>&1 || missing="$$missing linux-image-amd64"; \
-	ls /usr/lib/ipxe/undionly.kpxe >/dev/null 2>&1 || missing="$$missing ipxe"; \
-	ls /usr/share/OVMF/OVMF_CODE_4M.fd >/dev/null 2>&1 || missing="$$missing ovmf"; \
-	command -v tftp >/dev/null || missing="$$missing tftp-hpa"; \
-	command -v atftp >/dev/null || missing="$$missing atftp"; \
-	if [ -n "$$missing" ]; then \
-		echo "installing Debian packages:$$missing"; \
-		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-		$$sudo apt-get update -qq || true; \
-		if ! $$sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; then \
-			for p in $$missing; do \
-				$$sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$p || \
-					echo "could not install $$p: the tests that need it will be skipped"; \
-			done; \
-		fi; \
-	fi
+test-deps: deps ## Install what the integration tests use (swtpm, QEMU and a kernel, iPXE, OVMF, TFTP and DHCP clients, perfdhcp), when missing
+	@tools/deps.sh test
 
 .PHONY: build
 build: deps ## Build attestationd and attestation into bin/
@@ -76,18 +45,10 @@ test-short: deps ## Run the fast tests only
 	$(GO) test -short ./...
 
 .PHONY: bench
-bench: deps ## Print the figures: lifecycle throughput, event dispatch latency, enrollment storm, TFTP, HTTP boot, DHCP
+bench: test-deps ## Print the figures: lifecycle throughput, event dispatch latency, enrollment storm, TFTP, HTTP boot, DHCP
+	@tools/deps.sh bench
 	$(GO) test -run '^$$' -bench . -benchtime 3s -timeout 20m ./controlplane/bench/
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 10m ./boot/tftp/
-	@missing=""; \
-	command -v wrk >/dev/null || missing="$$missing wrk"; \
-	command -v nginx >/dev/null || missing="$$missing nginx-light"; \
-	if [ -n "$$missing" ]; then \
-		echo "installing Debian packages for the HTTP boot figure:$$missing"; \
-		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-		($$sudo apt-get update -qq && $$sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) || \
-			echo "could not install$$missing: the HTTP boot figure will be skipped"; \
-	fi
 	$(GO) test -run '^$$' -bench HTTPBootKernel -benchtime 1x -timeout 10m ./boot/httpboot/
 	@if [ "$$(id -u)" = 0 ]; then ATTESTATION_DHCP_BENCH=1 $(GO) test -count=1 -v -run '^TestPerfdhcp$$' -timeout 30m ./boot/dhcp/; \
 	else echo "SKIP DHCP figure (perfdhcp, Kea, dnsmasq across network namespaces): needs root"; fi
