@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/attestation/attestation/internal/testenv"
 )
 
 // TestNetworkBootInVM network-boots a QEMU machine (BIOS, e1000 with the
@@ -29,26 +31,23 @@ import (
 // module; it skips without them, and under -short.
 func TestNetworkBootInVM(t *testing.T) {
 	const rom = "/usr/lib/ipxe/qemu/pxe-e1000.rom"
+	testenv.Integration(t, "BIOS VM network boot (iPXE ROM, e1000, swtpm)")
 	lab := newPXELab(t, "attpxe", []string{"e1000"}, map[string]string{rom: "ipxe-qemu"})
 
 	// The TFTP step. QEMU's option ROM is iPXE already, so the daemon
 	// hands it the script URL and the VM never chainloads undionly.kpxe;
 	// a real TFTP client on the same bridge fetches it as a non-iPXE PXE
 	// firmware would (blksize as PXE ROMs ask).
-	if atftp, err := exec.LookPath("atftp"); err != nil {
-		t.Log("atftp missing (Debian package atftp): the TFTP transfer of undionly.kpxe is not checked")
-	} else {
-		got := filepath.Join(lab.dir, "undionly.kpxe")
-		if out, err := lab.inNS(atftp, "--option", "blksize 1468", "-g", "-r", "undionly.kpxe", "-l", got, pxeServerIP).CombinedOutput(); err != nil {
-			t.Fatalf("atftp get undionly.kpxe: %v\n%s", err, out)
-		}
-		a, err1 := os.ReadFile(got)
-		b, err2 := os.ReadFile("/usr/lib/ipxe/undionly.kpxe")
-		if err1 != nil || err2 != nil || len(a) == 0 || string(a) != string(b) {
-			t.Fatalf("undionly.kpxe over TFTP: %d bytes (%v), want the %d bytes of /usr/lib/ipxe/undionly.kpxe (%v)", len(a), err1, len(b), err2)
-		}
-		lab.daemon.wait(t, `msg="tftp transfer" component=tftp`, 10*time.Second)
+	got := filepath.Join(lab.dir, "undionly.kpxe")
+	if out, err := lab.inNS(lab.tools["atftp"], "--option", "blksize 1468", "-g", "-r", "undionly.kpxe", "-l", got, pxeServerIP).CombinedOutput(); err != nil {
+		t.Fatalf("atftp get undionly.kpxe: %v\n%s", err, out)
 	}
+	a, err1 := os.ReadFile(got)
+	b, err2 := os.ReadFile("/usr/lib/ipxe/undionly.kpxe")
+	if err1 != nil || err2 != nil || len(a) == 0 || string(a) != string(b) {
+		t.Fatalf("undionly.kpxe over TFTP: %d bytes (%v), want the %d bytes of /usr/lib/ipxe/undionly.kpxe (%v)", len(a), err1, len(b), err2)
+	}
+	lab.daemon.wait(t, `msg="tftp transfer" component=tftp`, 10*time.Second)
 
 	// The machine: BIOS, network boot first, a software TPM.
 	const (
@@ -100,9 +99,9 @@ type pxeLab struct {
 }
 
 // newPXELab checks what network-booting a VM needs (root, ip, curl,
-// qemu-system-x86_64, swtpm, a Debian kernel with the NIC modules, and
-// files, each with the Debian package that ships it) and skips the test
-// without it, and under -short. Otherwise it builds the agent's boot
+// atftp, qemu-system-x86_64, swtpm, a Debian kernel with the NIC modules,
+// and files, each with the Debian package that ships it) and skips the
+// test without it (fails under CI), and under -short. Otherwise it builds the agent's boot
 // assets and the daemon and starts the lab in the namespace
 // prefix+PID; everything is removed when the test ends.
 func newPXELab(t *testing.T, prefix string, modules []string, files map[string]string) *pxeLab {
@@ -110,18 +109,17 @@ func newPXELab(t *testing.T, prefix string, modules []string, files map[string]s
 	if testing.Short() {
 		t.Skip("network-boots a VM (minutes under TCG)")
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a network namespace, a bridge and a tap")
-	}
+	testenv.Root(t, "creating a network namespace, a bridge and a tap")
 	var missing []string
 	tools := map[string]string{}
-	for _, name := range []string{"ip", "curl", "qemu-system-x86_64", "swtpm"} {
+	for name, pkg := range map[string]string{"ip": "iproute2", "curl": "curl", "atftp": "atftp", "qemu-system-x86_64": "qemu-system-x86", "swtpm": "swtpm"} {
 		p, err := exec.LookPath(name)
 		if err != nil {
-			missing = append(missing, name)
+			missing = append(missing, name+" ("+pkg+")")
 		}
 		tools[name] = p
 	}
+	slices.Sort(missing)
 	for _, f := range slices.Sorted(maps.Keys(files)) {
 		if _, err := os.Stat(f); err != nil {
 			missing = append(missing, f+" ("+files[f]+")")
@@ -132,13 +130,13 @@ func newPXELab(t *testing.T, prefix string, modules []string, files map[string]s
 		missing = append(missing, "a kernel in /boot (linux-image-amd64)")
 	}
 	if len(missing) > 0 {
-		t.Skipf("needs %s", strings.Join(missing, ", "))
+		testenv.Missing(t, "no %s", strings.Join(missing, ", "))
 	}
 	kernel := kernels[len(kernels)-1]
 	release := strings.TrimPrefix(filepath.Base(kernel), "vmlinuz-")
 	modPaths, err := kernelModules(release, modules)
 	if err != nil {
-		t.Skip(err)
+		testenv.Missing(t, "%v (Debian package linux-image-amd64)", err)
 	}
 	l := &pxeLab{t: t, start: time.Now(), dir: t.TempDir(), ns: fmt.Sprintf("%s%d", prefix, os.Getpid()), tools: tools, modules: modules}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/attestation/attestation/controlplane/daemon/daemontest"
+
+	"github.com/attestation/attestation/internal/testenv"
 )
 
 // TestBootInVM boots the static agent as /init of an initramfs in QEMU
@@ -31,17 +33,18 @@ func TestBootInVM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a VM (about a minute under TCG)")
 	}
-	qemu, err1 := exec.LookPath("qemu-system-x86_64")
-	swtpm, err2 := exec.LookPath("swtpm")
+	testenv.Integration(t, "agent as /init in a VM (e1000, swtpm)")
+	qemu := testenv.LookPath(t, "qemu-system-x86_64", "qemu-system-x86")
+	swtpm := testenv.LookPath(t, "swtpm", "swtpm")
 	kernels, _ := filepath.Glob("/boot/vmlinuz-*")
-	if err1 != nil || err2 != nil || len(kernels) == 0 {
-		t.Skip("needs qemu-system-x86_64, swtpm and a kernel in /boot (apt-get install qemu-system-x86 swtpm linux-image-amd64)")
+	if len(kernels) == 0 {
+		testenv.Missing(t, "no kernel in /boot (Debian package linux-image-amd64)")
 	}
 	kernel := kernels[len(kernels)-1]
 	release := strings.TrimPrefix(filepath.Base(kernel), "vmlinuz-")
 	e1000 := filepath.Join("/lib/modules", release, "kernel/drivers/net/ethernet/intel/e1000/e1000.ko")
 	if _, err := os.Stat(e1000); err != nil {
-		t.Skipf("no e1000 module for %s: %v", release, err)
+		testenv.Missing(t, "no e1000 module for %s: %v (Debian package linux-image-amd64)", release, err)
 	}
 	dir := t.TempDir()
 	initrd := agentInitramfs(t, dir, release, e1000)

@@ -19,6 +19,8 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/attestation/attestation/internal/testenv"
 )
 
 // inNamespace is set in the child process that runs in its own network
@@ -31,15 +33,14 @@ const inNamespace = "NETCONF_TEST_IN_NETNS"
 // never touched.
 func TestSetupDHCP(t *testing.T) {
 	if os.Getenv(inNamespace) == "" {
-		if os.Geteuid() != 0 {
-			t.Skip("needs root to create a network namespace")
-		}
+		testenv.Integration(t, "agent network setup over DHCP in a namespace")
+		testenv.Root(t, "creating a network namespace")
 		cmd := exec.Command(os.Args[0], "-test.run=^TestSetupDHCP$", "-test.v")
 		cmd.Env = append(os.Environ(), inNamespace+"=1")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWNS}
 		out, err := cmd.CombinedOutput()
 		if err != nil && errors.Is(err, syscall.EPERM) {
-			t.Skipf("cannot create namespaces here: %v", err)
+			testenv.Missing(t, "cannot create namespaces here: %v", err)
 		}
 		t.Logf("in a network namespace:\n%s", out)
 		if err != nil {

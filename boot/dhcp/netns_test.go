@@ -21,6 +21,8 @@ import (
 
 	"github.com/attestation/attestation/controlplane/logging"
 	"github.com/attestation/attestation/controlplane/store"
+
+	"github.com/attestation/attestation/internal/testenv"
 )
 
 // The server side of the namespace tests runs in this test binary,
@@ -138,12 +140,9 @@ func run(t *testing.T, args ...string) {
 // startNetns makes the namespaces and starts the server in one.
 func startNetns(t *testing.T, mode Mode) *netns {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipped: network namespaces need root (make test runs as root)")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("skipped: no ip command (iproute2)")
-	}
+	testenv.Integration(t, "DHCP across a veth pair between namespaces")
+	testenv.Root(t, "creating network namespaces")
+	testenv.LookPath(t, "ip", "iproute2")
 	id := fmt.Sprintf("%d", os.Getpid())
 	n := &netns{server: "dhcps" + id, client: "dhcpc" + id, logs: new(syncBuffer)}
 	run(t, "ip", "netns", "add", n.server)
@@ -183,9 +182,7 @@ func startNetns(t *testing.T, mode Mode) *netns {
 // no lease).
 func (n *netns) udhcpc(t *testing.T, args ...string) map[string]string {
 	t.Helper()
-	if _, err := exec.LookPath("busybox"); err != nil {
-		t.Skip("skipped: no busybox (Debian package busybox)")
-	}
+	testenv.LookPath(t, "busybox", "busybox")
 	dir := t.TempDir()
 	script := filepath.Join(dir, "script")
 	if err := os.WriteFile(script, []byte("#!/bin/sh\nenv > \""+dir+"/$1\"\n"), 0o755); err != nil {
@@ -214,9 +211,7 @@ func (n *netns) udhcpc(t *testing.T, args ...string) map[string]string {
 // given config lines and returns its output and the lease it wrote.
 func (n *netns) dhclient(t *testing.T, conf string) (out, lease string) {
 	t.Helper()
-	if _, err := exec.LookPath("dhclient"); err != nil {
-		t.Skip("skipped: no dhclient (Debian package isc-dhcp-client)")
-	}
+	testenv.LookPath(t, "dhclient", "isc-dhcp-client")
 	dir := t.TempDir()
 	for name, text := range map[string]string{
 		"conf":   "timeout 6;\ninitial-interval 1;\n" + conf,

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/attestation/attestation/internal/testenv"
 )
 
 // benchEnv turns on TestPerfdhcp, which takes minutes.
@@ -40,14 +42,9 @@ func TestPerfdhcp(t *testing.T) {
 	if os.Getenv(benchEnv) == "" {
 		t.Skip("skipped: a benchmark of several minutes; set " + benchEnv + "=1 (make bench)")
 	}
-	for _, tool := range []string{"ip", "perfdhcp"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("skipped: no %s (Debian packages iproute2, kea-admin)", tool)
-		}
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("skipped: network namespaces need root")
-	}
+	testenv.LookPath(t, "ip", "iproute2")
+	testenv.LookPath(t, "perfdhcp", "kea-admin")
+	testenv.Root(t, "creating network namespaces")
 	raiseReceiveBuffer(t)
 	pxeClass := "-o 60," + fmt.Sprintf("%x", "PXEClient:Arch:00000")
 	servers := []struct {

@@ -19,6 +19,8 @@ import (
 	"github.com/attestation/attestation/controlplane/daemon/daemontest"
 	"github.com/attestation/attestation/controlplane/lifecycle"
 	"github.com/attestation/attestation/controlplane/store"
+
+	"github.com/attestation/attestation/internal/testenv"
 )
 
 // bootDaemon starts a daemon whose boot assets directory holds a kernel
@@ -281,10 +283,8 @@ func TestAssetEscapes(t *testing.T) {
 
 // TestCurl drives the routes with the real curl binary.
 func TestCurl(t *testing.T) {
-	curl, err := exec.LookPath("curl")
-	if err != nil {
-		t.Skip("curl is not installed (apt-get install curl): skipping the curl client test")
-	}
+	testenv.Integration(t, "curl against the HTTP boot routes")
+	curl := testenv.LookPath(t, "curl", "curl")
 	d, kernel := bootDaemon(t)
 	run := func(args ...string) string {
 		t.Helper()

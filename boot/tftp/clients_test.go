@@ -12,17 +12,17 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/attestation/attestation/internal/testenv"
 )
 
-// needClient skips the test, visibly, when a TFTP client is not installed
-// (`make test-deps` installs them).
+// needClient marks the test as an integration test with the TFTP client
+// name and returns its path; without it the test skips, visibly, or
+// fails under CI (`make test-deps` installs them).
 func needClient(t *testing.T, name, pkg string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Skipf("SKIP: %s not installed (Debian package %s; make test-deps installs it)", name, pkg)
-	}
-	return p
+	testenv.Integration(t, "TFTP client "+name)
+	return testenv.LookPath(t, name, pkg)
 }
 
 // run runs a client with a time limit and returns its combined output.

@@ -2,7 +2,6 @@ package daemon_test
 
 import (
 	"net"
-	"os"
 	"testing"
 	"time"
 
@@ -11,15 +10,16 @@ import (
 
 	"github.com/attestation/attestation/controlplane/config"
 	"github.com/attestation/attestation/controlplane/daemon/daemontest"
+
+	"github.com/attestation/attestation/internal/testenv"
 )
 
 // TestDHCP starts the daemon with pxe_interface set to the loopback
 // interface and asks its PXE boot-server port (4011) for a boot file: an
 // unknown machine is answered (it boots the agent), with no address.
 func TestDHCP(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("skipped: DHCP listens on port 67, which needs root (make test runs as root)")
-	}
+	testenv.Integration(t, "daemon's PXE boot server on loopback")
+	testenv.Root(t, "DHCP on port 67")
 	daemontest.Start(t, daemontest.Options{Config: func(c *config.Config) {
 		c.PXEInterface = "lo"
 	}})

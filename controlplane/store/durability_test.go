@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/attestation/attestation/controlplane/store"
+
+	"github.com/attestation/attestation/internal/testenv"
 )
 
 var listeningRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
@@ -24,10 +26,8 @@ func TestAcknowledgedWriteSurvivesKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs attestationd")
 	}
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go tool to build attestationd")
-	}
+	testenv.Integration(t, "kill -9 after an acknowledged write")
+	goTool := testenv.LookPath(t, "go", "the Go toolchain")
 	bin := filepath.Join(t.TempDir(), "attestationd")
 	build := exec.Command(goTool, "build", "-o", bin, "github.com/attestation/attestation/controlplane/cmd/attestationd")
 	if out, err := build.CombinedOutput(); err != nil {

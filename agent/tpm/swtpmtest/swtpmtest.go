@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/attestation/attestation/internal/testenv"
 )
 
 // Start provisions a swtpm with an EK certificate from a local CA in a
@@ -20,14 +22,14 @@ import (
 // certificate in NV 0x01C00002), serves it with `swtpm socket` over TCP on
 // loopback until the test ends, and returns its tcp:// spec and a
 // directory holding the CA's root and issuing certificates (a roots
-// bundle). It skips the test, saying so, when swtpm is not installed.
+// bundle). It marks the test as an swtpm integration test, which skips
+// visibly (or fails under CI) when swtpm is not installed.
 func Start(t testing.TB) (spec, roots string) {
 	t.Helper()
-	for _, tool := range []string{"swtpm", "swtpm_setup", "swtpm_localca"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("SKIP: %s not installed (apt-get install swtpm swtpm-tools): the swtpm integration test did not run", tool)
-		}
-	}
+	testenv.Integration(t, "swtpm with an EK certificate chain")
+	testenv.LookPath(t, "swtpm", "swtpm")
+	testenv.LookPath(t, "swtpm_setup", "swtpm-tools")
+	testenv.LookPath(t, "swtpm_localca", "swtpm-tools")
 	dir := t.TempDir()
 	ca, state := filepath.Join(dir, "ca"), filepath.Join(dir, "state")
 	for _, d := range []string{ca, state} {

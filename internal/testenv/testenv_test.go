@@ -1,0 +1,70 @@
+package testenv_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/attestation/attestation/internal/testenv"
+)
+
+// TestHelperMissing is run by TestMissing in a child process: an
+// integration test that lacks a command.
+func TestHelperMissing(t *testing.T) {
+	if os.Getenv("TESTENV_HELPER") != "1" {
+		t.Skip("run by TestMissing")
+	}
+	testenv.Integration(t, "a tool nobody has")
+	testenv.LookPath(t, "no-such-tool-attestation", "no-such-package")
+	t.Log("ran past LookPath")
+}
+
+// TestMissing runs an integration test that lacks a command locally and
+// under CI: a skip naming the command and its package locally, a failure
+// naming them under CI=true or REQUIRE_INTEGRATION=1, and a line in the
+// integration log either way.
+func TestMissing(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name       string
+		env        []string
+		wantFail   bool
+		wantOut    string
+		wantResult string
+	}{
+		{"local", nil, false, "SKIP: no no-such-tool-attestation (Debian package no-such-package)", "skip"},
+		{"CI=true", []string{"CI=true"}, true, "integration test cannot run: no no-such-tool-attestation (Debian package no-such-package)", "FAIL"},
+		{"REQUIRE_INTEGRATION=1", []string{"REQUIRE_INTEGRATION=1"}, true, "integration test cannot run", "FAIL"},
+		{"CI=false", []string{"CI=false"}, false, "SKIP: no no-such-tool", "skip"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			log := filepath.Join(t.TempDir(), "integration.log")
+			cmd := exec.Command(exe, "-test.run", "^TestHelperMissing$", "-test.v")
+			cmd.Env = append([]string{"TESTENV_HELPER=1", "PATH=" + os.Getenv("PATH"), testenv.LogEnv + "=" + log}, tt.env...)
+			out, err := cmd.CombinedOutput()
+			if failed := err != nil; failed != tt.wantFail {
+				t.Errorf("failed: %v, want %v\n%s", failed, tt.wantFail, out)
+			}
+			if !strings.Contains(string(out), tt.wantOut) {
+				t.Errorf("output:\n%s\nwant it to contain %q", out, tt.wantOut)
+			}
+			if strings.Contains(string(out), "ran past LookPath") {
+				t.Errorf("the test went on without the command:\n%s", out)
+			}
+			b, err := os.ReadFile(log)
+			if err != nil {
+				t.Fatalf("integration log: %v", err)
+			}
+			f := strings.Split(strings.TrimSpace(string(b)), "\t")
+			if len(f) != 4 || f[0] != "internal/testenv.TestHelperMissing" || f[1] != "a tool nobody has" || f[2] != tt.wantResult {
+				t.Errorf("integration log %q, want TestHelperMissing, what, %s, duration", b, tt.wantResult)
+			}
+		})
+	}
+}
