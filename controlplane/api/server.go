@@ -59,7 +59,10 @@ type Options struct {
 	// Registry receives the API metrics and is served on /metrics.
 	Registry *prometheus.Registry
 	// Ready reports whether the daemon can serve (nil: always).
-	Ready  func(context.Context) error
+	Ready func(context.Context) error
+	// Limits caps request bodies (nil: DefaultMaxRequestBytes, registered
+	// on Registry). The daemon puts its Middleware in front of every route.
+	Limits *Limits
 	Logger *slog.Logger
 }
 
@@ -89,11 +92,15 @@ func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 	if o.Registry == nil {
 		o.Registry = prometheus.NewRegistry()
 	}
+	if o.Limits == nil {
+		o.Limits = NewLimits(DefaultMaxRequestBytes, o.Registry, o.Logger)
+	}
 	m := newMetrics(o.Registry, o.Store)
 	validator := validate.NewInterceptor()
 	logErrors := errorLogger(o.Logger)
-	operator := connect.WithInterceptors(m, logErrors, auth.NewInterceptor(o.Auth), validator)
-	agent := connect.WithInterceptors(m, logErrors, validator)
+	limits := o.Limits.HandlerOptions()
+	operator := connect.WithHandlerOptions(append(limits, connect.WithInterceptors(m, logErrors, auth.NewInterceptor(o.Auth), validator))...)
+	agent := connect.WithHandlerOptions(append(limits, connect.WithInterceptors(m, logErrors, validator))...)
 
 	mux := http.NewServeMux()
 	var services []*vanguard.Service
@@ -108,10 +115,10 @@ func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 	// Agent messages are small; compressing them costs more than it saves.
 	mux.Handle(attestationv1connect.NewAgentServiceHandler(o.Agent, agent, connect.WithCompressMinBytes(4<<10)))
 
-	transcoder, err := vanguard.NewTranscoder(services,
+	transcoder, err := vanguard.NewTranscoder(services, append(o.Limits.TranscoderOptions(),
 		vanguard.WithCodec(restCodec),
 		// Always re-encode, so REST JSON comes from restCodec.
-		vanguard.WithDefaultServiceOptions(vanguard.WithTargetCodecs(vanguard.CodecProto)))
+		vanguard.WithDefaultServiceOptions(vanguard.WithTargetCodecs(vanguard.CodecProto)))...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("build REST transcoder: %w", err)
 	}
@@ -122,7 +129,7 @@ func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, operator))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, operator))
 	checker := grpchealth.NewStaticChecker(all...)
-	mux.Handle(grpchealth.NewHandler(checker))
+	mux.Handle(grpchealth.NewHandler(checker, limits...))
 
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -244,7 +251,8 @@ func (h *errorHider) WrapStreamingHandler(next connect.StreamingHandlerFunc) con
 
 // restErrors makes REST errors follow HTTP conventions where the usual
 // gRPC-to-HTTP mapping does not: an illegal state transition
-// (failed_precondition, 400 by default) becomes 409 Conflict.
+// (failed_precondition, 400 by default) becomes 409 Conflict, a body
+// that decompresses past the limit (resource_exhausted, 429) 413.
 //
 // It also reads a body sent without a JSON content type (curl -d sends
 // application/x-www-form-urlencoded) as JSON, since JSON is all REST takes,
@@ -304,7 +312,7 @@ type restWriter struct {
 }
 
 func (w *restWriter) WriteHeader(code int) {
-	if (code == http.StatusBadRequest || code == http.StatusInternalServerError) && w.buf == nil && w.status == 0 {
+	if (code == http.StatusBadRequest || code == http.StatusTooManyRequests || code == http.StatusInternalServerError) && w.buf == nil && w.status == 0 {
 		// Hold the error body to look at its code.
 		w.status, w.buf = code, &bytes.Buffer{}
 		return
@@ -344,6 +352,9 @@ func (w *restWriter) flushHeld() {
 		switch {
 		case connect.Code(code) == connect.CodeFailedPrecondition:
 			status = http.StatusConflict
+		case connect.Code(code) == connect.CodeResourceExhausted && strings.HasPrefix(msg, TooLarge):
+			// A compressed body over the limit once decompressed.
+			status = http.StatusRequestEntityTooLarge
 		case (connect.Code(code) == connect.CodeInternal || connect.Code(code) == connect.CodeUnknown) && msg != internalMessage:
 			// Not from a handler (errorLogger rewrites those): the
 			// transcoder could not make a request message of what was

@@ -116,6 +116,10 @@ type Config struct {
 	BootAssets string `json:"boot_assets,omitempty"`
 	// IPXEDir holds the iPXE binaries (Debian's ipxe package).
 	IPXEDir string `json:"ipxe_dir"`
+	// MaxRequestBytes caps every request body, and what a compressed one
+	// decompresses to.
+	MaxRequestBytes int64 `json:"max_request_bytes"`
+
 	// BootKernelArgs are added to the kernel command line of the agent
 	// when a machine network-boots it, after attestation.url=.
 	BootKernelArgs string `json:"boot_kernel_args,omitempty"`
@@ -147,6 +151,7 @@ func Default() Config {
 		SessionTTL:          Duration(15 * time.Minute),
 		ConfigTokenTTL:      Duration(24 * time.Hour),
 		HeartbeatInterval:   Duration(30 * time.Second),
+		MaxRequestBytes:     1 << 20,
 		DHCPMode:            DHCPModeProxy,
 		IPXEDir:             "/usr/lib/ipxe",
 	}
@@ -216,6 +221,14 @@ var settings = []setting{
 		func(c *Config) *Duration { return &c.ConfigTokenTTL }),
 	duration("heartbeat-interval", "ATTESTATION_HEARTBEAT_INTERVAL", "heartbeat_interval", "how often agents heartbeat; three intervals without one emit node.heartbeat_missed",
 		func(c *Config) *Duration { return &c.HeartbeatInterval }),
+	{flag: "max-request-bytes", env: "ATTESTATION_MAX_REQUEST_BYTES", key: "max_request_bytes",
+		help: "most bytes of a request body, and of what a compressed one decompresses to; larger ones are refused (413, resource_exhausted)",
+		get:  func(c *Config) string { return strconv.FormatInt(c.MaxRequestBytes, 10) },
+		set: func(c *Config, v string) error {
+			n, err := strconv.ParseInt(v, 10, 64)
+			c.MaxRequestBytes = n
+			return err
+		}},
 	{flag: "pxe-interface", env: "ATTESTATION_PXE_INTERFACE", key: "pxe_interface",
 		help: "network interface to serve DHCP for network boot on, ports 67 and 4011 (default: no DHCP server)",
 		get:  func(c *Config) string { return c.PXEInterface }, set: func(c *Config, v string) error { c.PXEInterface = v; return nil }},
@@ -354,6 +367,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.validateDHCP(); err != nil {
 		return err
+	}
+	if c.MaxRequestBytes < 4<<10 || c.MaxRequestBytes > 1<<30 {
+		return fmt.Errorf("max_request_bytes %d: want 4096 to 1073741824", c.MaxRequestBytes)
 	}
 	if c.AdminToken != "" && len(c.AdminToken) < 16 {
 		return errors.New("admin_token: must be at least 16 characters")

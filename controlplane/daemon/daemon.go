@@ -165,6 +165,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
+	limits := api.NewLimits(cfg.MaxRequestBytes, reg, log.With("component", "api"))
 	handler, mux, err := api.Handler(api.Options{
 		Store:      st,
 		Machines:   svc,
@@ -175,6 +176,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Agent:      agent,
 		Extensions: host.list,
 		Registry:   reg,
+		Limits:     limits,
 		Logger:     log.With("component", "api"),
 	})
 	if err != nil {
@@ -189,13 +191,20 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	// Unauthenticated, in front of the mux, which would redirect a
 	// non-canonical /boot/ path rather than refuse it.
 	handler = bootHTTP.Handler(handler)
+	// Outermost: no route, extensions' included, reads past the limit.
+	handler = limits.Middleware(handler)
 	host.mount(mux, authn)
 	host.start(ctx)
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		Protocols:         new(http.Protocols),
+		// No ReadTimeout or WriteTimeout: they would cut the streams
+		// (WatchApproval, WatchEvents) short. The body has its own
+		// deadline (api.Limits), idle connections theirs.
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		Protocols:      new(http.Protocols),
 	}
 	// gRPC needs HTTP/2; without TLS that is h2c (prior knowledge).
 	srv.Protocols.SetHTTP1(true)

@@ -1,0 +1,275 @@
+package api
+
+import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/vanguard"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// DefaultMaxRequestBytes caps a request body, and what it decompresses
+// to, when the daemon is not told otherwise: far above any message of the
+// API (an agent's Attest with a UEFI event log is some tens of KB), far
+// below what hurts.
+const DefaultMaxRequestBytes = 1 << 20
+
+// bodyReadTimeout bounds the time a client takes to send a request body,
+// so that a trickling client holds no handler for long. Only the body:
+// a stream's response can last as long as it needs.
+const bodyReadTimeout = 30 * time.Second
+
+// Limits caps request bodies. One Limits is shared by the API's handlers
+// and the middleware in front of every route, so that every refusal is
+// counted and logged the same way.
+type Limits struct {
+	// Max is the most bytes a request body may hold, and the most a
+	// compressed one may decompress to.
+	Max     int64
+	log     *slog.Logger
+	refused *prometheus.CounterVec
+}
+
+// NewLimits returns Limits of max bytes (DefaultMaxRequestBytes when max
+// is not positive), registering attestation_http_request_body_refused_total.
+func NewLimits(max int64, reg prometheus.Registerer, log *slog.Logger) *Limits {
+	if max <= 0 {
+		max = DefaultMaxRequestBytes
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	l := &Limits{Max: max, log: log, refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "attestation_http_request_body_refused_total",
+		Help: "Requests refused for a body over max_request_bytes, by route kind and why (content_length, body, decompressed).",
+	}, []string{"route", "reason"})}
+	if reg != nil {
+		reg.MustRegister(l.refused)
+	}
+	return l
+}
+
+func (l *Limits) refuse(r *http.Request, route, reason string, size int64) {
+	l.refused.WithLabelValues(route, reason).Inc()
+	args := []any{"method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "reason", reason, "max_bytes", l.Max}
+	if size > 0 {
+		args = append(args, "content_length", size)
+	}
+	l.log.Warn("request body too large", args...)
+}
+
+// routeKind sorts a path into the kinds of routes that answer a body over
+// the limit differently: Connect, gRPC and gRPC-Web procedures with their
+// protocol's resource_exhausted, REST (/api/v1/..., extensions' routes
+// included) with a JSON 413, everything else with a plain 413.
+func routeKind(r *http.Request) string {
+	switch {
+	case strings.HasPrefix(r.URL.Path, "/api/"):
+		return "rest"
+	case strings.Count(r.URL.Path, "/") == 2 && strings.Contains(r.URL.Path[1:strings.LastIndexByte(r.URL.Path, '/')], "."):
+		return "rpc" // /package.Service/Method
+	default:
+		return "http"
+	}
+}
+
+// Middleware caps the body of every request that reaches h: one whose
+// Content-Length says it is over the limit is refused before a byte of it
+// is read. A body of unknown length (chunked) is read ahead, up to the
+// limit, for routes other than RPCs, so that one over it is refused
+// whether or not its handler would have read it; an RPC's is read by
+// Connect, which stops at the limit. A refused RPC gets resource_exhausted
+// from its protocol (Connect maps the http.MaxBytesError it reads), a REST
+// route a JSON 413, any other route a plain 413. Sending a body may take
+// at most 30 s.
+func (l *Limits) Middleware(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body == nil || r.Body == http.NoBody {
+			h.ServeHTTP(w, r)
+			return
+		}
+		route := routeKind(r)
+		if r.ContentLength > l.Max {
+			l.refuse(r, route, "content_length", r.ContentLength)
+			if route != "rpc" {
+				l.write413(w, route)
+				return
+			}
+			r.Body = refusedBody{limit: l.Max}
+			h.ServeHTTP(w, r)
+			return
+		}
+		rc := http.NewResponseController(w)
+		// Not every ResponseWriter can (httptest's cannot): then the
+		// server's own timeouts are all there is.
+		deadline := rc.SetReadDeadline(time.Now().Add(bodyReadTimeout)) == nil
+		b := &limitedBody{r: http.MaxBytesReader(w, r.Body, l.Max), rc: rc, deadline: deadline}
+		r.Body = b
+		if route != "rpc" && r.ContentLength < 0 {
+			buf, err := io.ReadAll(b)
+			if b.over() {
+				l.refuse(r, route, "body", 0)
+				l.write413(w, route)
+				return
+			}
+			if err != nil {
+				http.Error(w, "reading the request body: "+err.Error(), http.StatusBadRequest)
+				return
+			}
+			r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(buf)), int64(len(buf))
+		}
+		h.ServeHTTP(w, r)
+		if b.over() {
+			l.refuse(r, route, "body", 0)
+		}
+	})
+}
+
+// TooLarge is how every refusal of a body over the limit starts.
+const TooLarge = "request body too large"
+
+// write413 answers a body over the limit on a non-RPC route.
+func (l *Limits) write413(w http.ResponseWriter, route string) {
+	msg := fmt.Sprintf("%s: the limit is %d bytes", TooLarge, l.Max)
+	// The rest of the body is not read: close rather than drain it.
+	w.Header().Set("Connection", "close")
+	if route == "rest" {
+		writeRESTError(w, http.StatusRequestEntityTooLarge, connect.CodeResourceExhausted, msg)
+		return
+	}
+	http.Error(w, msg, http.StatusRequestEntityTooLarge)
+}
+
+// refusedBody stands in for a body whose Content-Length is over the
+// limit: reading it fails at once, as http.MaxBytesReader fails past it.
+type refusedBody struct{ limit int64 }
+
+func (b refusedBody) Read([]byte) (int, error) { return 0, &http.MaxBytesError{Limit: b.limit} }
+func (b refusedBody) Close() error             { return nil }
+
+// limitedBody is a request body under http.MaxBytesReader that clears the
+// read deadline once the body has been read to its end, so that a stream
+// whose request is in can run past it.
+type limitedBody struct {
+	r        io.ReadCloser
+	rc       *http.ResponseController
+	deadline bool
+	mu       sync.Mutex
+	tripped  bool
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil {
+		var mb *http.MaxBytesError
+		if errors.As(err, &mb) {
+			b.mu.Lock()
+			b.tripped = true
+			b.mu.Unlock()
+		}
+		if b.deadline {
+			b.rc.SetReadDeadline(time.Time{})
+			b.deadline = false
+		}
+	}
+	return n, err
+}
+
+func (b *limitedBody) Close() error { return b.r.Close() }
+
+func (b *limitedBody) over() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.tripped
+}
+
+// HandlerOptions are the Connect handler options that apply the limit to
+// each message and to what a compressed one decompresses to. Connect's
+// own check finds a decompression bomb out only after inflating all of it
+// to count the bytes; this gzip stops at the limit.
+func (l *Limits) HandlerOptions() []connect.HandlerOption {
+	return []connect.HandlerOption{
+		connect.WithReadMaxBytes(int(l.Max)),
+		connect.WithCompression("gzip", l.newDecompressor("rpc"), newGzipWriter),
+	}
+}
+
+// TranscoderOptions apply the limit to the REST transcoder: what it
+// buffers of a message, and what a compressed body decompresses to.
+func (l *Limits) TranscoderOptions() []vanguard.TranscoderOption {
+	return []vanguard.TranscoderOption{
+		vanguard.WithDefaultServiceOptions(vanguard.WithMaxMessageBufferBytes(uint32(min(l.Max, 1<<31)))),
+		// Before WithCodec: vanguard v0.4.0 makes its compressor map only
+		// while it has no codecs (it tests the wrong map).
+		vanguard.WithCompression("gzip", newGzipWriter, l.newDecompressor("rest")),
+	}
+}
+
+func newGzipWriter() connect.Compressor { return gzip.NewWriter(io.Discard) }
+
+func (l *Limits) newDecompressor(route string) func() connect.Decompressor {
+	return func() connect.Decompressor { return &boundedGzip{l: l, route: route} }
+}
+
+// errDecompressedTooLarge is what boundedGzip fails with past the limit.
+func (l *Limits) errDecompressedTooLarge() error {
+	return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("%s: it decompresses to more than %d bytes", TooLarge, l.Max))
+}
+
+// boundedGzip is a gzip reader that fails once it has produced more than
+// the limit, without inflating the rest.
+type boundedGzip struct {
+	l     *Limits
+	route string
+	zr    *gzip.Reader
+	n    int64
+	over bool
+}
+
+func (g *boundedGzip) Reset(r io.Reader) error {
+	g.n, g.over = 0, false
+	if g.zr == nil {
+		zr, err := gzip.NewReader(r)
+		if err != nil {
+			return err
+		}
+		g.zr = zr
+		return nil
+	}
+	return g.zr.Reset(r)
+}
+
+func (g *boundedGzip) Read(p []byte) (int, error) {
+	if g.over {
+		return 0, g.l.errDecompressedTooLarge()
+	}
+	// Read at most one byte past the limit: enough to know.
+	if room := g.l.Max + 1 - g.n; int64(len(p)) > room {
+		p = p[:room]
+	}
+	n, err := g.zr.Read(p)
+	g.n += int64(n)
+	if g.n > g.l.Max {
+		g.over = true
+		g.l.refused.WithLabelValues(g.route, "decompressed").Inc()
+		g.l.log.Warn("request body too large", "route", g.route, "reason", "decompressed", "max_bytes", g.l.Max)
+		return n, g.l.errDecompressedTooLarge()
+	}
+	return n, err
+}
+
+func (g *boundedGzip) Close() error {
+	if g.zr == nil {
+		return nil
+	}
+	return g.zr.Close()
+}
