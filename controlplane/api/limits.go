@@ -231,8 +231,8 @@ type boundedGzip struct {
 	l     *Limits
 	route string
 	zr    *gzip.Reader
-	n    int64
-	over bool
+	n     int64
+	over  bool
 }
 
 func (g *boundedGzip) Reset(r io.Reader) error {
