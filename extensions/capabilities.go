@@ -34,6 +34,12 @@ type Host struct {
 	Metrics prometheus.Registerer
 	// BaseURL is the daemon's API base URL, like http://10.0.0.1:9000.
 	BaseURL string
+	// MaxRequestBytes is the daemon's max_request_bytes: no request body
+	// reaches the extension's routes past it (the daemon answers 413 before
+	// they run). An extension that serves Connect handlers passes
+	// connect.WithReadMaxBytes(int(MaxRequestBytes)) to them too, so that
+	// a compressed message is held to it once decompressed.
+	MaxRequestBytes int64
 	// Config is the extension's section of the daemon's config file
 	// (extensions: <name>: ...) as JSON; nil when there is none. Decode it
 	// strictly and return an error from Provision when it is wrong.
@@ -58,7 +64,8 @@ type Migrator interface {
 // Router serves HTTP (or Connect) handlers. The patterns it registers on
 // mux are relative to the extension's prefix: "GET /machines/{id}/tags" is
 // served as GET /api/v1/<name>/machines/{id}/tags, behind the daemon's
-// operator authentication (Caller names who is calling).
+// operator authentication (Caller names who is calling) and its request
+// body limit (Host.MaxRequestBytes).
 type Router interface {
 	Routes(mux *http.ServeMux)
 }

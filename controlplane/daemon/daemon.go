@@ -120,7 +120,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if exts == nil {
 		exts = extensions.All()
 	}
-	host := &host{log: log.With("component", "extensions")}
+	host := &host{log: log.With("component", "extensions"), maxRequestBytes: cfg.MaxRequestBytes}
 	host.load(ctx, exts, st, baseURL(ln.Addr()), cfg.Extensions, dispatcher, reg)
 	for name := range cfg.Extensions {
 		if !host.has(name) {

@@ -64,6 +64,8 @@ func (l *loaded) status() string {
 type host struct {
 	log  *slog.Logger
 	exts []*loaded
+	// maxRequestBytes is told to extensions (Host.MaxRequestBytes).
+	maxRequestBytes int64
 }
 
 // guard runs fn, turning a panic into an error.
@@ -103,7 +105,8 @@ func (h *host) loadOne(ctx context.Context, l *loaded, st *store.Store, baseURL 
 	if p, ok := l.ext.(extensions.Provisioner); ok {
 		hostInfo := &extensions.Host{
 			Name: name, Logger: l.log, DB: st.DB(), ReadDB: st.ReadDB(), BaseURL: baseURL, Config: settings,
-			Metrics: prometheus.WrapRegistererWith(prometheus.Labels{"extension": name}, reg),
+			MaxRequestBytes: h.maxRequestBytes,
+			Metrics:         prometheus.WrapRegistererWith(prometheus.Labels{"extension": name}, reg),
 		}
 		if err := guard("Provision", func() error { return p.Provision(ctx, hostInfo) }); err != nil {
 			return fmt.Errorf("provision: %w", err)
