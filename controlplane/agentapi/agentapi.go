@@ -28,11 +28,13 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -73,7 +75,12 @@ type Options struct {
 	Committed *events.Signal
 	// Stopping is closed when the server shuts down; streams end then.
 	Stopping <-chan struct{}
-	Logger   *slog.Logger
+	// Limits bound Register calls and outstanding challenges (zero:
+	// DefaultLimits).
+	Limits Limits
+	// Registerer receives the agent API's metrics (nil: not registered).
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
 }
 
 // Server implements AgentService.
@@ -83,6 +90,7 @@ type Server struct {
 	pcrs []int
 	// challenges are the outstanding challenges.
 	challenges challenges
+	admission  *admission
 }
 
 // New returns a Server.
@@ -119,13 +127,52 @@ func New(o Options) (*Server, error) {
 		}
 	}
 	slices.Sort(pcrs)
-	return &Server{o: o, log: o.Logger, pcrs: slices.Compact(pcrs)}, nil
+	if o.Limits == (Limits{}) {
+		o.Limits = DefaultLimits
+	}
+	if o.Limits.RegisterRate > 0 && o.Limits.RegisterBurst < 1 {
+		return nil, fmt.Errorf("agent API: a Register rate of %g a second needs a burst of at least 1", o.Limits.RegisterRate)
+	}
+	s := &Server{o: o, log: o.Logger, pcrs: slices.Compact(pcrs), admission: newAdmission(o.Limits, o.Registerer)}
+	s.challenges.max, s.challenges.perSource = o.Limits.MaxChallenges, o.Limits.MaxChallengesPerSource
+	return s, nil
+}
+
+// admit refuses a Register from src when it would go over the Register
+// rate of src or leave more challenges outstanding than allowed: before
+// any work is done for it (EK checks, database reads and writes).
+func (s *Server) admit(src netip.Addr) error {
+	now := time.Now()
+	if err := s.admission.allowRegister(src, now); err != nil {
+		s.log.Warn("registration refused: rate", "source", src, "err", err)
+		return err
+	}
+	if err := s.challenges.check(src, now); err != nil {
+		return s.challengesFull(src, err)
+	}
+	return nil
+}
+
+// challengesFull logs, counts and maps a refusal for want of room for a
+// challenge.
+func (s *Server) challengesFull(src netip.Addr, err error) error {
+	reason := "challenges"
+	if errors.Is(err, errTooManySourceChallenges) {
+		reason = "source_challenges"
+	}
+	s.admission.refused.WithLabelValues(reason).Inc()
+	s.log.Warn("registration refused: challenges", "source", src, "reason", reason, "err", err)
+	return connect.NewError(connect.CodeResourceExhausted, err)
 }
 
 // Register implements AgentService.Register.
 func (s *Server) Register(ctx context.Context, req *connect.Request[attestationv1.RegisterRequest]) (*connect.Response[attestationv1.RegisterResponse], error) {
 	msg := req.Msg
 	reg := machines.SelfRegistration{IP: peerIP(req.Peer().Addr), TPMAvailable: msg.TpmAvailable}
+	src := source(reg.IP)
+	if err := s.admit(src); err != nil {
+		return nil, err
+	}
 	hw := msg.GetHardware()
 	reg.Hardware = events.Hardware{SMBIOSUUID: strings.ToLower(strings.TrimSpace(hw.GetSmbiosUuid())), Serial: hw.GetSerial(), Product: hw.GetProduct()}
 	for _, mac := range hw.GetMacs() {
@@ -210,9 +257,9 @@ func (s *Server) register(ctx context.Context, old *store.Machine, reg machines.
 	now := time.Now()
 	ch.id, ch.machineID, ch.reported = hex.EncodeToString(id), m.ID, reg
 	ch.expires = now.Add(s.o.ChallengeTTL).UTC()
+	ch.source = source(reg.IP)
 	if err := s.challenges.add(ch, now); err != nil {
-		s.log.Warn("registration refused: challenge table full", "machine", m.ID, "outstanding", s.challenges.len())
-		return nil, false, connect.NewError(connect.CodeResourceExhausted, err)
+		return nil, false, s.challengesFull(ch.source, err)
 	}
 	return m, created, nil
 }

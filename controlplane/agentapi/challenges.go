@@ -1,7 +1,9 @@
 package agentapi
 
 import (
+	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -10,13 +12,12 @@ import (
 	"github.com/attestation/attestation/controlplane/store"
 )
 
-// maxChallenges bounds the challenges outstanding at once: with the
-// default 60 s expiry, 100,000 allow a sustained 1,600 registrations a
-// second, and hold at most a few tens of MB.
-const maxChallenges = 100_000
-
-// errTooManyChallenges: the table is full of unexpired challenges.
-var errTooManyChallenges = fmt.Errorf("%d attestation challenges are outstanding, the most this control plane holds: retry in a few seconds", maxChallenges)
+// errTooManyChallenges: the table is full of unexpired challenges;
+// errTooManySourceChallenges: those of one source are as many as it may hold.
+var (
+	errTooManyChallenges       = errors.New("too many attestation challenges outstanding")
+	errTooManySourceChallenges = errors.New("too many attestation challenges outstanding from one source")
+)
 
 // challenge is an outstanding credential-activation challenge. Its secret
 // and nonce are kept only as SHA-256 hashes.
@@ -35,7 +36,9 @@ type challenge struct {
 	// reported is what the agent said about its machine when it
 	// registered; it is recorded only once the machine has proved itself.
 	reported machines.SelfRegistration
-	used     bool
+	// source is where the Register came from (see source()).
+	source netip.Addr
+	used   bool
 }
 
 // challenges holds the outstanding challenges in memory. A challenge is
@@ -45,8 +48,15 @@ type challenge struct {
 // hands it out once; a used one stays, as a tombstone, until it expires,
 // so that a replay is refused as one.
 type challenges struct {
+	// max and perSource bound the unused, unexpired challenges held, in
+	// all and of one source (0: no bound).
+	max, perSource int
+
 	mu sync.Mutex
 	m  map[string]*challenge
+	// open counts the unused challenges, in all and by source.
+	open     int
+	bySource map[netip.Addr]int
 	// queue holds the challenges in the order they expire (they all live
 	// the same time), for pruning.
 	queue []*challenge
@@ -57,15 +67,46 @@ func (cs *challenges) add(c *challenge, now time.Time) error {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	cs.prune(now)
-	if len(cs.m) >= maxChallenges {
-		return errTooManyChallenges
+	if err := cs.room(c.source); err != nil {
+		return err
 	}
 	if cs.m == nil {
 		cs.m = make(map[string]*challenge)
+		cs.bySource = make(map[netip.Addr]int)
 	}
 	cs.m[c.id] = c
 	cs.queue = append(cs.queue, c)
+	cs.open++
+	cs.bySource[c.source]++
 	return nil
+}
+
+// check reports, without holding a place, whether a challenge of src
+// would be taken now: Register asks before it does any work.
+func (cs *challenges) check(src netip.Addr, now time.Time) error {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	cs.prune(now)
+	return cs.room(src)
+}
+
+// room fails when the table, or src's share of it, is full.
+func (cs *challenges) room(src netip.Addr) error {
+	switch {
+	case cs.max > 0 && cs.open >= cs.max:
+		return fmt.Errorf("%w: %d in all, the most this control plane holds; retry in a few seconds", errTooManyChallenges, cs.max)
+	case cs.perSource > 0 && cs.bySource[src] >= cs.perSource:
+		return fmt.Errorf("%w: %d from %s, the most one source may hold; answer them or retry when they expire", errTooManySourceChallenges, cs.perSource, src)
+	}
+	return nil
+}
+
+// close counts c as no longer open (taken, or expired unused).
+func (cs *challenges) close(c *challenge) {
+	cs.open--
+	if cs.bySource[c.source]--; cs.bySource[c.source] <= 0 {
+		delete(cs.bySource, c.source)
+	}
 }
 
 // prune forgets expired challenges. The queue is in expiry order as long
@@ -77,6 +118,9 @@ func (cs *challenges) prune(now time.Time) {
 			break
 		}
 		delete(cs.m, c.id)
+		if !c.used {
+			cs.close(c)
+		}
 		n++
 	}
 	if n > 0 {
@@ -101,6 +145,7 @@ func (cs *challenges) take(id string, now time.Time) (*challenge, error) {
 		return c, store.ErrUsed
 	}
 	c.used = true
+	cs.close(c)
 	if !now.Before(c.expires) {
 		return c, store.ErrExpired
 	}

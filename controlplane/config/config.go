@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -116,6 +117,16 @@ type Config struct {
 	BootAssets string `json:"boot_assets,omitempty"`
 	// IPXEDir holds the iPXE binaries (Debian's ipxe package).
 	IPXEDir string `json:"ipxe_dir"`
+	// RegisterRate is how many Register calls a second one source address
+	// (an IPv6 one by its /64) may make on average, after a burst of
+	// RegisterBurst; 0: no limit.
+	RegisterRate  float64 `json:"register_rate"`
+	RegisterBurst int     `json:"register_burst"`
+	// MaxChallenges bounds the attestation challenges outstanding at once,
+	// MaxChallengesPerSource those of one source address.
+	MaxChallenges          int `json:"max_challenges"`
+	MaxChallengesPerSource int `json:"max_challenges_per_source"`
+
 	// MaxRequestBytes caps every request body, and what a compressed one
 	// decompresses to.
 	MaxRequestBytes int64 `json:"max_request_bytes"`
@@ -141,19 +152,23 @@ const (
 // Default returns the built-in defaults.
 func Default() Config {
 	return Config{
-		Listen:              ":9000",
-		DataDir:             "./var",
-		LogLevel:            "info",
-		LogFormat:           "text",
-		EventHandlerTimeout: Duration(10 * time.Second),
-		EKPolicy:            EKPolicyVerify,
-		ChallengeTTL:        Duration(60 * time.Second),
-		SessionTTL:          Duration(15 * time.Minute),
-		ConfigTokenTTL:      Duration(24 * time.Hour),
-		HeartbeatInterval:   Duration(30 * time.Second),
-		MaxRequestBytes:     1 << 20,
-		DHCPMode:            DHCPModeProxy,
-		IPXEDir:             "/usr/lib/ipxe",
+		Listen:                 ":9000",
+		DataDir:                "./var",
+		LogLevel:               "info",
+		LogFormat:              "text",
+		EventHandlerTimeout:    Duration(10 * time.Second),
+		EKPolicy:               EKPolicyVerify,
+		ChallengeTTL:           Duration(60 * time.Second),
+		SessionTTL:             Duration(15 * time.Minute),
+		ConfigTokenTTL:         Duration(24 * time.Hour),
+		HeartbeatInterval:      Duration(30 * time.Second),
+		MaxRequestBytes:        1 << 20,
+		RegisterRate:           5,
+		RegisterBurst:          20,
+		MaxChallenges:          10_000,
+		MaxChallengesPerSource: 64,
+		DHCPMode:               DHCPModeProxy,
+		IPXEDir:                "/usr/lib/ipxe",
 	}
 }
 
@@ -166,6 +181,17 @@ type setting struct {
 
 // booleans are the settings whose flags take no value (--allow-no-tpm).
 var booleans = map[string]bool{"allow-no-tpm": true}
+
+// intSetting is a setting of an int field.
+func intSetting(flag, env, key, help string, field func(*Config) *int) setting {
+	return setting{flag: flag, env: env, key: key, help: help,
+		get: func(c *Config) string { return strconv.Itoa(*field(c)) },
+		set: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			*field(c) = n
+			return err
+		}}
+}
 
 // duration is a setting of a Duration field.
 func duration(flag, env, key, help string, field func(*Config) *Duration) setting {
@@ -221,6 +247,20 @@ var settings = []setting{
 		func(c *Config) *Duration { return &c.ConfigTokenTTL }),
 	duration("heartbeat-interval", "ATTESTATION_HEARTBEAT_INTERVAL", "heartbeat_interval", "how often agents heartbeat; three intervals without one emit node.heartbeat_missed",
 		func(c *Config) *Duration { return &c.HeartbeatInterval }),
+	{flag: "register-rate", env: "ATTESTATION_REGISTER_RATE", key: "register_rate",
+		help: "agent Register calls a second one source address (IPv6: its /64) may make, after a burst of --register-burst; more get resource_exhausted (0: no limit)",
+		get:  func(c *Config) string { return strconv.FormatFloat(c.RegisterRate, 'g', -1, 64) },
+		set: func(c *Config, v string) error {
+			f, err := strconv.ParseFloat(v, 64)
+			c.RegisterRate = f
+			return err
+		}},
+	intSetting("register-burst", "ATTESTATION_REGISTER_BURST", "register_burst", "agent Register calls one source address may make at once before --register-rate applies",
+		func(c *Config) *int { return &c.RegisterBurst }),
+	intSetting("max-challenges", "ATTESTATION_MAX_CHALLENGES", "max_challenges", "attestation challenges outstanding at once, from all sources",
+		func(c *Config) *int { return &c.MaxChallenges }),
+	intSetting("max-challenges-per-source", "ATTESTATION_MAX_CHALLENGES_PER_SOURCE", "max_challenges_per_source", "attestation challenges one source address may have outstanding at once",
+		func(c *Config) *int { return &c.MaxChallengesPerSource }),
 	{flag: "max-request-bytes", env: "ATTESTATION_MAX_REQUEST_BYTES", key: "max_request_bytes",
 		help: "most bytes of a request body, and of what a compressed one decompresses to; larger ones are refused (413, resource_exhausted)",
 		get:  func(c *Config) string { return strconv.FormatInt(c.MaxRequestBytes, 10) },
@@ -367,6 +407,16 @@ func (c *Config) Validate() error {
 	}
 	if err := c.validateDHCP(); err != nil {
 		return err
+	}
+	switch {
+	case c.RegisterRate < 0 || math.IsNaN(c.RegisterRate) || math.IsInf(c.RegisterRate, 0):
+		return fmt.Errorf("register_rate %g: want 0 (no limit) or a positive number of calls a second", c.RegisterRate)
+	case c.RegisterRate > 0 && c.RegisterBurst < 1:
+		return fmt.Errorf("register_burst %d: want at least 1 with a register_rate", c.RegisterBurst)
+	case c.MaxChallenges < 1:
+		return fmt.Errorf("max_challenges %d: want at least 1", c.MaxChallenges)
+	case c.MaxChallengesPerSource < 1 || c.MaxChallengesPerSource > c.MaxChallenges:
+		return fmt.Errorf("max_challenges_per_source %d: want 1 to max_challenges (%d)", c.MaxChallengesPerSource, c.MaxChallenges)
 	}
 	if c.MaxRequestBytes < 4<<10 || c.MaxRequestBytes > 1<<30 {
 		return fmt.Errorf("max_request_bytes %d: want 4096 to 1073741824", c.MaxRequestBytes)

@@ -160,7 +160,14 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		HeartbeatInterval: time.Duration(cfg.HeartbeatInterval),
 		Committed:         committed,
 		Stopping:          stopping,
-		Logger:            log.With("component", "agent"),
+		Limits: agentapi.Limits{
+			RegisterRate:           cfg.RegisterRate,
+			RegisterBurst:          cfg.RegisterBurst,
+			MaxChallenges:          cfg.MaxChallenges,
+			MaxChallengesPerSource: cfg.MaxChallengesPerSource,
+		},
+		Registerer: reg,
+		Logger:     log.With("component", "agent"),
 	})
 	if err != nil {
 		return err
