@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -89,7 +90,7 @@ func Run(ctx context.Context, cfg Config) error {
 			// ones: watching again brings a fresh one while the machine
 			// is still waiting for its config.
 			d := a.gone.next()
-			a.log.Error("config not available", "config_url", configURL, "err", err, "retry_in", d.Round(time.Millisecond))
+			a.log.Error("config not available", "config_url", redactURL(configURL), "err", err, "retry_in", d.Round(time.Millisecond))
 			if !sleep(ctx, d) {
 				return fmt.Errorf("stopped before the config was written: %w", ctx.Err())
 			}
@@ -330,8 +331,11 @@ func (a *agent) waitApproval(ctx context.Context) (string, error) {
 					a.log.Info("machine state", "machine", a.machineID, "state", state)
 				}
 				if configURL := m.GetConfigUrl(); configURL != "" {
-					a.log.Info("approved", "machine", a.machineID, "config_url", configURL,
+					// The URL is a bearer secret: whoever fetches it
+					// first gets the config. Only debug logs show it.
+					a.log.Info("approved", "machine", a.machineID, "config_url", redactURL(configURL),
 						"hostname", m.GetHostname(), "role", m.GetRole(), "schematic", m.GetSchematicId())
+					a.log.Debug("config URL", "config_url", configURL)
 					// The control plane ends the stream after the config
 					// URL: reading that end leaves the connection free
 					// for the config fetch (closing before it drops it).
@@ -406,7 +410,7 @@ func (a *agent) keepAlive(ctx context.Context, token string) {
 func (a *agent) fetchConfig(ctx context.Context, configURL string) ([]byte, error) {
 	u, err := resolve(a.cfg.Server, configURL)
 	if err != nil {
-		return nil, fmt.Errorf("%w: bad config URL %q: %v", errConfigGone, configURL, err)
+		return nil, fmt.Errorf("%w: bad config URL %q: %v", errConfigGone, redactURL(configURL), err)
 	}
 	r := retrier{b: a.cfg.Retry}
 	for {
@@ -430,10 +434,15 @@ func (a *agent) getConfig(ctx context.Context, u string) (body []byte, retry boo
 	defer cancel()
 	req, err := http.NewRequestWithContext(cctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, false, fmt.Errorf("%w: %v", errConfigGone, err)
+		return nil, false, fmt.Errorf("%w: %s", errConfigGone, strings.ReplaceAll(err.Error(), u, redactURL(u)))
 	}
 	res, err := a.http.Do(req)
 	if err != nil {
+		// The transport's errors quote the URL, token and all.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			ue.URL = redactURL(ue.URL)
+		}
 		return nil, true, fmt.Errorf("fetch config: %w", err)
 	}
 	defer res.Body.Close()
@@ -458,6 +467,21 @@ func (a *agent) getConfig(ctx context.Context, u string) (body []byte, retry boo
 	default:
 		return nil, false, fmt.Errorf("%w: %s", errConfigGone, res.Status)
 	}
+}
+
+// redactURL is a config URL fit for a log: its last path segment, the
+// token, replaced.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(a config URL that does not parse)"
+	}
+	if i := strings.LastIndexByte(u.Path, '/'); i >= 0 && i < len(u.Path)-1 {
+		u.Path = u.Path[:i+1] + "REDACTED"
+		u.RawPath = ""
+	}
+	u.RawQuery, u.Fragment, u.User = "", "", nil
+	return u.String()
 }
 
 // resolve makes a config URL relative to the server absolute.

@@ -339,3 +339,17 @@ func writeTestCA(t *testing.T) string {
 	}
 	return path
 }
+
+func TestRedactURL(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"http://10.0.0.1:9000/config/T9w8qO4Ju2Xf509NAu1Hz6O2qgaA1BCKCnAEfqUw7X8", "http://10.0.0.1:9000/config/REDACTED"},
+		{"https://user:pw@cp.example/config/tok?x=1#f", "https://cp.example/config/REDACTED"},
+		{"/config/tok", "/config/REDACTED"},
+		{"http://cp/", "http://cp/"},
+		{"http://cp/%zz", "(a config URL that does not parse)"},
+	} {
+		if got := redactURL(tt.in); got != tt.want {
+			t.Errorf("redactURL(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

@@ -126,6 +126,13 @@ func (h *logHandler) Handle(_ context.Context, r slog.Record) error {
 	return nil
 }
 
+// all returns every record so far.
+func (l *logs) all() []map[string]string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]map[string]string(nil), l.records...)
+}
+
 // wait returns the n-th (1-based) record with message msg, waiting up to
 // timeout for it.
 func (l *logs) wait(msg string, n int, timeout time.Duration) map[string]string {
@@ -245,6 +252,7 @@ func TestEndToEnd(t *testing.T) {
 
 	approve(t, d, id, "node-1.lab.example")
 	approved := l.wait("approved", 1, 30*time.Second)
+	configURL := l.wait("config URL", 1, 30*time.Second)["config_url"]
 	written := l.wait("config written", 1, 30*time.Second)
 	if written["path"] != out {
 		t.Errorf("config written to %q, want %q", written["path"], out)
@@ -261,7 +269,17 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// The URL was spent by the agent's single fetch.
-	res, err := http.Get(approved["config_url"])
+	// The URL is a bearer secret: only the debug line shows it.
+	token := configURL[strings.LastIndexByte(configURL, '/')+1:]
+	if !strings.HasSuffix(approved["config_url"], "/config/REDACTED") {
+		t.Errorf("approved logs config_url %q, want it redacted", approved["config_url"])
+	}
+	for _, rec := range l.all() {
+		if rec["level"] != "DEBUG" && strings.Contains(fmt.Sprint(rec), token) {
+			t.Errorf("a %s log line carries the config token: %v", rec["level"], rec)
+		}
+	}
+	res, err := http.Get(configURL)
 	if err != nil {
 		t.Fatal(err)
 	}

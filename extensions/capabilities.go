@@ -128,8 +128,9 @@ func Caller(ctx context.Context) string {
 
 // Handlers collects an extension's event subscriptions.
 type Handlers struct {
-	name string
-	subs []events.Subscription
+	name       string
+	subs       []events.Subscription
+	configURLs bool
 }
 
 // NewHandlers returns an empty collection for the extension name; the host
@@ -138,7 +139,22 @@ func NewHandlers(name string) *Handlers { return &Handlers{name: name} }
 
 // Subscriptions returns what was subscribed, named <extension>.<what> so
 // that each keeps its own delivery cursor across restarts.
-func (h *Handlers) Subscriptions() []events.Subscription { return h.subs }
+func (h *Handlers) Subscriptions() []events.Subscription {
+	subs := make([]events.Subscription, len(h.subs))
+	for i, s := range h.subs {
+		s.ConfigURLs = h.configURLs
+		subs[i] = s
+	}
+	return subs
+}
+
+// WithConfigURLs asks that node.provisioned reach this extension's
+// handlers with the machine's one-time config URL (Provisioned.ConfigURL,
+// config_url in the raw payload). The URL is a bearer secret: whoever
+// fetches it first gets the machine's config and the machine does not, so
+// ask only to hand it to the machine's own provisioning, and never log it.
+// Without this, node.provisioned carries only ConfigTokenID.
+func (h *Handlers) WithConfigURLs() { h.configURLs = true }
 
 func (h *Handlers) add(what string, types []events.Type, fn events.Handler) {
 	name := h.name + "." + what

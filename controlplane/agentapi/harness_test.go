@@ -35,12 +35,19 @@ func start(t *testing.T, adjust func(*config.Config)) *harness {
 
 func startIn(t *testing.T, dataDir string, adjust func(*config.Config)) *harness {
 	t.Helper()
-	d := daemontest.Start(t, daemontest.Options{DataDir: dataDir, Config: func(c *config.Config) {
+	return startWith(t, daemontest.Options{DataDir: dataDir}, adjust)
+}
+
+// startWith is start with more of the daemon's options (subscriptions).
+func startWith(t *testing.T, o daemontest.Options, adjust func(*config.Config)) *harness {
+	t.Helper()
+	o.Config = func(c *config.Config) {
 		c.EKPolicy = config.EKPolicyAny
 		if adjust != nil {
 			adjust(c)
 		}
-	}})
+	}
+	d := daemontest.Start(t, o)
 	admin := connect.WithInterceptors(bearer(daemontest.Token))
 	return &harness{
 		d:        d,

@@ -13,6 +13,8 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/attestation/attestation/controlplane/config"
+	"github.com/attestation/attestation/controlplane/daemon/daemontest"
+	"github.com/attestation/attestation/controlplane/events"
 	attestationv1 "github.com/attestation/attestation/proto/gen/attestation/v1"
 )
 
@@ -22,7 +24,23 @@ const workerTemplate = "hostname: {{.Hostname}}\nrole: {{.Role}}\nek: {{.EKFinge
 // registers and attests with its TPM, waits for approval on the watch
 // stream, an operator approves, the agent fetches its config once.
 func TestFullLoop(t *testing.T) {
-	h := start(t, nil)
+	// Two subscribers of node.provisioned: only the one that asks gets
+	// the config URL.
+	urls := make(chan [2]string, 2)
+	subscriber := func(name string, configURLs bool) events.Subscription {
+		return events.Subscription{Name: name, Types: []events.Type{events.TypeProvisioned}, ConfigURLs: configURLs,
+			Handle: func(ctx context.Context, env events.Envelope) error {
+				ev, err := env.Decode()
+				if err != nil {
+					return err
+				}
+				urls <- [2]string{name, ev.(*events.Provisioned).ConfigURL}
+				return nil
+			}}
+	}
+	h := startWith(t, daemontest.Options{Subscriptions: []events.Subscription{
+		subscriber("provisioner", true), subscriber("audit", false),
+	}}, nil)
 	if _, err := h.configs.SetConfig(t.Context(), connect.NewRequest(&attestationv1.SetConfigRequest{Role: "worker", Template: workerTemplate})); err != nil {
 		t.Fatalf("SetConfig: %v", err)
 	}
@@ -86,9 +104,30 @@ func TestFullLoop(t *testing.T) {
 		reg["hardware"].(map[string]any)["smbios_uuid"] != "4c4c4544-0000-1111-2222-333344445555" {
 		t.Errorf("node.registered payload %v: want the peer IP, MAC, TPM and hardware", reg)
 	}
-	// node.provisioned carries the URL the watch handed out.
-	if u := evs[2].Payload.AsMap()["config_url"]; u != m.ConfigUrl {
-		t.Errorf("node.provisioned config_url %q, want the watch's %q", u, m.ConfigUrl)
+	// node.provisioned as stored and listed carries a reference to the
+	// config token, never its URL (a bearer secret).
+	prov := evs[2].Payload.AsMap()
+	if u, ok := prov["config_url"]; ok {
+		t.Errorf("node.provisioned as listed has config_url %q, want none", u)
+	}
+	if id, _ := prov["config_token_id"].(string); len(id) != 32 || strings.Contains(m.ConfigUrl, id) {
+		t.Errorf("node.provisioned config_token_id %q, want 32 hex digits, not part of the URL", id)
+	}
+	// The subscriber that asked got the URL the watch handed out; the
+	// other did not.
+	for range 2 {
+		select {
+		case got := <-urls:
+			want := ""
+			if got[0] == "provisioner" {
+				want = m.ConfigUrl
+			}
+			if got[1] != want {
+				t.Errorf("subscriber %s got config URL %q, want %q", got[0], got[1], want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("node.provisioned did not reach both subscribers")
+		}
 	}
 
 	got := h.machine(t, ch.MachineId)

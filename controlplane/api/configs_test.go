@@ -71,4 +71,34 @@ func TestConfigsREST(t *testing.T) {
 	if status != http.StatusNotFound {
 		t.Errorf("GET an unset role: %d %v, want 404", status, out)
 	}
+
+	// Bodies that contradict the path or leave out the template: 400, and
+	// worker's template stays as it was.
+	for _, c := range []struct{ name, body, want string }{
+		{"another role, no template", `{"role": "other"}`, `field "role" of the body is "other" but the path says "worker"`},
+		{"another role", `{"role": "other", "template": "x"}`, `the path says "worker"`},
+		{"a role that is not a string", `{"role": 7, "template": "x"}`, `field "role" of the body is 7`},
+		{"no template", `{}`, "template is required"},
+		{"the role alone", `{"role": "worker"}`, "template is required"},
+		{"a blank template", `{"template": "  \n"}`, "template is required"},
+	} {
+		status, out := do("PUT", "/api/v1/configs/worker", daemontest.Token, c.body)
+		if msg, _ := out["message"].(string); status != http.StatusBadRequest || !strings.Contains(msg, c.want) {
+			t.Errorf("PUT %s: %d %v, want 400 saying %q", c.name, status, out, c.want)
+		}
+	}
+	status, out = do("GET", "/api/v1/configs/worker", daemontest.Token, "")
+	if got := out["config"].(map[string]any)["template"]; status != http.StatusOK || got != "hostname: {{.Hostname}}\n" {
+		t.Errorf("after the refused PUTs worker's template is %q (%d), want it unchanged", got, status)
+	}
+	// The same role in the body and the path is fine.
+	if status, out := do("PUT", "/api/v1/configs/worker", daemontest.Token, `{"role": "worker", "template": "x"}`); status != http.StatusOK {
+		t.Errorf("PUT with the path's role in the body: %d %v, want 200", status, out)
+	}
+	// A machine route: the ID in the body must be the path's.
+	status, out = do("POST", "/api/v1/machines/0b7e4a3c-5c1e-4d8e-9f3a-2b1c0d9e8f7a/revoke", daemontest.Token,
+		`{"id": "11111111-5c1e-4d8e-9f3a-2b1c0d9e8f7a", "reason": "x"}`)
+	if msg, _ := out["message"].(string); status != http.StatusBadRequest || !strings.Contains(msg, `field "id"`) {
+		t.Errorf("revoke with another ID in the body: %d %v, want 400 naming the field", status, out)
+	}
 }

@@ -122,7 +122,11 @@ func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("build REST transcoder: %w", err)
 	}
-	mux.Handle("/api/v1/", restErrors(transcoder))
+	rules, err := pathRules(OperatorServices)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read the REST routes: %w", err)
+	}
+	mux.Handle("/api/v1/", restErrors(transcoder, rules))
 
 	all := append(append([]string{}, OperatorServices...), attestationv1connect.AgentServiceName)
 	reflector := grpcreflect.NewStaticReflector(all...)
@@ -254,14 +258,21 @@ func (h *errorHider) WrapStreamingHandler(next connect.StreamingHandlerFunc) con
 // (failed_precondition, 400 by default) becomes 409 Conflict, a body
 // that decompresses past the limit (resource_exhausted, 429) 413.
 //
+// A body that contradicts the path (PUT /api/v1/configs/worker with
+// {"role": "other"}) is refused: 400, nothing changes.
+//
 // It also reads a body sent without a JSON content type (curl -d sends
 // application/x-www-form-urlencoded) as JSON, since JSON is all REST takes,
 // and rejects a path or query that is not UTF-8, which could not become
 // the request message's string fields.
-func restErrors(next http.Handler) http.Handler {
+func restErrors(next http.Handler, rules []pathRule) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := checkUTF8(r.URL); err != nil {
 			writeRESTError(w, http.StatusBadRequest, connect.CodeInvalidArgument, err.Error())
+			return
+		}
+		if msg := contradiction(rules, r); msg != "" {
+			writeRESTError(w, http.StatusBadRequest, connect.CodeInvalidArgument, msg)
 			return
 		}
 		if ct := r.Header.Get("Content-Type"); r.Body != nil && r.Method != http.MethodGet &&

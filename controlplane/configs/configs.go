@@ -104,6 +104,9 @@ func Parse(role, text string) (*template.Template, error) {
 
 // Check parses a template and renders it for the sample machine.
 func Check(role, text string) error {
+	if strings.TrimSpace(text) == "" {
+		return &InvalidError{Role: role, Err: errors.New("the template is required and must not be blank: it is the whole of each machine's config")}
+	}
 	t, err := Parse(role, text)
 	if err != nil {
 		return err

@@ -99,10 +99,14 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// svc, made below once the listener says the public URL, derives
+	// config URLs for the subscriptions that ask for them.
+	var svc *machines.Service
 	dispatcher := events.NewDispatcher(st, events.Options{
 		Timeout:    time.Duration(cfg.EventHandlerTimeout),
 		Logger:     log.With("component", "events"),
 		Registerer: reg,
+		ConfigURL:  func(tokenID string) string { return svc.ConfigURLOfToken(tokenID) },
 	})
 	for _, s := range opts.Subscriptions {
 		if err := dispatcher.Subscribe(s); err != nil {
@@ -139,7 +143,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		publicURL = defaultPublicURL(ln.Addr())
 	}
 	publicURL = strings.TrimRight(publicURL, "/")
-	svc := machines.New(st, func(evs []events.Envelope) {
+	svc = machines.New(st, func(evs []events.Envelope) {
 		if len(evs) > 0 {
 			dispatcher.Notify()
 			committed.Notify()

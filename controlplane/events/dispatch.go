@@ -2,6 +2,7 @@ package events
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,6 +42,10 @@ type Subscription struct {
 	Handle Handler
 	// Timeout bounds each call; zero means the dispatcher's default.
 	Timeout time.Duration
+	// ConfigURLs asks for node.provisioned with its one-time config URL
+	// (config_url), a bearer secret: only for handlers that hand it to the
+	// machine's own provisioning, never to a log or a third party.
+	ConfigURLs bool
 }
 
 func (s *Subscription) wants(t Type) bool {
@@ -104,6 +109,9 @@ type Options struct {
 	// interval is delivered again, which at-least-once delivery allows.
 	CursorInterval time.Duration
 	Logger         *slog.Logger
+	// ConfigURL turns a node.provisioned event's config_token_id into its
+	// config URL, for subscriptions with ConfigURLs ("" when it cannot).
+	ConfigURL func(tokenID string) string
 	// Registerer receives the delivery metrics (nil: not registered).
 	Registerer prometheus.Registerer
 }
@@ -416,6 +424,9 @@ func (d *Dispatcher) saveCursor(log *slog.Logger, s *subscriber, seq int64) bool
 // deliver calls the handler until it succeeds or MaxAttempts is reached.
 // It returns false only when ctx ended first.
 func (d *Dispatcher) deliver(ctx context.Context, log *slog.Logger, s *subscriber, ev Envelope) bool {
+	if s.ConfigURLs && ev.Type == TypeProvisioned {
+		ev = d.withConfigURL(log, ev)
+	}
 	backoff := d.opts.RetryBackoff
 	var err error
 	for attempt := 1; ; attempt++ {
@@ -447,6 +458,34 @@ func (d *Dispatcher) deliver(ctx context.Context, log *slog.Logger, s *subscribe
 		log.Error("record failed delivery", "seq", ev.Seq, "err", rerr)
 	}
 	return true
+}
+
+// withConfigURL returns ev, a node.provisioned event, with config_url set
+// from its config_token_id; ev unchanged when there is none to set.
+func (d *Dispatcher) withConfigURL(log *slog.Logger, ev Envelope) Envelope {
+	if d.opts.ConfigURL == nil {
+		return ev
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(ev.Payload, &fields); err != nil {
+		log.Error("node.provisioned payload does not decode", "seq", ev.Seq, "err", err)
+		return ev
+	}
+	var id string
+	if json.Unmarshal(fields["config_token_id"], &id) != nil || id == "" {
+		return ev
+	}
+	url := d.opts.ConfigURL(id)
+	if url == "" {
+		return ev
+	}
+	fields["config_url"], _ = json.Marshal(url)
+	b, err := json.Marshal(fields)
+	if err != nil {
+		return ev
+	}
+	ev.Payload = b
+	return ev
 }
 
 // shutdownGrace is how long a handler whose context was canceled by the

@@ -104,11 +104,19 @@ type Online struct {
 }
 
 // Provisioned: a machine was approved and has a one-time config waiting.
+//
+// Its config URL is a bearer secret (whoever fetches it first gets the
+// machine's config, and the machine gets nothing), so it is never stored
+// with the event, listed by the API or handed to a subscriber that did
+// not ask: the event carries ConfigTokenID, a reference useless without
+// the daemon's key, and ConfigURL is filled in at delivery only for the
+// subscriptions that set ConfigURLs.
 type Provisioned struct {
 	Common
-	Hostname    string `json:"hostname"`
-	Role        string `json:"role"`
-	ConfigURL   string `json:"config_url,omitempty"`
+	Hostname      string `json:"hostname"`
+	Role          string `json:"role"`
+	ConfigTokenID string `json:"config_token_id,omitempty"`
+	ConfigURL     string `json:"config_url,omitempty"`
 	SchematicID string `json:"schematic_id,omitempty"`
 	ISOURL      string `json:"iso_url,omitempty"`
 }
@@ -216,10 +224,16 @@ func (e Envelope) Decode() (Event, error) {
 	return ev, nil
 }
 
-// Encode fills the event's header type if unset and returns its JSON.
+// Encode fills the event's header type if unset and returns its JSON,
+// without a Provisioned event's ConfigURL (a secret no event stores).
 func Encode(ev Event) (json.RawMessage, error) {
 	if h := ev.Header(); h.Event == "" {
 		h.Event = TypeOf(ev)
+	}
+	if p, ok := ev.(*Provisioned); ok && p.ConfigURL != "" {
+		c := *p
+		c.ConfigURL = ""
+		ev = &c
 	}
 	b, err := json.Marshal(ev)
 	if err != nil {

@@ -34,7 +34,7 @@ func samples() map[events.Type]events.Event {
 		},
 		events.TypeOnline: &events.Online{Hostname: "node-1", Role: "worker", FirstSeen: t1},
 		events.TypeProvisioned: &events.Provisioned{
-			Hostname: "node-1", Role: "worker", ConfigURL: "http://cp:9000/config/tok",
+			Hostname: "node-1", Role: "worker", ConfigTokenID: strings.Repeat("0f", 16),
 			SchematicID: strings.Repeat("ab", 32), ISOURL: "http://cp:9000/images/x/boot.iso",
 		},
 		events.TypeConfigured: &events.Configured{Hostname: "node-1", Role: "worker"},
@@ -81,6 +81,25 @@ func TestTypes(t *testing.T) {
 		if _, err := events.New(bad); err == nil {
 			t.Errorf("New(%q) succeeded", bad)
 		}
+	}
+}
+
+// TestEncodeDropsConfigURL: a config URL, a bearer secret, never goes
+// into an encoded (stored) event, and the event encoded is left as it was.
+func TestEncodeDropsConfigURL(t *testing.T) {
+	ev := &events.Provisioned{Hostname: "node-1", Role: "worker", ConfigTokenID: "0f0f", ConfigURL: "http://cp:9000/config/secret"}
+	b, err := events.Encode(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "secret") || strings.Contains(string(b), "config_url") {
+		t.Errorf("encoded %s, want no config_url", b)
+	}
+	if !strings.Contains(string(b), `"config_token_id":"0f0f"`) {
+		t.Errorf("encoded %s, want the config token ID", b)
+	}
+	if ev.ConfigURL == "" || ev.Event != events.TypeProvisioned {
+		t.Errorf("Encode changed the event's URL to %q (type %q)", ev.ConfigURL, ev.Event)
 	}
 }
 

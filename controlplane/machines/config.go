@@ -60,21 +60,34 @@ func (s *Service) deriveConfigToken(id []byte) string {
 }
 
 // mintConfigURL stores a new one-time config token of m (revoking its
-// unused ones) and returns its URL; it returns "" when the Service mints
-// no config tokens.
-func (s *Service) mintConfigURL(ctx context.Context, tx *store.Tx, m *store.Machine) (string, error) {
+// unused ones) and returns its URL and token ID; it returns "" when the
+// Service mints no config tokens.
+func (s *Service) mintConfigURL(ctx context.Context, tx *store.Tx, m *store.Machine) (url, tokenID string, err error) {
 	if s.configBase == "" {
-		return "", nil
+		return "", "", nil
 	}
 	id := make([]byte, configTokenIDSize)
 	if _, err := rand.Read(id); err != nil {
-		return "", fmt.Errorf("make config token: %w", err)
+		return "", "", fmt.Errorf("make config token: %w", err)
 	}
 	tok := s.deriveConfigToken(id)
-	if err := tx.InsertConfigToken(ctx, m.ID, hex.EncodeToString(id), HashToken(tok), tx.Now().Add(s.configTTL)); err != nil {
-		return "", err
+	tokenID = hex.EncodeToString(id)
+	if err := tx.InsertConfigToken(ctx, m.ID, tokenID, HashToken(tok), tx.Now().Add(s.configTTL)); err != nil {
+		return "", "", err
 	}
-	return s.configBase + tok, nil
+	return s.configBase + tok, tokenID, nil
+}
+
+// ConfigURLOfToken returns the config URL of the token with the given ID
+// (as node.provisioned carries it), used or not; "" for a malformed ID or
+// when the Service mints no config tokens. The dispatcher uses it for the
+// subscriptions that ask for config URLs.
+func (s *Service) ConfigURLOfToken(tokenID string) string {
+	raw, err := hex.DecodeString(tokenID)
+	if err != nil || len(raw) != configTokenIDSize || s.configBase == "" {
+		return ""
+	}
+	return s.configBase + s.deriveConfigToken(raw)
 }
 
 // ConfigURL returns the one-time config URL of a provisioned machine whose
@@ -119,7 +132,7 @@ func (s *Service) ConfigURLOf(ctx context.Context, m *store.Machine) (string, er
 			return nil
 		}
 		var err error
-		url, err = s.mintConfigURL(ctx, tx, m)
+		url, _, err = s.mintConfigURL(ctx, tx, m)
 		return err
 	})
 	return url, err

@@ -200,15 +200,15 @@ func (s *Service) approve(ctx context.Context, tx *store.Tx, m *store.Machine, a
 	if err := tx.UpdateMachine(ctx, m); err != nil {
 		return err
 	}
-	url, err := s.mintConfigURL(ctx, tx, m)
+	_, tokenID, err := s.mintConfigURL(ctx, tx, m)
 	if err != nil {
 		return err
 	}
 	return tx.Emit(ctx, m, &events.Provisioned{
-		Hostname:    m.Hostname,
-		Role:        m.Role,
-		ConfigURL:   url,
-		SchematicID: m.SchematicID,
+		Hostname:      m.Hostname,
+		Role:          m.Role,
+		ConfigTokenID: tokenID,
+		SchematicID:   m.SchematicID,
 	})
 }
 

@@ -39,6 +39,10 @@ type fileTarget struct {
 	SecretEnv string        `json:"secret_env"`
 	Events    []events.Type `json:"events"`
 	Timeout   string        `json:"timeout"`
+	// IncludeConfigURL sends node.provisioned with the machine's one-time
+	// config URL, a bearer secret: for a receiver that provisions the
+	// machine, never for a chat or a log.
+	IncludeConfigURL bool `json:"include_config_url"`
 }
 
 // duration parses the value of the duration setting key ("" is zero).
@@ -69,6 +73,8 @@ type target struct {
 	secret  []byte
 	events  []events.Type // empty: every event
 	timeout time.Duration
+	// configURL: node.provisioned goes out with config_url.
+	configURL bool
 }
 
 // wants reports whether the target takes events of type t.
@@ -187,7 +193,7 @@ func checkTarget(ft fileTarget, getenv func(string) (string, bool)) (*target, er
 	if err != nil {
 		return nil, err
 	}
-	t := &target{name: ft.Name, url: ft.URL, timeout: timeout}
+	t := &target{name: ft.Name, url: ft.URL, timeout: timeout, configURL: ft.IncludeConfigURL}
 	switch {
 	case ft.Secret != "" && ft.SecretEnv != "":
 		return nil, errors.New("secret and secret_env: set one, not both")

@@ -321,3 +321,44 @@ func TestPrune(t *testing.T) {
 		t.Errorf("after prune: got %+v, %v; want only the new delivery", ds, err)
 	}
 }
+
+// TestConfigURLOnlyToTargetsThatAsk: with one target taking config URLs,
+// the subscription asks for them, that target's delivery of
+// node.provisioned carries config_url and the other's does not.
+func TestConfigURLOnlyToTargetsThatAsk(t *testing.T) {
+	e, _ := provisioned(t, `{"targets":[
+		{"name":"provisioner","url":"http://127.0.0.1:9/","secret":"s","include_config_url":true},
+		{"name":"chat","url":"http://127.0.0.1:9/","secret":"s"}]}`)
+	h := extensions.NewHandlers(name)
+	e.HandleEvents(h)
+	if subs := h.Subscriptions(); len(subs) != 1 || !subs[0].ConfigURLs {
+		t.Fatalf("subscriptions %+v: want one that asks for config URLs", subs)
+	}
+	ctx := context.Background()
+	env := events.Envelope{Seq: 1, ID: "ev-1", Type: events.TypeProvisioned, MachineID: "m", Time: time.Now(),
+		Payload: json.RawMessage(`{"event":"node.provisioned","config_token_id":"0f0f","config_url":"http://cp/config/secret"}`)}
+	if err := e.enqueue(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := e.queue.list(ctx, listFilter{Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 2 {
+		t.Fatalf("%d deliveries, want 2", len(ds))
+	}
+	for _, d := range ds {
+		has := strings.Contains(string(d.Payload), "config/secret")
+		if want := d.Target == "provisioner"; has != want || !strings.Contains(string(d.Payload), `"config_token_id":"0f0f"`) {
+			t.Errorf("target %s got %s: config URL present %v, want %v, and the token ID either way", d.Target, d.Payload, has, want)
+		}
+	}
+
+	// Without such a target, nothing asks for them.
+	e, _ = provisioned(t, `{"targets":[{"name":"chat","url":"http://127.0.0.1:9/","secret":"s"}]}`)
+	h = extensions.NewHandlers(name)
+	e.HandleEvents(h)
+	if subs := h.Subscriptions(); subs[0].ConfigURLs {
+		t.Error("no target takes config URLs, yet the subscription asks for them")
+	}
+}

@@ -15,6 +15,7 @@
 //	        secret: "a long random string"     # or secret_env: WEBHOOK_OPS_SECRET
 //	        events: [node.provisioned, node.decommissioned]  # empty or left out: all
 //	        timeout: 5s                        # per request (default 10s)
+//	        include_config_url: false          # see below (default false)
 //	    max_attempts: 8        # per delivery, then it is marked failed (default 8)
 //	    initial_backoff: 1s    # wait after the first failure, doubled each time (default 1s)
 //	    max_backoff: 1h        # the longest wait between attempts (default 1h)
@@ -25,6 +26,12 @@
 // variable that is not set) keeps the extension from loading: the daemon
 // runs on and GET /api/v1/extensions says why. secret_env is read when
 // the daemon starts.
+//
+// node.provisioned carries config_token_id, a reference to the machine's
+// one-time config URL; the URL itself (config_url) is a bearer secret, and
+// goes only to targets with include_config_url: true, a receiver that
+// provisions the machine. Whoever fetches it first gets the machine's
+// config, and the machine gets nothing.
 //
 // # Delivery
 //
@@ -123,10 +130,12 @@ package webhook
 import (
 	"context"
 	"embed"
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"net/http"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/attestation/attestation/controlplane/events"
@@ -205,8 +214,12 @@ func (*Extension) Migrations() fs.FS {
 }
 
 // HandleEvents subscribes to every event; each target's filter is
-// applied when the event is queued.
+// applied when the event is queued. When a target takes config URLs, the
+// subscription asks for them, and enqueue strips them for the rest.
 func (e *Extension) HandleEvents(h *extensions.Handlers) {
+	if e.settings != nil && slices.ContainsFunc(e.settings.targets, func(t *target) bool { return t.configURL }) {
+		h.WithConfigURLs()
+	}
 	h.Subscribe("deliver", nil, e.enqueue)
 }
 
@@ -225,9 +238,32 @@ func (e *Extension) enqueue(ctx context.Context, env events.Envelope) error {
 	if len(want) == 0 {
 		return nil
 	}
-	added, err := e.queue.enqueue(ctx, env, want)
-	if err != nil {
-		return err
+	// Targets that did not ask for config URLs get the event without.
+	withURL, without := want, []*target(nil)
+	stripped := withoutConfigURL(env)
+	if stripped.Payload != nil {
+		withURL, without = nil, nil
+		for _, t := range want {
+			if t.configURL {
+				withURL = append(withURL, t)
+			} else {
+				without = append(without, t)
+			}
+		}
+	}
+	var added []*target
+	for _, batch := range []struct {
+		env     events.Envelope
+		targets []*target
+	}{{env, withURL}, {stripped, without}} {
+		if len(batch.targets) == 0 {
+			continue
+		}
+		a, err := e.queue.enqueue(ctx, batch.env, batch.targets)
+		if err != nil {
+			return err
+		}
+		added = append(added, a...)
 	}
 	for _, t := range added {
 		e.workers[t.name].notify()
@@ -258,4 +294,26 @@ func (e *Extension) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /deliveries", api.deliveries)
 	mux.HandleFunc("POST /targets/{name}/test", api.test)
 	mux.HandleFunc("/", api.notFound)
+}
+
+// withoutConfigURL returns env without the config_url of a node.provisioned
+// payload; its Payload is nil when there is none to remove.
+func withoutConfigURL(env events.Envelope) events.Envelope {
+	if env.Type != events.TypeProvisioned {
+		return events.Envelope{}
+	}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(env.Payload, &fields) != nil {
+		return events.Envelope{}
+	}
+	if _, ok := fields["config_url"]; !ok {
+		return events.Envelope{}
+	}
+	delete(fields, "config_url")
+	b, err := json.Marshal(fields)
+	if err != nil {
+		return events.Envelope{}
+	}
+	env.Payload = b
+	return env
 }
