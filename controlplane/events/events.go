@@ -117,8 +117,8 @@ type Provisioned struct {
 	Role          string `json:"role"`
 	ConfigTokenID string `json:"config_token_id,omitempty"`
 	ConfigURL     string `json:"config_url,omitempty"`
-	SchematicID string `json:"schematic_id,omitempty"`
-	ISOURL      string `json:"iso_url,omitempty"`
+	SchematicID   string `json:"schematic_id,omitempty"`
+	ISOURL        string `json:"iso_url,omitempty"`
 }
 
 // Configured: a machine fetched its one-time config.
