@@ -54,8 +54,9 @@ bench: test-deps ## Print the figures: lifecycle throughput, event dispatch late
 	else echo "SKIP DHCP figure (perfdhcp, Kea, dnsmasq across network namespaces): needs root"; fi
 
 .PHONY: fuzz
-fuzz: deps ## Fuzz the REST/JSON input decoding for FUZZTIME (default 60s)
-	$(GO) test -run '^$$' -fuzz FuzzREST -fuzztime $${FUZZTIME:-60s} ./controlplane/api/
+fuzz: deps ## Fuzz the REST and Connect input decoding (body limits, gzip included) for FUZZTIME each (default 60s)
+	$(GO) test -run '^$$' -fuzz '^FuzzREST$$' -fuzztime $${FUZZTIME:-60s} ./controlplane/api/
+	$(GO) test -run '^$$' -fuzz '^FuzzConnect$$' -fuzztime $${FUZZTIME:-60s} ./controlplane/api/
 
 $(BIN)/buf: tools/buf/go.mod tools/buf/go.sum
 	@echo "building buf (a few minutes the first time)"
