@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/vanguard"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 )
 
 // DefaultMaxRequestBytes caps a request body, and what it decompresses
@@ -28,14 +30,28 @@ const DefaultMaxRequestBytes = 1 << 20
 // a stream's response can last as long as it needs.
 const bodyReadTimeout = 30 * time.Second
 
+// freeBodyBytes of each body are read without asking the budget: every
+// request of the API but an Attest with a long event log fits in them.
+const freeBodyBytes = 16 << 10
+
+// budgetBodies is how many bodies of the largest size the budget holds.
+const budgetBodies = 8
+
 // Limits caps request bodies. One Limits is shared by the API's handlers
 // and the middleware in front of every route, so that every refusal is
 // counted and logged the same way.
 type Limits struct {
 	// Max is the most bytes a request body may hold, and the most a
 	// compressed one may decompress to.
-	Max     int64
+	Max int64
+	// budget bounds the bodies of unknown length past 16 KiB being read
+	// at once, across all requests, to 8: a hundred clients streaming
+	// large bodies at once wait their turn rather than each hold Max bytes.
+	budget *semaphore.Weighted
+	// buffers hold Max+1 bytes each, for the bodies readAll reads.
+	buffers sync.Pool
 	log     *slog.Logger
+	sampler logSampler
 	refused *prometheus.CounterVec
 }
 
@@ -48,10 +64,14 @@ func NewLimits(max int64, reg prometheus.Registerer, log *slog.Logger) *Limits {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	l := &Limits{Max: max, log: log, refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+	l := &Limits{Max: max, budget: semaphore.NewWeighted(budgetBodies * (max + 1)), log: log, refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "attestation_http_request_body_refused_total",
 		Help: "Requests refused for a body over max_request_bytes, by route kind and why (content_length, body, decompressed).",
 	}, []string{"route", "reason"})}
+	l.buffers.New = func() any {
+		b := make([]byte, max+1)
+		return &b
+	}
 	if reg != nil {
 		reg.MustRegister(l.refused)
 	}
@@ -64,7 +84,37 @@ func (l *Limits) refuse(r *http.Request, route, reason string, size int64) {
 	if size > 0 {
 		args = append(args, "content_length", size)
 	}
-	l.log.Warn("request body too large", args...)
+	l.warn(args...)
+}
+
+// warn logs a refusal, at most one a second: a flood of oversized
+// requests must not become a flood of log lines. The next line says how
+// many were left out; the metric counts them all.
+func (l *Limits) warn(args ...any) {
+	if n, ok := l.sampler.allow(time.Now()); ok {
+		if n > 0 {
+			args = append(args, "not_logged_since_last", n)
+		}
+		l.log.Warn("request body too large", args...)
+	}
+}
+
+// logSampler lets one event a second through and counts the rest.
+type logSampler struct {
+	mu      sync.Mutex
+	next    time.Time
+	dropped int
+}
+
+func (s *logSampler) allow(now time.Time) (dropped int, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now.Before(s.next) {
+		s.dropped++
+		return 0, false
+	}
+	dropped, s.dropped, s.next = s.dropped, 0, now.Add(time.Second)
+	return dropped, true
 }
 
 // routeKind sorts a path into the kinds of routes that answer a body over
@@ -84,13 +134,15 @@ func routeKind(r *http.Request) string {
 
 // Middleware caps the body of every request that reaches h: one whose
 // Content-Length says it is over the limit is refused before a byte of it
-// is read. A body of unknown length (chunked) is read ahead, up to the
-// limit, for routes other than RPCs, so that one over it is refused
-// whether or not its handler would have read it; an RPC's is read by
-// Connect, which stops at the limit. A refused RPC gets resource_exhausted
-// from its protocol (Connect maps the http.MaxBytesError it reads), a REST
-// route a JSON 413, any other route a plain 413. Sending a body may take
-// at most 30 s.
+// is read. A body of unknown length (chunked) that is not a stream of
+// messages is read here, before h runs: the first 16 KiB freely, the rest into a buffer of the limit's
+// size taken from a pool under the budget, so that a hundred clients
+// streaming large bodies at once hold at most eight such buffers and
+// leave no garbage behind; one over the limit is refused whether or not
+// its handler would have read it. A refused RPC gets resource_exhausted
+// from its protocol (Connect maps the http.MaxBytesError it reads), a
+// REST route a JSON 413, any other route a plain 413. Sending a body may
+// take at most 30 s.
 func (l *Limits) Middleware(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body == nil || r.Body == http.NoBody {
@@ -100,12 +152,7 @@ func (l *Limits) Middleware(h http.Handler) http.Handler {
 		route := routeKind(r)
 		if r.ContentLength > l.Max {
 			l.refuse(r, route, "content_length", r.ContentLength)
-			if route != "rpc" {
-				l.write413(w, route)
-				return
-			}
-			r.Body = refusedBody{limit: l.Max}
-			h.ServeHTTP(w, r)
+			l.tooLarge(w, r, h, route)
 			return
 		}
 		rc := http.NewResponseController(w)
@@ -114,14 +161,24 @@ func (l *Limits) Middleware(h http.Handler) http.Handler {
 		deadline := rc.SetReadDeadline(time.Now().Add(bodyReadTimeout)) == nil
 		b := &limitedBody{r: http.MaxBytesReader(w, r.Body, l.Max), rc: rc, deadline: deadline}
 		r.Body = b
-		if route != "rpc" && r.ContentLength < 0 {
-			buf, err := io.ReadAll(b)
-			if b.over() {
+		if r.ContentLength < 0 && !enveloped(r) {
+			buf, release, err := l.readAll(r.Context(), b)
+			defer release()
+			switch {
+			case b.over():
 				l.refuse(r, route, "body", 0)
-				l.write413(w, route)
+				l.tooLarge(w, r, h, route)
 				return
-			}
-			if err != nil {
+			case errors.Is(err, errBodyBudget):
+				w.Header().Set("Retry-After", "5")
+				if route == "rpc" {
+					r.Body = errorBody{err: connect.NewError(connect.CodeResourceExhausted, err)}
+					h.ServeHTTP(w, r)
+					return
+				}
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			case err != nil:
 				http.Error(w, "reading the request body: "+err.Error(), http.StatusBadRequest)
 				return
 			}
@@ -132,6 +189,61 @@ func (l *Limits) Middleware(h http.Handler) http.Handler {
 			l.refuse(r, route, "body", 0)
 		}
 	})
+}
+
+// enveloped reports whether the body is a stream of length-prefixed
+// messages (gRPC, gRPC-Web, Connect streaming): Connect refuses a message
+// over the limit from its prefix, before reading it, and a stream's body
+// may stay open while it runs, so it is not read ahead.
+func enveloped(r *http.Request) bool {
+	ct := r.Header.Get("Content-Type")
+	return strings.HasPrefix(ct, "application/grpc") || strings.HasPrefix(ct, "application/connect+")
+}
+
+// tooLarge answers a request whose body is over the limit: an RPC through
+// its handler, which reads a body that fails at once and answers as its
+// protocol says; any other route with 413.
+func (l *Limits) tooLarge(w http.ResponseWriter, r *http.Request, h http.Handler, route string) {
+	if route != "rpc" {
+		l.write413(w, route)
+		return
+	}
+	r.Body = errorBody{err: &http.MaxBytesError{Limit: l.Max}}
+	h.ServeHTTP(w, r)
+}
+
+// readAll reads a body of unknown length, up to the limit and one byte
+// past it. Past the first 16 KiB it waits for the budget (at most 30 s)
+// and reads into a pooled buffer; release gives both back once the
+// request is done with the bytes.
+func (l *Limits) readAll(ctx context.Context, b io.Reader) (buf []byte, release func(), err error) {
+	first := make([]byte, freeBodyBytes)
+	n, err := io.ReadFull(b, first)
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return first[:n], func() {}, nil
+	}
+	if err != nil {
+		return nil, func() {}, err
+	}
+	need := l.Max + 1
+	wctx, cancel := context.WithTimeout(ctx, bodyReadTimeout)
+	err = l.budget.Acquire(wctx, need)
+	cancel()
+	if err != nil {
+		return nil, func() {}, fmt.Errorf("%w: the daemon is reading too many large request bodies at once; retry", errBodyBudget)
+	}
+	pooled := l.buffers.Get().(*[]byte)
+	release = func() {
+		l.buffers.Put(pooled)
+		l.budget.Release(need)
+	}
+	buf = (*pooled)[:l.Max+1]
+	copy(buf, first)
+	m, err := io.ReadFull(b, buf[n:])
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		err = nil
+	}
+	return buf[:n+m], release, err
 }
 
 // TooLarge is how every refusal of a body over the limit starts.
@@ -149,12 +261,12 @@ func (l *Limits) write413(w http.ResponseWriter, route string) {
 	http.Error(w, msg, http.StatusRequestEntityTooLarge)
 }
 
-// refusedBody stands in for a body whose Content-Length is over the
-// limit: reading it fails at once, as http.MaxBytesReader fails past it.
-type refusedBody struct{ limit int64 }
+// errorBody stands in for a body that is not to be read: reading it fails
+// at once with err.
+type errorBody struct{ err error }
 
-func (b refusedBody) Read([]byte) (int, error) { return 0, &http.MaxBytesError{Limit: b.limit} }
-func (b refusedBody) Close() error             { return nil }
+func (b errorBody) Read([]byte) (int, error) { return 0, b.err }
+func (b errorBody) Close() error             { return nil }
 
 // limitedBody is a request body under http.MaxBytesReader that clears the
 // read deadline once the body has been read to its end, so that a stream
@@ -164,7 +276,8 @@ type limitedBody struct {
 	rc       *http.ResponseController
 	deadline bool
 	mu       sync.Mutex
-	tripped  bool
+	// tripped: the body went over the limit.
+	tripped bool
 }
 
 func (b *limitedBody) Read(p []byte) (int, error) {
@@ -191,6 +304,9 @@ func (b *limitedBody) over() bool {
 	defer b.mu.Unlock()
 	return b.tripped
 }
+
+// errBodyBudget: a body waited too long for the budget.
+var errBodyBudget = errors.New("request body not read")
 
 // HandlerOptions are the Connect handler options that apply the limit to
 // each message and to what a compressed one decompresses to. Connect's
@@ -261,7 +377,7 @@ func (g *boundedGzip) Read(p []byte) (int, error) {
 	if g.n > g.l.Max {
 		g.over = true
 		g.l.refused.WithLabelValues(g.route, "decompressed").Inc()
-		g.l.log.Warn("request body too large", "route", g.route, "reason", "decompressed", "max_bytes", g.l.Max)
+		g.l.warn("route", g.route, "reason", "decompressed", "max_bytes", g.l.Max)
 		return n, g.l.errDecompressedTooLarge()
 	}
 	return n, err

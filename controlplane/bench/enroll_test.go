@@ -324,6 +324,12 @@ type daemonProc struct {
 }
 
 func startDaemon(b *testing.B, bin string) *daemonProc {
+	return startDaemonOn(b, bin, "")
+}
+
+// startDaemonOn starts attestationd pinned to the CPUs in the taskset
+// list cpus ("": anywhere).
+func startDaemonOn(b *testing.B, bin, cpus string) *daemonProc {
 	b.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -333,8 +339,12 @@ func startDaemon(b *testing.B, bin string) *daemonProc {
 	l.Close()
 	// The storm's machines all come from 127.0.0.1: one source, which
 	// the per-source limits would hold to one machine's pace.
-	cmd := exec.Command(bin, "--listen", addr, "--data-dir", b.TempDir(), "--ek-policy", "allowlist", "--log-level", "warn",
-		"--register-rate", "0", "--max-challenges-per-source", "10000")
+	args := []string{bin, "--listen", addr, "--data-dir", b.TempDir(), "--ek-policy", "allowlist", "--log-level", "warn",
+		"--register-rate", "0", "--max-challenges-per-source", "10000"}
+	if cpus != "" {
+		args = append([]string{"taskset", "-c", cpus}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), "ATTESTATION_ADMIN_TOKEN="+stormToken)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
