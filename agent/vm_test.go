@@ -20,6 +20,7 @@ import (
 
 	"github.com/attestation/attestation/controlplane/daemon/daemontest"
 
+	"github.com/attestation/attestation/images/initramfs"
 	"github.com/attestation/attestation/internal/testenv"
 )
 
@@ -42,12 +43,8 @@ func TestBootInVM(t *testing.T) {
 	}
 	kernel := kernels[len(kernels)-1]
 	release := strings.TrimPrefix(filepath.Base(kernel), "vmlinuz-")
-	e1000 := filepath.Join("/lib/modules", release, "kernel/drivers/net/ethernet/intel/e1000/e1000.ko")
-	if _, err := os.Stat(e1000); err != nil {
-		testenv.Missing(t, "no e1000 module for %s: %v (Debian package linux-image-amd64)", release, err)
-	}
 	dir := t.TempDir()
-	initrd := agentInitramfs(t, dir, release, e1000)
+	initrd := agentInitramfs(t, dir, release, "e1000")
 
 	// The daemon, on a port the guest reaches as 10.0.2.2.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -107,10 +104,10 @@ func TestBootInVM(t *testing.T) {
 	}
 }
 
-// agentInitramfs builds the static agent into dir and writes an initramfs
-// (newc cpio) with it as /init, the kernel modules (paths under
-// /lib/modules/<release>, in load order) and /etc/attestation/modules
-// naming them; it returns the initramfs's path.
+// agentInitramfs builds the static agent into dir and, with the image
+// builder (images/initramfs), an initramfs with it as /init and the named
+// kernel modules of release with their dependencies; it returns the
+// initramfs's path.
 func agentInitramfs(t *testing.T, dir, release string, modules ...string) string {
 	t.Helper()
 	// The agent, static, as the image builds it.
@@ -124,37 +121,19 @@ func agentInitramfs(t *testing.T, dir, release string, modules ...string) string
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cpio newc
-	dirs := map[string]bool{}
-	mkdir := func(d string) {
-		var parents []string
-		for ; d != "." && !dirs[d]; d = filepath.Dir(d) {
-			dirs[d] = true
-			parents = append([]string{d}, parents...)
-		}
-		for _, p := range parents {
-			cpio.dir(p)
-		}
+	k, err := initramfs.OpenKernel(filepath.Join("/lib/modules", release))
+	if err != nil {
+		testenv.Missing(t, "%v (Debian package linux-image-amd64)", err)
 	}
-	mkdir("etc/attestation")
-	mkdir("lib/modules/" + release)
-	cpio.file("init", 0o755, agentBin)
-	list := "# NIC drivers, in load order\n"
-	for _, m := range modules {
-		module, err := os.ReadFile(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		modPath := strings.TrimPrefix(m, "/")
-		mkdir(filepath.Dir(modPath))
-		cpio.file(modPath, 0o644, module)
-		list += strings.TrimSuffix(filepath.Base(m), ".ko") + "\n"
-	}
-	cpio.file("etc/attestation/modules", 0o644, []byte(list))
-	initrd := filepath.Join(dir, "initramfs.cpio")
-	if err := os.WriteFile(initrd, cpio.close(), 0o644); err != nil {
+	var buf bytes.Buffer
+	if err := initramfs.Write(&buf, initramfs.Spec{Agent: agentBin, Kernel: k, Modules: modules}); err != nil {
 		t.Fatal(err)
 	}
+	initrd := filepath.Join(dir, "initramfs.cpio.gz")
+	if err := os.WriteFile(initrd, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("initramfs: %d bytes (agent %d bytes, modules %v with their dependencies)", buf.Len(), len(agentBin), modules)
 	return initrd
 }
 
@@ -248,38 +227,4 @@ func (c *consoleLog) wait(t *testing.T, s string, timeout time.Duration) string 
 			t.Fatalf("%snever showed %q within %s", cmp.Or(c.prefix, "vm: "), s, timeout)
 		}
 	}
-}
-
-// newc writes a cpio archive in the "newc" format the kernel unpacks.
-type newc struct {
-	buf bytes.Buffer
-	ino int
-}
-
-func (w *newc) header(name string, mode uint32, size int) {
-	w.ino++
-	fmt.Fprintf(&w.buf, "070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X",
-		w.ino, mode, 0, 0, 1, 0, size, 0, 0, 0, 0, len(name)+1, 0)
-	w.buf.WriteString(name)
-	w.buf.WriteByte(0)
-	w.pad()
-}
-
-func (w *newc) pad() {
-	for w.buf.Len()%4 != 0 {
-		w.buf.WriteByte(0)
-	}
-}
-
-func (w *newc) dir(name string) { w.header(name, 0o040755, 0) }
-
-func (w *newc) file(name string, perm uint32, data []byte) {
-	w.header(name, 0o100000|perm, len(data))
-	w.buf.Write(data)
-	w.pad()
-}
-
-func (w *newc) close() []byte {
-	w.header("TRAILER!!!", 0, 0)
-	return w.buf.Bytes()
 }
