@@ -32,6 +32,10 @@ agent: ## Build the static attestation-agent (CGO_ENABLED=0) into bin/ and print
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/attestation-agent ./agent/cmd/attestation-agent
 	@stat -c '%n: %s bytes' $(BIN)/attestation-agent
 
+.PHONY: boot-assets
+boot-assets: build agent ## Fetch Debian's kernel (apt-get download) and build the agent's initramfs into DATA_DIR/boot, what network boot serves
+	$(BIN)/attestation images boot-assets --agent $(BIN)/attestation-agent --out $(DATA_DIR)/boot
+
 .PHONY: run
 run: build ## Build and start attestationd with its defaults (API on :9000, data in ./var)
 	$(BIN)/attestationd --listen $(LISTEN) --data-dir $(DATA_DIR)

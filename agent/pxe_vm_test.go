@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/attestation/attestation/images/bootassets"
 	"github.com/attestation/attestation/internal/testenv"
 )
 
@@ -31,7 +32,8 @@ import (
 func TestNetworkBootInVM(t *testing.T) {
 	const rom = "/usr/lib/ipxe/qemu/pxe-e1000.rom"
 	testenv.Integration(t, "BIOS VM network boot (iPXE ROM, e1000, swtpm)")
-	lab := newPXELab(t, "attpxe", []string{"e1000"}, map[string]string{rom: "ipxe-qemu"})
+	// The boot assets make boot-assets makes: every default NIC driver.
+	lab := newPXELab(t, "attpxe", bootassets.DefaultModules, map[string]string{rom: "ipxe-qemu"})
 
 	// The TFTP step. QEMU's option ROM is iPXE already, so the daemon
 	// hands it the script URL and the VM never chainloads undionly.kpxe;
@@ -98,11 +100,12 @@ type pxeLab struct {
 }
 
 // newPXELab checks what network-booting a VM needs (root, ip, curl,
-// atftp, qemu-system-x86_64, swtpm, a Debian kernel with the NIC modules,
-// and files, each with the Debian package that ships it) and skips the
-// test without it (fails under CI), and under -short. Otherwise it builds the agent's boot
-// assets and the daemon and starts the lab in the namespace
-// prefix+PID; everything is removed when the test ends.
+// atftp, qemu-system-x86_64, swtpm, apt-get and dpkg-deb, and files, each
+// with the Debian package that ships it) and skips the test without it
+// (fails under CI), and under -short. Otherwise it builds the boot assets
+// as make boot-assets does (Debian's kernel package, the agent's
+// initramfs with the NIC modules) and the daemon, and starts the lab in
+// the namespace prefix+PID; everything is removed when the test ends.
 func newPXELab(t *testing.T, prefix string, modules []string, files map[string]string) *pxeLab {
 	t.Helper()
 	if testing.Short() {
@@ -111,7 +114,8 @@ func newPXELab(t *testing.T, prefix string, modules []string, files map[string]s
 	testenv.Root(t, "creating a network namespace, a bridge and a tap")
 	var missing []string
 	tools := map[string]string{}
-	for name, pkg := range map[string]string{"ip": "iproute2", "curl": "curl", "atftp": "atftp", "qemu-system-x86_64": "qemu-system-x86", "swtpm": "swtpm"} {
+	for name, pkg := range map[string]string{"ip": "iproute2", "curl": "curl", "atftp": "atftp", "qemu-system-x86_64": "qemu-system-x86", "swtpm": "swtpm",
+		"apt-get": "apt", "dpkg-deb": "dpkg"} {
 		p, err := exec.LookPath(name)
 		if err != nil {
 			missing = append(missing, name+" ("+pkg+")")
@@ -124,34 +128,21 @@ func newPXELab(t *testing.T, prefix string, modules []string, files map[string]s
 			missing = append(missing, f+" ("+files[f]+")")
 		}
 	}
-	kernels, _ := filepath.Glob("/boot/vmlinuz-*")
-	if len(kernels) == 0 {
-		missing = append(missing, "a kernel in /boot (linux-image-amd64)")
-	}
 	if len(missing) > 0 {
 		testenv.Missing(t, "no %s", strings.Join(missing, ", "))
 	}
-	kernel := kernels[len(kernels)-1]
-	release := strings.TrimPrefix(filepath.Base(kernel), "vmlinuz-")
 	l := &pxeLab{t: t, start: time.Now(), dir: t.TempDir(), ns: fmt.Sprintf("%s%d", prefix, os.Getpid()), tools: tools, modules: modules}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	t.Cleanup(cancel)
 	l.ctx = ctx
 
-	// The boot assets under the names the boot decision serves.
+	// The boot assets, as make boot-assets makes them.
 	assets := filepath.Join(l.dir, "assets")
-	if err := os.Mkdir(assets, 0o755); err != nil {
-		t.Fatal(err)
+	res, err := bootassets.Build(ctx, bootassets.Options{Out: assets, Agent: buildAgent(t, l.dir), Modules: modules})
+	if err != nil {
+		t.Fatalf("boot assets: %v", err)
 	}
-	for name, src := range map[string]string{"vmlinuz": kernel, "initrd.img": agentInitramfs(t, l.dir, release, modules...)} {
-		b, err := os.ReadFile(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(assets, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	t.Logf("boot assets: kernel %s, initrd.img %d bytes, modules %v with their dependencies", res.Release, res.InitrdSize, modules)
 	daemonBin := filepath.Join(l.dir, "attestationd")
 	if out, err := exec.Command("go", "build", "-o", daemonBin, "../controlplane/cmd/attestationd").CombinedOutput(); err != nil {
 		t.Fatalf("build attestationd: %v\n%s", err, out)

@@ -104,23 +104,30 @@ func TestBootInVM(t *testing.T) {
 	}
 }
 
+// buildAgent builds the static agent into dir, as make agent does, and
+// returns it.
+func buildAgent(t *testing.T, dir string) []byte {
+	t.Helper()
+	bin := filepath.Join(dir, "attestation-agent")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./cmd/attestation-agent")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the agent: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // agentInitramfs builds the static agent into dir and, with the image
 // builder (images/initramfs), an initramfs with it as /init and the named
 // kernel modules of release with their dependencies; it returns the
 // initramfs's path.
 func agentInitramfs(t *testing.T, dir, release string, modules ...string) string {
 	t.Helper()
-	// The agent, static, as the image builds it.
-	bin := filepath.Join(dir, "init")
-	build := exec.Command("go", "build", "-ldflags=-s -w", "-o", bin, "./cmd/attestation-agent")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the agent: %v\n%s", err, out)
-	}
-	agentBin, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	agentBin := buildAgent(t, dir)
 	k, err := initramfs.OpenKernel(filepath.Join("/lib/modules", release))
 	if err != nil {
 		testenv.Missing(t, "%v (Debian package linux-image-amd64)", err)

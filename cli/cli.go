@@ -212,7 +212,7 @@ DATA_DIR/admin-token.`,
 		[]string{OutputTable, OutputJSON, OutputYAML}, cobra.ShellCompDirectiveNoFileComp))
 
 	root.AddGroup(&cobra.Group{ID: coreGroup, Title: "Commands:"})
-	for _, c := range []*cobra.Command{machinesCommand(env), configsCommand(env), eventsCommand(env), extensionsCommand(env)} {
+	for _, c := range []*cobra.Command{machinesCommand(env), configsCommand(env), eventsCommand(env), extensionsCommand(env), imagesCommand(env)} {
 		c.GroupID = coreGroup
 		root.AddCommand(c)
 	}
