@@ -96,6 +96,11 @@ func (e *Env) Configs() attestationv1connect.ConfigServiceClient {
 	return attestationv1connect.NewConfigServiceClient(e.httpClient(), e.URL, e.ClientOptions()...)
 }
 
+// Schematics returns a SchematicService client for the configured daemon.
+func (e *Env) Schematics() attestationv1connect.SchematicServiceClient {
+	return attestationv1connect.NewSchematicServiceClient(e.httpClient(), e.URL, e.ClientOptions()...)
+}
+
 // Extensions returns an ExtensionService client for the configured daemon.
 func (e *Env) Extensions() attestationv1connect.ExtensionServiceClient {
 	return attestationv1connect.NewExtensionServiceClient(e.httpClient(), e.URL, e.ClientOptions()...)
@@ -212,7 +217,7 @@ DATA_DIR/admin-token.`,
 		[]string{OutputTable, OutputJSON, OutputYAML}, cobra.ShellCompDirectiveNoFileComp))
 
 	root.AddGroup(&cobra.Group{ID: coreGroup, Title: "Commands:"})
-	for _, c := range []*cobra.Command{machinesCommand(env), configsCommand(env), eventsCommand(env), extensionsCommand(env), imagesCommand(env)} {
+	for _, c := range []*cobra.Command{machinesCommand(env), configsCommand(env), schematicsCommand(env), eventsCommand(env), extensionsCommand(env), imagesCommand(env)} {
 		c.GroupID = coreGroup
 		root.AddCommand(c)
 	}

@@ -117,11 +117,17 @@ func TestRPCs(t *testing.T) {
 			}
 
 			e.attest(t, m2.Id)
+			// A schematic that does not exist is refused; a stored one is
+			// taken (its ID in any case).
+			_, err := tr.Call(t.Context(), procApprove, &attestationv1.ApproveMachineRequest{
+				Id: m2.Id, Role: "db", Hostname: "db-1", SchematicId: strings.Repeat("ab", 32)})
+			wantError(t, err, connect.CodeInvalidArgument, "schematic "+strings.Repeat("ab", 32)+" does not exist")
+			schematicID := e.schematic(t, `{"labels": {"role": "db"}}`)
 			approved := call[*attestationv1.ApproveMachineResponse](t, tr, procApprove, &attestationv1.ApproveMachineRequest{
-				Id: m2.Id, Role: "db", Hostname: "db-1", SchematicId: strings.Repeat("AB", 32),
+				Id: m2.Id, Role: "db", Hostname: "db-1", SchematicId: strings.ToUpper(schematicID),
 			}).Machine
 			if approved.State != "provisioned" || approved.Role != "db" || approved.Hostname != "db-1" ||
-				approved.SchematicId != strings.Repeat("ab", 32) || approved.ApprovedAt == nil {
+				approved.SchematicId != schematicID || approved.ApprovedAt == nil {
 				t.Errorf("ApproveMachine: got %s, want provisioned db db-1 with the schematic, approved_at set", text(approved))
 			}
 
@@ -592,6 +598,7 @@ func TestAuth(t *testing.T) {
 					attestationv1connect.EventServiceName,
 					attestationv1connect.ExtensionServiceName,
 					attestationv1connect.MachineServiceName,
+					attestationv1connect.SchematicServiceName,
 				}
 				slices.Sort(services)
 				if !slices.Equal(services, want) {

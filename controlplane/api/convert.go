@@ -108,6 +108,7 @@ func ToConnect(err error) error {
 		de *machines.DecommissionedError
 		ee *machines.ExistsError
 		ie *configs.InvalidError
+		se *machines.UnknownSchematicError
 		ce *connect.Error
 	)
 	switch {
@@ -115,7 +116,7 @@ func ToConnect(err error) error {
 		return nil
 	case errors.As(err, &ce):
 		return err
-	case errors.As(err, &ie):
+	case errors.As(err, &ie), errors.As(err, &se):
 		return connect.NewError(connect.CodeInvalidArgument, err)
 	case errors.Is(err, machines.ErrNotFound), errors.Is(err, store.ErrNotFound), errors.Is(err, configs.ErrNoTemplate):
 		return connect.NewError(connect.CodeNotFound, err)

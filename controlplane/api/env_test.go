@@ -1,7 +1,9 @@
 package api_test
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -114,4 +116,24 @@ func eventTypes(evs []*attestationv1.Event) string {
 		ts = append(ts, e.Type)
 	}
 	return strings.Join(ts, " ")
+}
+
+// schematic creates a schematic through the REST API and returns its ID.
+func (e *env) schematic(t *testing.T, doc string) string {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, e.d.URL+"/api/v1/schematics", strings.NewReader(`{"schematic": `+doc+`}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+daemontest.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct{ ID string }
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK || out.ID == "" {
+		t.Fatalf("create schematic %s: HTTP %d, %v", doc, resp.StatusCode, err)
+	}
+	return out.ID
 }

@@ -72,6 +72,7 @@ var OperatorServices = []string{
 	attestationv1connect.EventServiceName,
 	attestationv1connect.ExtensionServiceName,
 	attestationv1connect.ConfigServiceName,
+	attestationv1connect.SchematicServiceName,
 }
 
 // Handler returns the API's HTTP handler and a mux under it on which more
@@ -112,6 +113,7 @@ func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 	mount(attestationv1connect.NewEventServiceHandler(&eventService{store: o.Store, committed: o.Committed, stopping: o.Stopping}, operator))
 	mount(attestationv1connect.NewExtensionServiceHandler(&extensionService{list: o.Extensions}, operator))
 	mount(attestationv1connect.NewConfigServiceHandler(&configService{configs: o.Configs}, operator))
+	mount(attestationv1connect.NewSchematicServiceHandler(&schematicService{store: o.Store}, operator))
 	// Agent messages are small; compressing them costs more than it saves.
 	mux.Handle(attestationv1connect.NewAgentServiceHandler(o.Agent, agent, connect.WithCompressMinBytes(4<<10)))
 

@@ -147,6 +147,9 @@ func (s *Service) Register(ctx context.Context, r Registration) (*store.Machine,
 		PreRegistered: true,
 	}
 	evs, err := s.store.Update(ctx, func(tx *store.Tx) error {
+		if err := checkSchematic(ctx, tx, m.SchematicID); err != nil {
+			return err
+		}
 		old, err := tx.MachineByEK(ctx, fp)
 		if err == nil {
 			return &ExistsError{ID: old.ID, State: old.State}
@@ -175,6 +178,27 @@ func (s *Service) Register(ctx context.Context, r Registration) (*store.Machine,
 	return m, nil
 }
 
+// UnknownSchematicError: an approval or pre-registration names a
+// schematic that is not stored.
+type UnknownSchematicError struct{ ID string }
+
+func (e *UnknownSchematicError) Error() string {
+	return fmt.Sprintf("schematic %s does not exist: create it first (attestation schematics create -f FILE)", e.ID)
+}
+
+// checkSchematic fails with *UnknownSchematicError unless id is "" or a
+// stored schematic.
+func checkSchematic(ctx context.Context, tx *store.Tx, id string) error {
+	if id == "" {
+		return nil
+	}
+	_, err := tx.Schematic(ctx, strings.ToLower(id))
+	if errors.Is(err, store.ErrNotFound) {
+		return &UnknownSchematicError{ID: strings.ToLower(id)}
+	}
+	return err
+}
+
 // Approval is what an operator assigns when approving a machine.
 type Approval struct {
 	Role        string
@@ -186,6 +210,9 @@ type Approval struct {
 func (s *Service) Approve(ctx context.Context, id string, a Approval) (*store.Machine, error) {
 	return s.update(ctx, "approve", id, func(tx *store.Tx, m *store.Machine) error {
 		if err := transition(m, lifecycle.Approve); err != nil {
+			return err
+		}
+		if err := checkSchematic(ctx, tx, a.SchematicID); err != nil {
 			return err
 		}
 		return s.approve(ctx, tx, m, a)

@@ -37,6 +37,18 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	// The schematics the tests approve with (their IDs stand for content
+	// the tests do not need).
+	if _, err := st.Update(t.Context(), func(tx *store.Tx) error {
+		for _, id := range []string{strings.Repeat("ab", 32), strings.Repeat("cd", 32), strings.Repeat("ef", 32)} {
+			if _, err := tx.PutSchematic(t.Context(), &store.Schematic{ID: id, Document: []byte("{}")}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	e := &env{st: st}
 	e.svc = machines.New(st, func(evs []events.Envelope) {
 		e.mu.Lock()
@@ -487,5 +499,25 @@ func TestCanceled(t *testing.T) {
 	}
 	if ms, _ := e.st.ListMachines(t.Context(), store.MachineFilter{}); len(ms) != 0 {
 		t.Errorf("got %d machines, want none", len(ms))
+	}
+}
+
+// An approval or pre-registration naming a schematic that is not stored
+// is refused and changes nothing.
+func TestUnknownSchematic(t *testing.T) {
+	e := newEnv(t)
+	unknown := strings.Repeat("01", 32)
+	_, err := e.svc.Register(t.Context(), machines.Registration{EKFingerprint: e.fingerprint(), SchematicID: unknown})
+	var se *machines.UnknownSchematicError
+	if !errors.As(err, &se) || se.ID != unknown {
+		t.Fatalf("pre-register with an unknown schematic: %v, want *UnknownSchematicError", err)
+	}
+	m := e.inState(t, lifecycle.Attested, machines.Registration{})
+	if _, err := e.svc.Approve(t.Context(), m.ID, machines.Approval{Role: "db", SchematicID: unknown}); !errors.As(err, &se) {
+		t.Fatalf("approve with an unknown schematic: %v, want *UnknownSchematicError", err)
+	}
+	got, err := e.st.GetMachine(t.Context(), m.ID)
+	if err != nil || got.State != lifecycle.Attested || got.Role != "" {
+		t.Errorf("after the refused approval: %+v, %v; want it attested as before", got, err)
 	}
 }

@@ -1,0 +1,93 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/attestation/attestation/controlplane/store"
+	"github.com/attestation/attestation/images/schematic"
+	attestationv1 "github.com/attestation/attestation/proto/gen/attestation/v1"
+	"github.com/attestation/attestation/proto/gen/attestation/v1/attestationv1connect"
+)
+
+var _ attestationv1connect.SchematicServiceHandler = (*schematicService)(nil)
+
+type schematicService struct {
+	store *store.Store
+}
+
+func (s *schematicService) CreateSchematic(ctx context.Context, req *connect.Request[attestationv1.CreateSchematicRequest]) (*connect.Response[attestationv1.CreateSchematicResponse], error) {
+	doc := []byte("{}")
+	if req.Msg.Schematic != nil {
+		var err error
+		if doc, err = protojson.Marshal(req.Msg.Schematic); err != nil {
+			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("schematic: %w", err))
+		}
+	}
+	sc, err := schematic.Parse(doc)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	row := &store.Schematic{ID: sc.ID(), Document: sc.Canonical()}
+	var created bool
+	if _, err := s.store.Update(ctx, func(tx *store.Tx) error {
+		created, err = tx.PutSchematic(ctx, row)
+		return err
+	}); err != nil {
+		return nil, ToConnect(err)
+	}
+	pb, err := schematicToProto(row)
+	if err != nil {
+		return nil, ToConnect(err)
+	}
+	return connect.NewResponse(&attestationv1.CreateSchematicResponse{Id: row.ID, Schematic: pb, Created: created}), nil
+}
+
+func (s *schematicService) GetSchematic(ctx context.Context, req *connect.Request[attestationv1.GetSchematicRequest]) (*connect.Response[attestationv1.GetSchematicResponse], error) {
+	row, err := s.store.GetSchematic(ctx, req.Msg.Id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("no schematic %s", req.Msg.Id))
+	}
+	if err != nil {
+		return nil, ToConnect(err)
+	}
+	pb, err := schematicToProto(row)
+	if err != nil {
+		return nil, ToConnect(err)
+	}
+	return connect.NewResponse(&attestationv1.GetSchematicResponse{Schematic: pb}), nil
+}
+
+func (s *schematicService) ListSchematics(ctx context.Context, _ *connect.Request[attestationv1.ListSchematicsRequest]) (*connect.Response[attestationv1.ListSchematicsResponse], error) {
+	rows, err := s.store.ListSchematics(ctx)
+	if err != nil {
+		return nil, ToConnect(err)
+	}
+	resp := &attestationv1.ListSchematicsResponse{Schematics: []*attestationv1.Schematic{}}
+	for _, row := range rows {
+		pb, err := schematicToProto(row)
+		if err != nil {
+			return nil, ToConnect(err)
+		}
+		resp.Schematics = append(resp.Schematics, pb)
+	}
+	return connect.NewResponse(resp), nil
+}
+
+func schematicToProto(row *store.Schematic) (*attestationv1.Schematic, error) {
+	var fields map[string]any
+	if err := json.Unmarshal(row.Document, &fields); err != nil {
+		return nil, fmt.Errorf("stored schematic %s: %w", row.ID, err)
+	}
+	doc, err := structpb.NewStruct(fields)
+	if err != nil {
+		return nil, fmt.Errorf("stored schematic %s: %w", row.ID, err)
+	}
+	return &attestationv1.Schematic{Id: row.ID, Schematic: doc, CreatedAt: ts(row.CreatedAt)}, nil
+}
