@@ -106,7 +106,7 @@ func Write(w io.Writer, s Spec) error {
 		}
 		records = append(records, cpio.StaticRecord(f.Data, cpio.Info{Name: p, Mode: cpio.S_IFREG | mode}))
 	}
-	zw, err := gzip.NewWriterLevel(w, gzip.BestCompression)
+	zw, err := gzip.NewWriterLevel(w, gzip.DefaultCompression)
 	if err != nil {
 		return err
 	}

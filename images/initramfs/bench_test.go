@@ -1,0 +1,48 @@
+package initramfs
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// defaultModules are bootassets.DefaultModules (which imports this
+// package, so it cannot be imported here).
+var defaultModules = []string{"virtio_pci", "virtio_net", "e1000", "e1000e", "igb", "igc", "ixgbe", "i40e", "tg3", "bnxt_en", "r8169"}
+
+// BenchmarkDefaultInitramfs builds the agent's initramfs as make
+// boot-assets does (the static agent, the default NIC drivers of the
+// installed Debian kernel with their dependencies) and reports its size,
+// the agent's, and the build time per image.
+func BenchmarkDefaultInitramfs(b *testing.B) {
+	kernels, _ := filepath.Glob("/lib/modules/*/modules.dep")
+	if len(kernels) == 0 {
+		b.Skip("no kernel modules in /lib/modules (Debian package linux-image-amd64)")
+	}
+	k, err := OpenKernel(filepath.Dir(kernels[len(kernels)-1]))
+	if err != nil {
+		b.Fatal(err)
+	}
+	bin := filepath.Join(b.TempDir(), "attestation-agent")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "../../agent/cmd/attestation-agent")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("build the agent: %v\n%s", err, out)
+	}
+	agent, err := os.ReadFile(bin)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var buf bytes.Buffer
+	b.ResetTimer()
+	for b.Loop() {
+		buf.Reset()
+		if err := Write(&buf, Spec{Agent: agent, Kernel: k, Modules: defaultModules}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(buf.Len())/(1<<20), "initramfs_MB")
+	b.ReportMetric(float64(len(agent))/(1<<20), "agent_MB")
+}
