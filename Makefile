@@ -49,7 +49,7 @@ test-short: deps ## Run the fast tests only
 	$(GO) test -short ./...
 
 .PHONY: bench
-bench: test-deps ## Print the figures: lifecycle throughput, event dispatch latency, enrollment storm, TFTP, HTTP boot, DHCP
+bench: test-deps ## Print the figures: lifecycle throughput, event dispatch latency, enrollment storm, oversized bodies, initramfs, TFTP, HTTP boot, DHCP
 	@tools/deps.sh bench
 	$(GO) test -run '^$$' -bench . -benchtime 3s -timeout 20m ./controlplane/bench/
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 10m ./boot/tftp/
