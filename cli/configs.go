@@ -33,12 +33,16 @@ gets the default config: those fields as YAML.`,
 }
 
 func configsSetCommand(env *Env) *cobra.Command {
-	return &cobra.Command{
+	var schematicID string
+	cmd := &cobra.Command{
 		Use:   "set ROLE FILE",
 		Short: "Set the config template of a role",
 		Long: `Set (or replace) the config template of a role from FILE, or from standard
 input when FILE is -. The daemon refuses a template that does not parse or
-does not render for a sample machine, and keeps the previous one.`,
+does not render for a sample machine, and keeps the previous one.
+
+--schematic names the role's default schematic: a machine approved with the
+role and no --schematic of its own gets it. It must exist.`,
 		Example: `  attestation configs set worker worker.yaml.tmpl
   echo 'hostname: {{.Hostname}}' | attestation configs set worker -`,
 		Args: exactArgs("ROLE", "FILE"),
@@ -55,17 +59,23 @@ does not render for a sample machine, and keeps the previous one.`,
 			if err != nil {
 				return fmt.Errorf("read template: %w", err)
 			}
-			resp, err := env.Configs().SetConfig(cmd.Context(), connect.NewRequest(&attestationv1.SetConfigRequest{Role: args[0], Template: string(b)}))
+			resp, err := env.Configs().SetConfig(cmd.Context(), connect.NewRequest(&attestationv1.SetConfigRequest{
+				Role: args[0], Template: string(b), SchematicId: strings.ToLower(schematicID)}))
 			if err != nil {
 				return err
 			}
 			c := resp.Msg.Config
 			return env.Print(c, func(w io.Writer) error {
 				_, err := fmt.Fprintf(w, "Set the config template of role %s (%d bytes).\n", c.Role, len(c.Template))
+				if err == nil && c.SchematicId != "" {
+					_, err = fmt.Fprintf(w, "Machines approved as %s without a schematic get schematic %s.\n", c.Role, c.SchematicId)
+				}
 				return err
 			})
 		},
 	}
+	cmd.Flags().StringVar(&schematicID, "schematic", "", "the role's default schematic ID")
+	return cmd
 }
 
 func configsGetCommand(env *Env) *cobra.Command {
@@ -112,13 +122,17 @@ func configTable(w io.Writer, cs []*attestationv1.ConfigTemplate) error {
 		return nil
 	}
 	tw := newTable(w)
-	fmt.Fprintln(tw, "ROLE\tLINES\tBYTES\tUPDATED")
+	fmt.Fprintln(tw, "ROLE\tLINES\tBYTES\tSCHEMATIC\tUPDATED")
 	for _, c := range cs {
 		lines := strings.Count(c.Template, "\n")
 		if c.Template != "" && !strings.HasSuffix(c.Template, "\n") {
 			lines++
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", c.Role, lines, len(c.Template), formatTime(c.UpdatedAt))
+		schematic := orDash(c.SchematicId)
+		if len(schematic) == 64 {
+			schematic = schematic[:12]
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", c.Role, lines, len(c.Template), schematic, formatTime(c.UpdatedAt))
 	}
 	return tw.Flush()
 }

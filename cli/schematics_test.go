@@ -43,6 +43,18 @@ func TestSchematics(t *testing.T) {
 		t.Errorf("schematics list: got\n%s", out)
 	}
 
+	// A role's default schematic.
+	tmpl := write("worker.tmpl", "hostname: {{.Hostname}}\n")
+	if out := ok("configs", "set", "worker", tmpl, "--schematic", id); !strings.Contains(out, "get schematic "+id) {
+		t.Errorf("configs set --schematic: got %q, want it to name the default schematic", out)
+	}
+	if out := ok("configs", "list"); !strings.Contains(out, "SCHEMATIC") || !strings.Contains(out, id[:12]) {
+		t.Errorf("configs list: got\n%s\nwant the default schematic", out)
+	}
+	if r := raw("configs", "set", "db", tmpl, "--schematic", strings.Repeat("0", 64)); r.code == 0 || !strings.Contains(r.stderr, "does not exist") {
+		t.Errorf("configs set with an unknown schematic: exit %d, stderr %q", r.code, r.stderr)
+	}
+
 	bad := write("bad.yaml", "kernel_args: [quiet]\nfiles:\n- {path: ../etc/shadow, content: x}\n")
 	if r := raw("schematics", "create", "-f", bad); r.code == 0 || !strings.Contains(r.stderr, "field files[0].path") {
 		t.Errorf("schematics create of a bad file: exit %d, stderr %q; want an error naming files[0].path", r.code, r.stderr)

@@ -17,7 +17,7 @@ type configService struct {
 }
 
 func (s *configService) SetConfig(ctx context.Context, req *connect.Request[attestationv1.SetConfigRequest]) (*connect.Response[attestationv1.SetConfigResponse], error) {
-	c, err := s.configs.Set(ctx, req.Msg.Role, req.Msg.Template)
+	c, err := s.configs.Set(ctx, req.Msg.Role, req.Msg.Template, req.Msg.SchematicId)
 	if err != nil {
 		return nil, ToConnect(err)
 	}

@@ -95,6 +95,29 @@ func TestConfigsREST(t *testing.T) {
 	if status, out := do("PUT", "/api/v1/configs/worker", daemontest.Token, `{"role": "worker", "template": "x"}`); status != http.StatusOK {
 		t.Errorf("PUT with the path's role in the body: %d %v, want 200", status, out)
 	}
+	// A default schematic: an unknown one is refused and changes
+	// nothing; a stored one is kept with the template.
+	status, out = do("PUT", "/api/v1/configs/worker", daemontest.Token, `{"template": "y", "schematic_id": "`+strings.Repeat("ab", 32)+`"}`)
+	if msg, _ := out["message"].(string); status != http.StatusBadRequest || !strings.Contains(msg, "does not exist") {
+		t.Errorf("PUT with an unknown schematic: %d %v, want 400", status, out)
+	}
+	if _, out = do("GET", "/api/v1/configs/worker", daemontest.Token, ""); out["config"].(map[string]any)["template"] != "x" {
+		t.Errorf("after the refused PUT the template is %v, want x", out["config"])
+	}
+	req, _ := http.NewRequest("POST", d.URL+"/api/v1/schematics", strings.NewReader(`{"schematic": {"boot": "network"}}`))
+	req.Header.Set("Authorization", bearer(daemontest.Token))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var created struct{ ID string }
+	json.NewDecoder(resp.Body).Decode(&created)
+	resp.Body.Close()
+	status, out = do("PUT", "/api/v1/configs/worker", daemontest.Token, `{"template": "y", "schematic_id": "`+created.ID+`"}`)
+	if status != http.StatusOK || out["config"].(map[string]any)["schematic_id"] != created.ID {
+		t.Errorf("PUT with a stored schematic: %d %v, want 200 and the schematic", status, out)
+	}
+
 	// A machine route: the ID in the body must be the path's.
 	status, out = do("POST", "/api/v1/machines/0b7e4a3c-5c1e-4d8e-9f3a-2b1c0d9e8f7a/revoke", daemontest.Token,
 		`{"id": "11111111-5c1e-4d8e-9f3a-2b1c0d9e8f7a", "reason": "x"}`)

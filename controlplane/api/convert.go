@@ -58,7 +58,7 @@ func machineToProto(m *store.Machine) *attestationv1.Machine {
 }
 
 func configToProto(c *store.ConfigTemplate) *attestationv1.ConfigTemplate {
-	return &attestationv1.ConfigTemplate{Role: c.Role, Template: c.Template, UpdatedAt: ts(c.UpdatedAt)}
+	return &attestationv1.ConfigTemplate{Role: c.Role, Template: c.Template, SchematicId: c.SchematicID, UpdatedAt: ts(c.UpdatedAt)}
 }
 
 func eventToProto(e events.Envelope) (*attestationv1.Event, error) {

@@ -225,12 +225,27 @@ func NewService(st *store.Store) *Service { return &Service{store: st} }
 
 // Set checks a template and stores it as the role's, replacing the one
 // before; an invalid template fails with *InvalidError and changes nothing.
-func (s *Service) Set(ctx context.Context, role, text string) (*store.ConfigTemplate, error) {
+//
+// schematicID, when not empty, is the role's default schematic: machines
+// approved with the role and no schematic of their own get it. It must
+// name a stored schematic.
+func (s *Service) Set(ctx context.Context, role, text, schematicID string) (*store.ConfigTemplate, error) {
 	if err := Check(role, text); err != nil {
 		return nil, err
 	}
-	c := &store.ConfigTemplate{Role: role, Template: text}
-	if _, err := s.store.Update(ctx, func(tx *store.Tx) error { return tx.PutConfigTemplate(ctx, c) }); err != nil {
+	c := &store.ConfigTemplate{Role: role, Template: text, SchematicID: strings.ToLower(schematicID)}
+	if _, err := s.store.Update(ctx, func(tx *store.Tx) error {
+		if c.SchematicID != "" {
+			_, err := tx.Schematic(ctx, c.SchematicID)
+			if errors.Is(err, store.ErrNotFound) {
+				return &InvalidError{Role: role, Err: fmt.Errorf("default schematic %s does not exist: create it first (attestation schematics create -f FILE)", c.SchematicID)}
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return tx.PutConfigTemplate(ctx, c)
+	}); err != nil {
 		return nil, fmt.Errorf("set config template of role %s: %w", role, err)
 	}
 	return c, nil

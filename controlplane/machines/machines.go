@@ -222,6 +222,16 @@ func (s *Service) Approve(ctx context.Context, id string, a Approval) (*store.Ma
 // approve assigns what the approval says and, when the Service mints config
 // tokens, mints the machine's one-time config URL for node.provisioned.
 func (s *Service) approve(ctx context.Context, tx *store.Tx, m *store.Machine, a Approval) error {
+	if a.SchematicID == "" && a.Role != "" {
+		// The role's default schematic, if it names one.
+		c, err := tx.ConfigTemplate(ctx, a.Role)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if err == nil {
+			a.SchematicID = c.SchematicID
+		}
+	}
 	m.Role, m.Hostname, m.SchematicID = a.Role, a.Hostname, strings.ToLower(a.SchematicID)
 	m.ApprovedAt = tx.Now()
 	if err := tx.UpdateMachine(ctx, m); err != nil {

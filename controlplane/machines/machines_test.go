@@ -521,3 +521,41 @@ func TestUnknownSchematic(t *testing.T) {
 		t.Errorf("after the refused approval: %+v, %v; want it attested as before", got, err)
 	}
 }
+
+// A role's default schematic goes to machines approved with the role and
+// no schematic of their own; one given at approval wins.
+func TestRoleDefaultSchematic(t *testing.T) {
+	e := newEnv(t)
+	def, own := strings.Repeat("ab", 32), strings.Repeat("cd", 32)
+	if _, err := e.st.Update(t.Context(), func(tx *store.Tx) error {
+		return tx.PutConfigTemplate(t.Context(), &store.ConfigTemplate{Role: "worker", Template: "x", SchematicID: def})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name, role, schematic, want string
+	}{
+		{"the role's default", "worker", "", def},
+		{"its own", "worker", own, own},
+		{"a role without a template", "db", "", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := e.inState(t, lifecycle.Attested, machines.Registration{})
+			got, err := e.svc.Approve(t.Context(), m.ID, machines.Approval{Role: tt.role, SchematicID: tt.schematic})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.SchematicID != tt.want {
+				t.Errorf("schematic %q, want %q", got.SchematicID, tt.want)
+			}
+			evs := e.events(t, m.ID)
+			ev, err := evs[len(evs)-1].Decode()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p, ok := ev.(*events.Provisioned); !ok || p.SchematicID != tt.want {
+				t.Errorf("node.provisioned %+v, want schematic_id %q", ev, tt.want)
+			}
+		})
+	}
+}

@@ -158,17 +158,19 @@ func (t *Tx) UseConfigToken(ctx context.Context, tokenHash []byte) (string, erro
 
 // ConfigTemplate is the config template of a role.
 type ConfigTemplate struct {
-	Role      string
-	Template  string
-	UpdatedAt time.Time
+	Role     string
+	Template string
+	// SchematicID is the role's default schematic ("": none).
+	SchematicID string
+	UpdatedAt   time.Time
 }
 
 // PutConfigTemplate creates or replaces the template of c.Role.
 func (t *Tx) PutConfigTemplate(ctx context.Context, c *ConfigTemplate) error {
 	c.UpdatedAt = t.now
-	_, err := t.exec(ctx, `INSERT INTO config_templates (role, template, updated_at) VALUES (?, ?, ?)
-		ON CONFLICT (role) DO UPDATE SET template = excluded.template, updated_at = excluded.updated_at`,
-		c.Role, c.Template, c.UpdatedAt.UnixNano())
+	_, err := t.exec(ctx, `INSERT INTO config_templates (role, template, schematic_id, updated_at) VALUES (?, ?, ?, ?)
+		ON CONFLICT (role) DO UPDATE SET template = excluded.template, schematic_id = excluded.schematic_id, updated_at = excluded.updated_at`,
+		c.Role, c.Template, c.SchematicID, c.UpdatedAt.UnixNano())
 	if err != nil {
 		return fmt.Errorf("store config template of role %s: %w", c.Role, err)
 	}
@@ -178,17 +180,17 @@ func (t *Tx) PutConfigTemplate(ctx context.Context, c *ConfigTemplate) error {
 // ConfigTemplate returns the template of a role in this transaction, or
 // ErrNotFound.
 func (t *Tx) ConfigTemplate(ctx context.Context, role string) (*ConfigTemplate, error) {
-	return scanTemplate(t.queryRow(ctx, `SELECT role, template, updated_at FROM config_templates WHERE role = ?`, role))
+	return scanTemplate(t.queryRow(ctx, `SELECT role, template, schematic_id, updated_at FROM config_templates WHERE role = ?`, role))
 }
 
 // GetConfigTemplate returns the template of a role, or ErrNotFound.
 func (s *Store) GetConfigTemplate(ctx context.Context, role string) (*ConfigTemplate, error) {
-	return scanTemplate(s.r.QueryRowContext(ctx, `SELECT role, template, updated_at FROM config_templates WHERE role = ?`, role))
+	return scanTemplate(s.r.QueryRowContext(ctx, `SELECT role, template, schematic_id, updated_at FROM config_templates WHERE role = ?`, role))
 }
 
 // ListConfigTemplates returns every template, ordered by role.
 func (s *Store) ListConfigTemplates(ctx context.Context) ([]*ConfigTemplate, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT role, template, updated_at FROM config_templates ORDER BY role`)
+	rows, err := s.r.QueryContext(ctx, `SELECT role, template, schematic_id, updated_at FROM config_templates ORDER BY role`)
 	if err != nil {
 		return nil, fmt.Errorf("list config templates: %w", err)
 	}
@@ -209,7 +211,7 @@ func scanTemplate(row scanner) (*ConfigTemplate, error) {
 		c       ConfigTemplate
 		updated int64
 	)
-	err := row.Scan(&c.Role, &c.Template, &updated)
+	err := row.Scan(&c.Role, &c.Template, &c.SchematicID, &updated)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}

@@ -29,10 +29,13 @@ const (
 // .SchematicID, .SMBIOSUUID, .Serial, .Product) with the function join.
 // A role without a template gets the default config: those fields as YAML.
 type ConfigTemplate struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Role          string                 `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
-	Template      string                 `protobuf:"bytes,2,opt,name=template,proto3" json:"template,omitempty"`
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Role      string                 `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	Template  string                 `protobuf:"bytes,2,opt,name=template,proto3" json:"template,omitempty"`
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// The role's default schematic: a machine approved with this role and
+	// no schematic of its own gets it. Empty: none.
+	SchematicId   string `protobuf:"bytes,4,opt,name=schematic_id,json=schematicId,proto3" json:"schematic_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -88,11 +91,20 @@ func (x *ConfigTemplate) GetUpdatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ConfigTemplate) GetSchematicId() string {
+	if x != nil {
+		return x.SchematicId
+	}
+	return ""
+}
+
 type SetConfigRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Role  string                 `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
 	// The template text, at most 1 MiB.
-	Template      string `protobuf:"bytes,2,opt,name=template,proto3" json:"template,omitempty"`
+	Template string `protobuf:"bytes,2,opt,name=template,proto3" json:"template,omitempty"`
+	// The role's default schematic (empty: none). It must exist.
+	SchematicId   string `protobuf:"bytes,3,opt,name=schematic_id,json=schematicId,proto3" json:"schematic_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -137,6 +149,13 @@ func (x *SetConfigRequest) GetRole() string {
 func (x *SetConfigRequest) GetTemplate() string {
 	if x != nil {
 		return x.Template
+	}
+	return ""
+}
+
+func (x *SetConfigRequest) GetSchematicId() string {
+	if x != nil {
+		return x.SchematicId
 	}
 	return ""
 }
@@ -357,16 +376,19 @@ var File_attestation_v1_config_proto protoreflect.FileDescriptor
 
 const file_attestation_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x1battestation/v1/config.proto\x12\x0eattestation.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"{\n" +
+	"\x1battestation/v1/config.proto\x12\x0eattestation.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x01\n" +
 	"\x0eConfigTemplate\x12\x12\n" +
 	"\x04role\x18\x01 \x01(\tR\x04role\x12\x1a\n" +
 	"\btemplate\x18\x02 \x01(\tR\btemplate\x129\n" +
 	"\n" +
-	"updated_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xec\x01\n" +
+	"updated_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12!\n" +
+	"\fschematic_id\x18\x04 \x01(\tR\vschematicId\"\xfe\x02\n" +
 	"\x10SetConfigRequest\x12\xb0\x01\n" +
 	"\x04role\x18\x01 \x01(\tB\x9b\x01\xbaH\x97\x01\xba\x01\x93\x01\n" +
 	"\x04role\x12bis required: lower-case letters, digits, '-' or '_', starting with a letter, at most 63 characters\x1a'this.matches('^[a-z][a-z0-9_-]{0,62}$')R\x04role\x12%\n" +
-	"\btemplate\x18\x02 \x01(\tB\t\xbaH\x06r\x04(\x80\x80@R\btemplate\"K\n" +
+	"\btemplate\x18\x02 \x01(\tB\t\xbaH\x06r\x04(\x80\x80@R\btemplate\x12\x8f\x01\n" +
+	"\fschematic_id\x18\x03 \x01(\tBl\xbaHi\xba\x01f\n" +
+	"\fschematic_id\x12%must be a schematic ID: 64 hex digits\x1a/this == '' || this.matches('^[0-9a-fA-F]{64}$')R\vschematicId\"K\n" +
 	"\x11SetConfigResponse\x126\n" +
 	"\x06config\x18\x01 \x01(\v2\x1e.attestation.v1.ConfigTemplateR\x06config\"\xc5\x01\n" +
 	"\x10GetConfigRequest\x12\xb0\x01\n" +
