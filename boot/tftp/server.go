@@ -24,6 +24,8 @@ import (
 
 	"github.com/pin/tftp/v3"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/attestation/attestation/controlplane/logging"
 )
 
 // Defaults of Options.
@@ -111,9 +113,9 @@ type Server struct {
 	// negotiated.
 	transfers sync.Map
 
-	busyMu      sync.Mutex
-	busyLogged  time.Time
-	busyRefused int
+	// busyLogged spaces the "limit reached" lines out to one every
+	// busyLogEvery.
+	busyLogged logging.Every
 }
 
 // New checks the options and registers the metrics.
@@ -149,7 +151,8 @@ func New(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("register tftp metrics: %w", err)
 		}
 	}
-	return &Server{opts: opts, log: log, metrics: m, slots: make(chan struct{}, opts.MaxTransfers)}, nil
+	return &Server{opts: opts, log: log, metrics: m, slots: make(chan struct{}, opts.MaxTransfers),
+		busyLogged: logging.Every{Interval: busyLogEvery}}, nil
 }
 
 // Run serves until ctx is done, then lets the transfers in flight end
@@ -331,19 +334,12 @@ func (s *Server) write(name string, wt io.WriterTo) error {
 // once every busyLogEvery, with how many were refused since the last line.
 func (s *Server) refuseBusy(client, name string) {
 	s.metrics.transfers.WithLabelValues(resultBusy).Inc()
-	s.busyMu.Lock()
-	s.busyRefused++
-	now := time.Now()
-	if now.Sub(s.busyLogged) < busyLogEvery {
-		s.busyMu.Unlock()
+	skipped, ok := s.busyLogged.Allow(time.Now())
+	if !ok {
 		return
 	}
-	refused := s.busyRefused
-	s.busyRefused = 0
-	s.busyLogged = now
-	s.busyMu.Unlock()
 	s.log.Warn("tftp transfer limit reached: refusing requests", "max_transfers", s.opts.MaxTransfers,
-		"refused", refused, "client", client, "file", name)
+		"refused", skipped+1, "client", client, "file", name)
 }
 
 func transferKey(ip net.IP, port int) string {

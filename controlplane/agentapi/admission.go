@@ -9,6 +9,8 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/attestation/attestation/controlplane/logging"
 )
 
 // Limits bound the work the agent API does for callers that have proved
@@ -40,6 +42,9 @@ const maxSources = 100_000
 type admission struct {
 	limits  Limits
 	refused *prometheus.CounterVec
+	// logged spaces the refusal log lines out: a flood of Registers must
+	// not become a flood of lines.
+	logged logging.Every
 
 	mu      sync.Mutex
 	sources map[netip.Addr]*bucket
@@ -54,7 +59,7 @@ type bucket struct {
 }
 
 func newAdmission(l Limits, reg prometheus.Registerer) *admission {
-	a := &admission{limits: l, sources: map[netip.Addr]*bucket{}, refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+	a := &admission{limits: l, sources: map[netip.Addr]*bucket{}, logged: logging.Every{Interval: time.Second}, refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "attestation_agent_register_refused_total",
 		Help: "Register calls refused for load, by reason (rate: the source's Register rate; source_challenges: its outstanding challenges; challenges: all outstanding challenges).",
 	}, []string{"reason"})}
@@ -97,7 +102,6 @@ func (a *admission) allowRegister(src netip.Addr, now time.Time) error {
 	b := a.sources[src]
 	if b == nil {
 		if len(a.sources) >= maxSources {
-			a.refused.WithLabelValues("rate").Inc()
 			return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("registrations from %d sources are being tracked, the most this control plane follows: retry in a few seconds", maxSources))
 		}
 		b = &bucket{tokens: float64(l.RegisterBurst), last: now}
@@ -106,7 +110,6 @@ func (a *admission) allowRegister(src netip.Addr, now time.Time) error {
 	b.tokens = math.Min(float64(l.RegisterBurst), b.tokens+now.Sub(b.last).Seconds()*l.RegisterRate)
 	b.last = now
 	if b.tokens < 1 {
-		a.refused.WithLabelValues("rate").Inc()
 		wait := time.Duration((1 - b.tokens) / l.RegisterRate * float64(time.Second))
 		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("too many registrations from %s: at most %g a second after a burst of %d; retry in %s",
 			src, l.RegisterRate, l.RegisterBurst, wait.Round(time.Millisecond)))

@@ -144,7 +144,7 @@ func New(o Options) (*Server, error) {
 func (s *Server) admit(src netip.Addr) error {
 	now := time.Now()
 	if err := s.admission.allowRegister(src, now); err != nil {
-		s.log.Warn("registration refused: rate", "source", src, "err", err)
+		s.refusedForLoad("rate", src, err)
 		return err
 	}
 	if err := s.challenges.check(src, now); err != nil {
@@ -160,9 +160,17 @@ func (s *Server) challengesFull(src netip.Addr, err error) error {
 	if errors.Is(err, errTooManySourceChallenges) {
 		reason = "source_challenges"
 	}
-	s.admission.refused.WithLabelValues(reason).Inc()
-	s.log.Warn("registration refused: challenges", "source", src, "reason", reason, "err", err)
+	s.refusedForLoad(reason, src, err)
 	return connect.NewError(connect.CodeResourceExhausted, err)
+}
+
+// refusedForLoad counts a Register refused for load and logs it, at most
+// once a second with how many were not logged since.
+func (s *Server) refusedForLoad(reason string, src netip.Addr, err error) {
+	s.admission.refused.WithLabelValues(reason).Inc()
+	if skipped, ok := s.admission.logged.Allow(time.Now()); ok {
+		s.log.Warn("registration refused for load", "reason", reason, "source", src, "not_logged_since_last", skipped, "err", err)
+	}
 }
 
 // Register implements AgentService.Register.

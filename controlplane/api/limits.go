@@ -17,6 +17,8 @@ import (
 	"connectrpc.com/vanguard"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/semaphore"
+
+	"github.com/attestation/attestation/controlplane/logging"
 )
 
 // DefaultMaxRequestBytes caps a request body, and what it decompresses
@@ -51,7 +53,8 @@ type Limits struct {
 	// buffers hold Max+1 bytes each, for the bodies readAll reads.
 	buffers sync.Pool
 	log     *slog.Logger
-	sampler logSampler
+	// logged spaces the refusal log lines out to one a second.
+	logged  logging.Every
 	refused *prometheus.CounterVec
 }
 
@@ -64,7 +67,7 @@ func NewLimits(max int64, reg prometheus.Registerer, log *slog.Logger) *Limits {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	l := &Limits{Max: max, budget: semaphore.NewWeighted(budgetBodies * (max + 1)), log: log, refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+	l := &Limits{Max: max, budget: semaphore.NewWeighted(budgetBodies * (max + 1)), log: log, logged: logging.Every{Interval: time.Second}, refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "attestation_http_request_body_refused_total",
 		Help: "Requests refused for a body over max_request_bytes, by route kind and why (content_length, body, decompressed).",
 	}, []string{"route", "reason"})}
@@ -91,30 +94,12 @@ func (l *Limits) refuse(r *http.Request, route, reason string, size int64) {
 // requests must not become a flood of log lines. The next line says how
 // many were left out; the metric counts them all.
 func (l *Limits) warn(args ...any) {
-	if n, ok := l.sampler.allow(time.Now()); ok {
+	if n, ok := l.logged.Allow(time.Now()); ok {
 		if n > 0 {
 			args = append(args, "not_logged_since_last", n)
 		}
 		l.log.Warn("request body too large", args...)
 	}
-}
-
-// logSampler lets one event a second through and counts the rest.
-type logSampler struct {
-	mu      sync.Mutex
-	next    time.Time
-	dropped int
-}
-
-func (s *logSampler) allow(now time.Time) (dropped int, ok bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if now.Before(s.next) {
-		s.dropped++
-		return 0, false
-	}
-	dropped, s.dropped, s.next = s.dropped, 0, now.Add(time.Second)
-	return dropped, true
 }
 
 // routeKind sorts a path into the kinds of routes that answer a body over
