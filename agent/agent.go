@@ -15,6 +15,7 @@ import (
 
 	"github.com/attestation/attestation/agent/hardware"
 	"github.com/attestation/attestation/agent/tpm"
+	"github.com/attestation/attestation/internal/atomicfile"
 	attestationv1 "github.com/attestation/attestation/proto/gen/attestation/v1"
 	"github.com/attestation/attestation/proto/gen/attestation/v1/attestationv1connect"
 )
@@ -506,7 +507,7 @@ func resolve(server, ref string) (string, error) {
 func (a *agent) writeConfig(ctx context.Context, body []byte) error {
 	r := retrier{b: a.cfg.Retry}
 	for {
-		err := WriteFileAtomic(a.cfg.ConfigOut, body, 0o600)
+		err := atomicfile.Write(a.cfg.ConfigOut, body, 0o600)
 		if err == nil {
 			a.log.Info("config written", "path", a.cfg.ConfigOut, "bytes", len(body))
 			return nil

@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -18,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/attestation/attestation/images/initramfs"
+	"github.com/attestation/attestation/internal/atomicfile"
 )
 
 // DefaultModules are the NIC drivers the agent's initramfs carries unless
@@ -114,18 +114,19 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if err := os.MkdirAll(o.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("boot assets: %w", err)
 	}
-	res := &Result{Release: release, Kernel: filepath.Join(o.Out, "vmlinuz"), Initrd: filepath.Join(o.Out, "initrd.img"),
-		InitrdSize: int64(img.Len()), ModulesResolved: resolved}
-	kf, err := os.Open(kernels[0])
+	kernel, err := os.ReadFile(kernels[0])
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("boot assets: %w", err)
 	}
-	defer kf.Close()
-	if res.KernelSize, err = writeAtomic(res.Kernel, kf); err != nil {
-		return nil, err
-	}
-	if _, err := writeAtomic(res.Initrd, &img); err != nil {
-		return nil, err
+	res := &Result{Release: release, Kernel: filepath.Join(o.Out, "vmlinuz"), Initrd: filepath.Join(o.Out, "initrd.img"),
+		KernelSize: int64(len(kernel)), InitrdSize: int64(img.Len()), ModulesResolved: resolved}
+	for _, f := range []struct {
+		path string
+		data []byte
+	}{{res.Kernel, kernel}, {res.Initrd, img.Bytes()}} {
+		if err := atomicfile.Write(f.path, f.data, 0o644); err != nil {
+			return nil, fmt.Errorf("boot assets: %w", err)
+		}
 	}
 	log.Info("boot assets written", "dir", o.Out, "kernel", release, "vmlinuz_bytes", res.KernelSize,
 		"initrd_bytes", res.InitrdSize, "agent_bytes", len(o.Agent), "modules", len(resolved))
@@ -166,31 +167,4 @@ func download(ctx context.Context, dir, pkg string, log *slog.Logger) (string, e
 		return "", fmt.Errorf("boot assets: apt-get download %s left %d .deb files, want one", pkg, len(debs))
 	}
 	return debs[0], nil
-}
-
-// writeAtomic writes r to path through a temp file in its directory,
-// fsynced, then renamed over it.
-func writeAtomic(path string, r io.Reader) (int64, error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return 0, fmt.Errorf("boot assets: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	n, err := io.Copy(tmp, r)
-	if err == nil {
-		err = tmp.Chmod(0o644)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("boot assets: write %s: %w", path, err)
-	}
-	return n, nil
 }

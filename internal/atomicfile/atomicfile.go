@@ -1,4 +1,7 @@
-package agent
+// Package atomicfile writes files so that a reader, or a crash, sees the
+// old file or the whole new one, never a part. The agent writes its config
+// with it, the image builders the boot assets.
+package atomicfile
 
 import (
 	"fmt"
@@ -6,11 +9,11 @@ import (
 	"path/filepath"
 )
 
-// WriteFileAtomic writes data to path so that a reader sees either the old
+// Write writes data to path so that a reader sees either the old
 // file or the whole new one, never a part: it writes a temporary file in
 // the same directory, syncs it and renames it over path. Missing parent
 // directories are created (mode 0700); the file gets perm.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
+func Write(path string, data []byte, perm os.FileMode) (err error) {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
