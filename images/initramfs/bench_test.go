@@ -1,4 +1,4 @@
-package initramfs
+package initramfs_test
 
 import (
 	"bytes"
@@ -6,11 +6,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
-)
 
-// defaultModules are bootassets.DefaultModules (which imports this
-// package, so it cannot be imported here).
-var defaultModules = []string{"virtio_pci", "virtio_net", "e1000", "e1000e", "igb", "igc", "ixgbe", "i40e", "tg3", "bnxt_en", "r8169"}
+	"github.com/attestation/attestation/images/bootassets"
+	"github.com/attestation/attestation/images/initramfs"
+)
 
 // BenchmarkDefaultInitramfs builds the agent's initramfs as make
 // boot-assets does (the static agent, the default NIC drivers of the
@@ -21,7 +20,7 @@ func BenchmarkDefaultInitramfs(b *testing.B) {
 	if len(kernels) == 0 {
 		b.Skip("no kernel modules in /lib/modules (Debian package linux-image-amd64)")
 	}
-	k, err := OpenKernel(filepath.Dir(kernels[len(kernels)-1]))
+	k, err := initramfs.OpenKernel(filepath.Dir(kernels[len(kernels)-1]))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -39,7 +38,7 @@ func BenchmarkDefaultInitramfs(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		buf.Reset()
-		if err := Write(&buf, Spec{Agent: agent, Kernel: k, Modules: defaultModules}); err != nil {
+		if err := initramfs.Write(&buf, initramfs.Spec{Agent: agent, Kernel: k, Modules: bootassets.DefaultModules}); err != nil {
 			b.Fatal(err)
 		}
 	}

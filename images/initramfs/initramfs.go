@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -94,11 +95,11 @@ func Write(w io.Writer, s Spec) error {
 		}
 	}
 	var records []cpio.Record
-	for _, d := range slices.Sorted(mapKeys(dirs)) {
+	for _, d := range slices.Sorted(maps.Keys(dirs)) {
 		records = append(records, cpio.Directory(d, 0o755))
 	}
 	records = append(records, cpio.CharDev("dev/console", 0o600, 5, 1))
-	for _, p := range slices.Sorted(mapKeys(files)) {
+	for _, p := range slices.Sorted(maps.Keys(files)) {
 		f := files[p]
 		mode := uint64(f.Mode.Perm())
 		if mode == 0 {
@@ -123,16 +124,6 @@ func Write(w io.Writer, s Spec) error {
 		return fmt.Errorf("initramfs: %w", err)
 	}
 	return zw.Close()
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // moduleName is the module name of a file: kernel/drivers/net/virtio_net.ko
