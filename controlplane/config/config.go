@@ -293,14 +293,9 @@ var settings = []setting{
 			}
 			return nil
 		}},
-	{flag: "dhcp-max-unknown", env: "ATTESTATION_DHCP_MAX_UNKNOWN", key: "dhcp_max_unknown",
-		help: "full mode: most leases held by clients without a reservation, so a flood of random MACs leaves addresses for the rest (0: no cap)",
-		get:  func(c *Config) string { return strconv.Itoa(c.DHCPMaxUnknown) },
-		set: func(c *Config, v string) error {
-			n, err := strconv.Atoi(v)
-			c.DHCPMaxUnknown = n
-			return err
-		}},
+	intSetting("dhcp-max-unknown", "ATTESTATION_DHCP_MAX_UNKNOWN", "dhcp_max_unknown",
+		"full mode: most leases held by clients without a reservation, so a flood of random MACs leaves addresses for the rest (0: no cap)",
+		func(c *Config) *int { return &c.DHCPMaxUnknown }),
 	{flag: "tftp-listen", env: "ATTESTATION_TFTP_LISTEN", key: "tftp_listen",
 		help: "UDP address of the TFTP server for network boot, e.g. :69 (default: no TFTP server)",
 		get:  func(c *Config) string { return c.TFTPListen }, set: func(c *Config, v string) error { c.TFTPListen = v; return nil }},

@@ -239,23 +239,20 @@ func (e *Extension) enqueue(ctx context.Context, env events.Envelope) error {
 		return nil
 	}
 	// Targets that did not ask for config URLs get the event without.
-	withURL, without := want, []*target(nil)
-	stripped := withoutConfigURL(env)
-	if stripped.Payload != nil {
-		withURL, without = nil, nil
-		for _, t := range want {
-			if t.configURL {
-				withURL = append(withURL, t)
-			} else {
-				without = append(without, t)
-			}
+	stripped, hadURL := withoutConfigURL(env)
+	var asked, others []*target
+	for _, t := range want {
+		if t.configURL || !hadURL {
+			asked = append(asked, t)
+		} else {
+			others = append(others, t)
 		}
 	}
 	var added []*target
 	for _, batch := range []struct {
 		env     events.Envelope
 		targets []*target
-	}{{env, withURL}, {stripped, without}} {
+	}{{env, asked}, {stripped, others}} {
 		if len(batch.targets) == 0 {
 			continue
 		}
@@ -297,23 +294,23 @@ func (e *Extension) Routes(mux *http.ServeMux) {
 }
 
 // withoutConfigURL returns env without the config_url of a node.provisioned
-// payload; its Payload is nil when there is none to remove.
-func withoutConfigURL(env events.Envelope) events.Envelope {
+// payload, and whether it had one to remove.
+func withoutConfigURL(env events.Envelope) (events.Envelope, bool) {
 	if env.Type != events.TypeProvisioned {
-		return events.Envelope{}
+		return env, false
 	}
 	var fields map[string]json.RawMessage
 	if json.Unmarshal(env.Payload, &fields) != nil {
-		return events.Envelope{}
+		return env, false
 	}
 	if _, ok := fields["config_url"]; !ok {
-		return events.Envelope{}
+		return env, false
 	}
 	delete(fields, "config_url")
 	b, err := json.Marshal(fields)
 	if err != nil {
-		return events.Envelope{}
+		return env, false
 	}
 	env.Payload = b
-	return env
+	return env, true
 }
