@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -260,9 +261,8 @@ type limitedBody struct {
 	r        io.ReadCloser
 	rc       *http.ResponseController
 	deadline bool
-	mu       sync.Mutex
 	// tripped: the body went over the limit.
-	tripped bool
+	tripped atomic.Bool
 }
 
 func (b *limitedBody) Read(p []byte) (int, error) {
@@ -270,9 +270,7 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	if err != nil {
 		var mb *http.MaxBytesError
 		if errors.As(err, &mb) {
-			b.mu.Lock()
-			b.tripped = true
-			b.mu.Unlock()
+			b.tripped.Store(true)
 		}
 		if b.deadline {
 			b.rc.SetReadDeadline(time.Time{})
@@ -284,11 +282,7 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 
 func (b *limitedBody) Close() error { return b.r.Close() }
 
-func (b *limitedBody) over() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.tripped
-}
+func (b *limitedBody) over() bool { return b.tripped.Load() }
 
 // errBodyBudget: a body waited too long for the budget.
 var errBodyBudget = errors.New("request body not read")
