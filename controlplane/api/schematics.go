@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -81,12 +80,8 @@ func (s *schematicService) ListSchematics(ctx context.Context, _ *connect.Reques
 }
 
 func schematicToProto(row *store.Schematic) (*attestationv1.Schematic, error) {
-	var fields map[string]any
-	if err := json.Unmarshal(row.Document, &fields); err != nil {
-		return nil, fmt.Errorf("stored schematic %s: %w", row.ID, err)
-	}
-	doc, err := structpb.NewStruct(fields)
-	if err != nil {
+	doc := &structpb.Struct{}
+	if err := doc.UnmarshalJSON(row.Document); err != nil {
 		return nil, fmt.Errorf("stored schematic %s: %w", row.ID, err)
 	}
 	return &attestationv1.Schematic{Id: row.ID, Schematic: doc, CreatedAt: ts(row.CreatedAt)}, nil

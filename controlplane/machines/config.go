@@ -116,11 +116,11 @@ func (s *Service) ConfigURLOf(ctx context.Context, m *store.Machine) (string, er
 	}
 	tokenID, expires, err := s.store.UsableConfigToken(ctx, id)
 	if err == nil && time.Now().Before(expires) {
-		raw, err := hex.DecodeString(tokenID)
-		if err != nil || len(raw) != configTokenIDSize {
+		url := s.ConfigURLOfToken(tokenID)
+		if url == "" {
 			return "", fmt.Errorf("config URL of machine %s: stored token ID %q is malformed", id, tokenID)
 		}
-		return s.configBase + s.deriveConfigToken(raw), nil
+		return url, nil
 	}
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return "", fmt.Errorf("config URL of machine %s: %w", id, err)
