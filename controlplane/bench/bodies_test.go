@@ -70,19 +70,31 @@ func procCPU(pid int) (time.Duration, error) {
 	return time.Duration(utime+stime) * time.Second / 100, nil // USER_HZ
 }
 
-// pinSelf moves every thread of this process to cpu; threads made later
-// inherit it.
-func pinSelf(cpu int) error {
-	var set unix.CPUSet
+// pinSelf moves every thread of this process to cpu (threads made later
+// inherit it) and returns what puts them back where they were, so that
+// the benchmarks after this one run as before.
+func pinSelf(cpu int) (restore func(), err error) {
+	var was, set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &was); err != nil {
+		return nil, err
+	}
 	set.Set(cpu)
+	if err := setAffinity(&set); err != nil {
+		return nil, fmt.Errorf("pin to CPU %d: %w", cpu, err)
+	}
+	return func() { setAffinity(&was) }, nil
+}
+
+// setAffinity sets the CPUs of every thread of this process.
+func setAffinity(set *unix.CPUSet) error {
 	tasks, err := os.ReadDir("/proc/self/task")
 	if err != nil {
 		return err
 	}
 	for _, t := range tasks {
 		tid, _ := strconv.Atoi(t.Name())
-		if err := unix.SchedSetaffinity(tid, &set); err != nil {
-			return fmt.Errorf("pin thread %d to CPU %d: %w", tid, cpu, err)
+		if err := unix.SchedSetaffinity(tid, set); err != nil {
+			return fmt.Errorf("thread %d: %w", tid, err)
 		}
 	}
 	return nil
@@ -103,9 +115,11 @@ func BenchmarkOversizedBodies(b *testing.B) {
 	bin := buildDaemon(b)
 	big := gzipZeros(1<<30, gzip.BestSpeed)
 	small := gzipZeros(200<<20, gzip.BestCompression)
-	if err := pinSelf(1); err != nil {
+	restore, err := pinSelf(1)
+	if err != nil {
 		b.Fatalf("pin the clients to CPU 1: %v", err)
 	}
+	b.Cleanup(restore)
 	// Each phase has a daemon of its own: what one leaves in the heap
 	// would count as the next one's rest.
 	phase := func(name string, run func(send sender, wg *sync.WaitGroup, codes chan<- int)) {
