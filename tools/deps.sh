@@ -3,7 +3,8 @@
 #
 #   tools/deps.sh build   gcc and the C headers cgo links against (required)
 #   tools/deps.sh test    what the integration tests use (swtpm, QEMU, a
-#                         kernel, iPXE, OVMF, DHCP and TFTP clients, perfdhcp)
+#                         kernel, iPXE, OVMF, DHCP and TFTP clients, perfdhcp,
+#                         xorriso)
 #   tools/deps.sh bench   the reference servers and load generators of make bench
 #
 # A package is installed only when what it provides is missing. As root
@@ -39,6 +40,7 @@ want() {
 		echo "cmd:perfdhcp kea-admin"
 		echo "cmd:tftp tftp-hpa"
 		echo "cmd:atftp atftp"
+		echo "cmd:xorriso xorriso"
 		;;
 	bench)
 		echo "cmd:wrk wrk"

@@ -1,19 +1,35 @@
 // Package bootassets makes the files attestationd serves to network-boot
-// the agent: Debian's kernel (vmlinuz), fetched with apt-get download (no
-// root needed), and the agent's initramfs (initrd.img) with that kernel's
-// NIC modules, built by package initramfs.
+// the agent and builds images from: Debian's kernel (vmlinuz), fetched with
+// apt-get download (no root needed), the agent's initramfs (initrd.img)
+// with that kernel's NIC modules, built by package initramfs, and the boot
+// loaders a bootable ISO needs (isolinux for BIOS, GRUB's EFI binary for
+// UEFI). The kernel package and its module index stay beside them, so that
+// an image can carry modules the agent's initramfs does not.
+//
+// The directory, once built:
+//
+//	vmlinuz, initrd.img        the agent's kernel and initramfs
+//	isolinux.bin, ldlinux.c32  BIOS boot loader (Debian's isolinux, syslinux-common)
+//	bootx64.efi                UEFI boot loader (Debian's signed GRUB for CDs)
+//	kernel.deb                 the kernel package, for extra modules
+//	modules/RELEASE/           its modules.dep and modules.builtin
+//	boot-assets.json           the Manifest
 package bootassets
 
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/attestation/attestation/images/initramfs"
@@ -48,6 +64,7 @@ type Options struct {
 
 // Result says what was built.
 type Result struct {
+	Dir             string
 	Release         string
 	Kernel, Initrd  string
 	InitrdSize      int64
@@ -118,15 +135,44 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("boot assets: %w", err)
 	}
-	res := &Result{Release: release, Kernel: filepath.Join(o.Out, "vmlinuz"), Initrd: filepath.Join(o.Out, "initrd.img"),
+	loaders, err := fetchLoaders(ctx, o.Work, log)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Dir: o.Out, Release: release, Kernel: filepath.Join(o.Out, Kernel), Initrd: filepath.Join(o.Out, Initrd),
 		KernelSize: int64(len(kernel)), InitrdSize: int64(img.Len()), ModulesResolved: resolved}
-	for _, f := range []struct {
-		path string
-		data []byte
-	}{{res.Kernel, kernel}, {res.Initrd, img.Bytes()}} {
-		if err := atomicfile.Write(f.path, f.data, 0o644); err != nil {
+	if err := os.MkdirAll(filepath.Join(o.Out, "modules", release), 0o755); err != nil {
+		return nil, fmt.Errorf("boot assets: %w", err)
+	}
+	files := map[string][]byte{Kernel: kernel, Initrd: img.Bytes()}
+	for name, b := range loaders {
+		files[name] = b
+	}
+	for _, name := range []string{"modules.dep", "modules.builtin"} {
+		b, err := os.ReadFile(filepath.Join(root, "lib", "modules", release, name))
+		if err != nil {
 			return nil, fmt.Errorf("boot assets: %w", err)
 		}
+		files[path.Join("modules", release, name)] = b
+	}
+	if files[KernelDeb], err = os.ReadFile(deb); err != nil {
+		return nil, fmt.Errorf("boot assets: %w", err)
+	}
+	m := Manifest{Release: release, KernelPackage: strings.TrimSuffix(filepath.Base(deb), ".deb"), Modules: o.Modules, ModulesResolved: resolved}
+	if files[ManifestFile], err = json.MarshalIndent(m, "", "  "); err != nil {
+		return nil, err
+	}
+	// The manifest last: a directory with a manifest is complete.
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		if name == ManifestFile {
+			continue
+		}
+		if err := atomicfile.Write(filepath.Join(o.Out, filepath.FromSlash(name)), files[name], 0o644); err != nil {
+			return nil, fmt.Errorf("boot assets: %w", err)
+		}
+	}
+	if err := atomicfile.Write(filepath.Join(o.Out, ManifestFile), append(files[ManifestFile], '\n'), 0o644); err != nil {
+		return nil, fmt.Errorf("boot assets: %w", err)
 	}
 	log.Info("boot assets written", "dir", o.Out, "kernel", release, "vmlinuz_bytes", res.KernelSize,
 		"initrd_bytes", res.InitrdSize, "agent_bytes", len(o.Agent), "modules", len(resolved))
@@ -157,6 +203,11 @@ func download(ctx context.Context, dir, pkg string, log *slog.Logger) (string, e
 		return "", fmt.Errorf("boot assets: apt-cache depends %s: %v\n%s(run apt-get update first?)", pkg, err, out)
 	}
 	log.Info("downloading the kernel package", "package", pkg)
+	return aptDownload(ctx, dir, pkg)
+}
+
+// aptDownload fetches one package into dir and returns its .deb's path.
+func aptDownload(ctx context.Context, dir, pkg string) (string, error) {
 	cmd := exec.CommandContext(ctx, "apt-get", "download", "-q", pkg)
 	cmd.Dir = dir
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -167,4 +218,40 @@ func download(ctx context.Context, dir, pkg string, log *slog.Logger) (string, e
 		return "", fmt.Errorf("boot assets: apt-get download %s left %d .deb files, want one", pkg, len(debs))
 	}
 	return debs[0], nil
+}
+
+// loaders are the boot loader files an ISO needs: asset name, Debian
+// package, path in the package.
+var loaders = []struct{ name, pkg, path string }{
+	{ISOLinux, "isolinux", "usr/lib/ISOLINUX/isolinux.bin"},
+	{LDLinux, "syslinux-common", "usr/lib/syslinux/modules/bios/ldlinux.c32"},
+	// Debian's GRUB image for CDs: it finds the disc by /.disk/info and
+	// reads /boot/grub/grub.cfg from it.
+	{GRUBEFI, "grub-efi-amd64-signed", "usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed"},
+}
+
+// fetchLoaders downloads and extracts the boot loaders' packages.
+func fetchLoaders(ctx context.Context, work string, log *slog.Logger) (map[string][]byte, error) {
+	dir := filepath.Join(work, "loaders")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	got := map[string][]byte{}
+	for _, l := range loaders {
+		log.Info("downloading a boot loader", "package", l.pkg, "file", l.name)
+		deb, err := aptDownload(ctx, dir, l.pkg)
+		if err != nil {
+			return nil, err
+		}
+		root := filepath.Join(dir, l.pkg)
+		if out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", deb, root).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("boot assets: dpkg-deb -x %s: %v\n%s", deb, err, out)
+		}
+		b, err := os.ReadFile(filepath.Join(root, filepath.FromSlash(l.path)))
+		if err != nil {
+			return nil, fmt.Errorf("boot assets: %s has no /%s: %w", l.pkg, l.path, err)
+		}
+		got[l.name] = b
+	}
+	return got, nil
 }
