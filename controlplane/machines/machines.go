@@ -43,6 +43,8 @@ type Service struct {
 	configBase string
 	configTTL  time.Duration
 	configKey  []byte
+	// isoURL is a schematic's ISO URL, for node.provisioned (nil: none).
+	isoURL func(schematicID string) string
 }
 
 // Option configures a Service.
@@ -58,6 +60,12 @@ func WithConfigTokens(publicURL string, ttl time.Duration, key []byte) Option {
 		s.configTTL = ttl
 		s.configKey = bytes.Clone(key)
 	}
+}
+
+// WithISOURLs makes node.provisioned carry the URL of the machine's
+// schematic's ISO, as url says it.
+func WithISOURLs(url func(schematicID string) string) Option {
+	return func(s *Service) { s.isoURL = url }
 }
 
 // New returns a Service; committed (may be nil) is told about every commit.
@@ -241,12 +249,36 @@ func (s *Service) approve(ctx context.Context, tx *store.Tx, m *store.Machine, a
 	if err != nil {
 		return err
 	}
-	return tx.Emit(ctx, m, &events.Provisioned{
+	ev := &events.Provisioned{
 		Hostname:      m.Hostname,
 		Role:          m.Role,
 		ConfigTokenID: tokenID,
 		SchematicID:   m.SchematicID,
+	}
+	if m.SchematicID != "" && s.isoURL != nil {
+		ev.ISOURL = s.isoURL(m.SchematicID)
+	}
+	return tx.Emit(ctx, m, ev)
+}
+
+// ImageCreated records node.image_created for an image built for a
+// schematic, about machineID when it was built for one ("" for none).
+func (s *Service) ImageCreated(ctx context.Context, machineID string, ev *events.ImageCreated) error {
+	evs, err := s.store.Update(ctx, func(tx *store.Tx) error {
+		m := &store.Machine{}
+		if machineID != "" {
+			var err error
+			if m, err = tx.MachineByID(ctx, NormalizeID(machineID)); err != nil {
+				return fmt.Errorf("machine %s: %w", machineID, err)
+			}
+		}
+		return tx.Emit(ctx, m, ev)
 	})
+	if err != nil {
+		return fmt.Errorf("record image of schematic %s: %w", ev.SchematicID, err)
+	}
+	s.committed(evs)
+	return nil
 }
 
 // Revoke decommissions a machine, keeping its EK as a tombstone.

@@ -28,7 +28,7 @@ func (s *Store) ListEvents(ctx context.Context, f EventFilter) ([]events.Envelop
 	if f.Type != "" {
 		where, args = append(where, "type = ?"), append(args, f.Type)
 	}
-	q := `SELECT seq, id, type, machine_id, ek_fingerprint, created_at, payload FROM events WHERE ` +
+	q := `SELECT seq, id, type, COALESCE(machine_id, ''), ek_fingerprint, created_at, payload FROM events WHERE ` +
 		strings.Join(where, " AND ") + ` ORDER BY seq`
 	if f.Limit > 0 {
 		q += fmt.Sprintf(" LIMIT %d", f.Limit)

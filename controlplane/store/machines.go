@@ -254,7 +254,7 @@ func (t *Tx) Emit(ctx context.Context, m *Machine, ev events.Event) error {
 		return err
 	}
 	res, err := t.exec(ctx, `INSERT INTO events (id, type, machine_id, ek_fingerprint, created_at, payload)
-		VALUES (?, ?, ?, ?, ?, ?)`, h.ID, h.Event, h.MachineID, h.EKFingerprint, h.Timestamp.UnixNano(), string(payload))
+		VALUES (?, ?, NULLIF(?, ''), ?, ?, ?)`, h.ID, h.Event, h.MachineID, h.EKFingerprint, h.Timestamp.UnixNano(), string(payload))
 	if err != nil {
 		return fmt.Errorf("write %s event to outbox: %w", h.Event, err)
 	}

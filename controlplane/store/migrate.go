@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -18,6 +19,15 @@ type Migration struct {
 	Name    string
 	SQL     string
 }
+
+// ForeignKeysOff is the first line of a migration that rebuilds a table
+// other tables refer to (SQLite's way to change a column's constraints):
+// it runs with foreign key enforcement off, as SQLite's procedure for
+// that says, and commits only if PRAGMA foreign_key_check then finds
+// nothing.
+const ForeignKeysOff = "-- attestation: foreign_keys=off"
+
+func (m Migration) foreignKeysOff() bool { return strings.HasPrefix(m.SQL, ForeignKeysOff+"\n") }
 
 var migrationFile = regexp.MustCompile(`^(\d{4})_([a-z0-9_]+)\.sql$`)
 
@@ -78,7 +88,7 @@ func (s *Store) Migrate(ctx context.Context, track string, migs []Migration) (ap
 		return 0, &SchemaTooNewError{Track: track, Have: current, Support: len(migs)}
 	}
 	for _, m := range migs[current:] {
-		err := s.inTx(ctx, func(tx *sql.Tx) error {
+		apply := func(tx *sql.Tx) error {
 			if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
 				return err
 			}
@@ -86,7 +96,13 @@ func (s *Store) Migrate(ctx context.Context, track string, migs []Migration) (ap
 				`INSERT INTO schema_migrations (track, version, name, applied_at) VALUES (?, ?, ?, ?)`,
 				track, m.Version, m.Name, time.Now().UnixNano())
 			return err
-		})
+		}
+		var err error
+		if m.foreignKeysOff() {
+			err = s.withoutForeignKeys(ctx, apply)
+		} else {
+			err = s.inTx(ctx, apply)
+		}
 		if err != nil {
 			return applied, fmt.Errorf("apply migration %s %04d_%s: %w", track, m.Version, m.Name, err)
 		}
@@ -101,4 +117,55 @@ func (s *Store) SchemaVersion(ctx context.Context, track string) (int, error) {
 	err := s.r.QueryRowContext(ctx,
 		`SELECT COALESCE(MAX(version), 0) FROM schema_migrations WHERE track = ?`, track).Scan(&v)
 	return v, err
+}
+
+// withoutForeignKeys runs fn in a transaction on the writer connection with
+// foreign key enforcement off (a pragma that has no effect inside a
+// transaction), checks the foreign keys before committing, and turns
+// enforcement back on.
+func (s *Store) withoutForeignKeys(ctx context.Context, fn func(*sql.Tx) error) (err error) {
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `PRAGMA foreign_keys = OFF`); err != nil {
+		return err
+	}
+	defer func() {
+		if _, onErr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA foreign_keys = ON`); onErr != nil && err == nil {
+			err = fmt.Errorf("turn foreign keys back on: %w", onErr)
+		}
+	}()
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	rows, err := tx.QueryContext(ctx, `PRAGMA foreign_key_check`)
+	if err != nil {
+		return err
+	}
+	var broken []string
+	for rows.Next() {
+		var table, parent string
+		var rowid sql.NullInt64
+		var fkid int
+		if err := rows.Scan(&table, &rowid, &parent, &fkid); err != nil {
+			rows.Close()
+			return err
+		}
+		broken = append(broken, fmt.Sprintf("%s row %d -> %s", table, rowid.Int64, parent))
+	}
+	rows.Close()
+	if len(broken) > 0 {
+		return fmt.Errorf("foreign keys broken: %s", strings.Join(broken, ", "))
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
 }

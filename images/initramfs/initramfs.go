@@ -43,6 +43,14 @@ type Spec struct {
 	Kernel *Kernel
 	// Files are extra files by path (relative, slash-separated, no ..).
 	Files map[string]File
+	// Overlay makes an archive to append to a full initramfs instead:
+	// the kernel unpacks concatenated archives in order, a later file
+	// replacing an earlier one. It has no /init (Agent stays empty), no
+	// /dev/console, and leaves out the module files in Have (relative to
+	// the kernel's module tree) that the full one carries, while its
+	// module list names every module, in load order.
+	Overlay bool
+	Have    []string
 }
 
 // skeleton is the directory tree every initramfs has.
@@ -50,10 +58,15 @@ var skeleton = []string{"dev", "etc", "etc/attestation", "proc", "run", "sys", "
 
 // Write writes the initramfs of s to w, gzip-compressed.
 func Write(w io.Writer, s Spec) error {
-	if len(s.Agent) == 0 {
+	files := map[string]File{}
+	switch {
+	case s.Overlay && len(s.Agent) > 0:
+		return errors.New("initramfs: an overlay carries no agent: the initramfs it is appended to has /init")
+	case !s.Overlay && len(s.Agent) == 0:
 		return errors.New("initramfs: no agent binary for /init")
+	case !s.Overlay:
+		files["init"] = File{Data: s.Agent, Mode: 0o755}
 	}
-	files := map[string]File{"init": {Data: s.Agent, Mode: 0o755}}
 	if len(s.Modules) > 0 {
 		if s.Kernel == nil {
 			return errors.New("initramfs: modules asked for without a kernel to take them from")
@@ -65,12 +78,15 @@ func Write(w io.Writer, s Spec) error {
 		var list strings.Builder
 		list.WriteString("# kernel modules, in load order (dependencies first)\n")
 		for _, rel := range order {
+			list.WriteString(moduleName(rel) + "\n")
+			if s.Overlay && slices.Contains(s.Have, rel) {
+				continue
+			}
 			b, err := os.ReadFile(filepath.Join(s.Kernel.Dir, filepath.FromSlash(rel)))
 			if err != nil {
 				return fmt.Errorf("initramfs: read module: %w", err)
 			}
 			files[path.Join("lib/modules", s.Kernel.Release, rel)] = File{Data: b, Mode: 0o644}
-			list.WriteString(moduleName(rel) + "\n")
 		}
 		files[ModulesFile] = File{Data: []byte(list.String()), Mode: 0o644}
 	}
@@ -86,8 +102,10 @@ func Write(w io.Writer, s Spec) error {
 	}
 
 	dirs := map[string]bool{}
-	for _, d := range skeleton {
-		dirs[d] = true
+	if !s.Overlay {
+		for _, d := range skeleton {
+			dirs[d] = true
+		}
 	}
 	for p := range files {
 		for d := path.Dir(p); d != "."; d = path.Dir(d) {
@@ -98,7 +116,9 @@ func Write(w io.Writer, s Spec) error {
 	for _, d := range slices.Sorted(maps.Keys(dirs)) {
 		records = append(records, cpio.Directory(d, 0o755))
 	}
-	records = append(records, cpio.CharDev("dev/console", 0o600, 5, 1))
+	if !s.Overlay {
+		records = append(records, cpio.CharDev("dev/console", 0o600, 5, 1))
+	}
 	for _, p := range slices.Sorted(maps.Keys(files)) {
 		f := files[p]
 		mode := uint64(f.Mode.Perm())

@@ -221,3 +221,64 @@ func TestBadSpecs(t *testing.T) {
 		})
 	}
 }
+
+// TestOverlay: an overlay of one more module carries that module and
+// the dependencies the base lacks, a full module list, the extra files,
+// and no /init or /dev/console; appended to the base, a cpio reader sees
+// both archives in order.
+func TestOverlay(t *testing.T) {
+	k, err := OpenKernel(fakeKernel(t, testDep))
+	if err != nil {
+		t.Fatal(err)
+	}
+	have, err := k.Resolve("virtio_net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var over bytes.Buffer
+	err = Write(&over, Spec{Overlay: true, Have: have, Kernel: k, Modules: []string{"virtio_net", "virtio_pci"},
+		Files: map[string]File{"etc/attestation/ca.pem": {Data: []byte("ca")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(&over)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := cpio.ReadAllRecords(cpio.Newc.Reader(bytes.NewReader(must(io.ReadAll(zr)))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, r := range recs {
+		if r.Mode&cpio.S_IFMT == cpio.S_IFREG {
+			names = append(names, r.Name)
+		}
+	}
+	want := "etc/attestation/ca.pem etc/attestation/modules lib/modules/6.1.0-test-amd64/kernel/drivers/virtio/virtio_pci.ko " +
+		"lib/modules/6.1.0-test-amd64/kernel/drivers/virtio/virtio_pci_legacy_dev.ko lib/modules/6.1.0-test-amd64/kernel/drivers/virtio/virtio_pci_modern_dev.ko"
+	if strings.Join(names, " ") != want {
+		t.Errorf("overlay files:\n%s\nwant\n%s", strings.Join(names, " "), want)
+	}
+	for _, r := range recs {
+		if r.Name == "init" || r.Name == "dev/console" {
+			t.Errorf("the overlay has %s", r.Name)
+		}
+		if r.Name == ModulesFile {
+			b, _ := io.ReadAll(io.NewSectionReader(r.ReaderAt, 0, int64(r.FileSize)))
+			if !strings.HasSuffix(string(b), "virtio_net\nvirtio_pci_legacy_dev\nvirtio_pci_modern_dev\nvirtio_pci\n") {
+				t.Errorf("module list:\n%s", b)
+			}
+		}
+	}
+	if err := Write(io.Discard, Spec{Overlay: true, Agent: []byte("x")}); err == nil {
+		t.Error("an overlay with an agent: no error")
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
