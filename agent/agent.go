@@ -149,6 +149,9 @@ func (a *agent) openTPM(ctx context.Context) error {
 	r := retrier{b: a.cfg.Retry}
 	for {
 		t, err := tpm.Open(a.cfg.TPM)
+		if errors.Is(err, tpm.ErrNoTPM) && a.cfg.RequireTPM {
+			return fmt.Errorf("no TPM found at %s, and this machine's image requires one (attestation.require_tpm): not registering", a.cfg.TPM)
+		}
 		if errors.Is(err, tpm.ErrNoTPM) {
 			a.log.Warn("no TPM found at "+a.cfg.TPM+": registering with tpm_available=false", "spec", a.cfg.TPM)
 			return nil

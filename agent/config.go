@@ -53,6 +53,9 @@ type Config struct {
 	Server string
 	// TPM is a tpm.Open spec (default /dev/tpmrm0).
 	TPM string
+	// RequireTPM: without a TPM, do not register (tpm_available=false);
+	// fail, to be retried, until one appears.
+	RequireTPM bool
 	// CAFile is a PEM bundle of CAs trusted for an https Server (default:
 	// the system's roots).
 	CAFile string

@@ -505,6 +505,30 @@ func TestEndToEndNoTPM(t *testing.T) {
 	}
 }
 
+// A machine without a TPM whose image requires one never registers: the
+// agent fails, naming the setting, and the daemon has no machine.
+func TestEndToEndRequireTPM(t *testing.T) {
+	d := startDaemon(t, daemontest.Options{}, map[string]any{"allow_no_tpm": true})
+	l := newLogs(t)
+	missing := filepath.Join(t.TempDir(), "tpmrm0")
+	done := runAgent(t, context.Background(), agent.Config{Server: d.URL, TPM: missing, RequireTPM: true,
+		ConfigOut: filepath.Join(t.TempDir(), "config"), Once: true, Logger: l.logger()})
+	err := <-done
+	if err == nil || !strings.Contains(err.Error(), "attestation.require_tpm") {
+		t.Fatalf("agent without a TPM that requires one: %v, want an error naming attestation.require_tpm", err)
+	}
+	if n := l.count("registered"); n != 0 {
+		t.Errorf("the agent registered %d times", n)
+	}
+	resp, err := machines(d).ListMachines(context.Background(), operator(&attestationv1.ListMachinesRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Msg.GetMachines()) != 0 {
+		t.Errorf("the daemon has %d machines, want none", len(resp.Msg.GetMachines()))
+	}
+}
+
 // The session ends while the agent heartbeats (here: it outlives its TTL
 // between two heartbeats): the agent attests again and goes on.
 func TestEndToEndSessionExpires(t *testing.T) {

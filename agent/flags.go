@@ -44,6 +44,7 @@ func ParseArgs(args []string, getenv func(string) string, out io.Writer) (Option
 	o.ConfigOut = DefaultConfigOut
 
 	fs.StringVar(&o.Server, "server", "", "control plane base `URL`, http://HOST:PORT or https://HOST:PORT (required)")
+	fs.BoolVar(&o.RequireTPM, "require-tpm", o.RequireTPM, "never register without a TPM: fail, and retry, until one is found")
 	fs.StringVar(&o.TPM, "tpm", o.TPM, "`TPM` to use: a device path, tcp://HOST:PORT (a TPM command socket such as swtpm's), or simulator[:SEED] (test builds with cgo only)")
 	fs.StringVar(&o.CAFile, "ca", "", "PEM `FILE` of the CAs to trust for an https server (default: the system's)")
 	fs.StringVar(&o.ConfigOut, "config-out", o.ConfigOut, "`PATH` to write the one-time config to (mode 0600, parent directories created)")
@@ -71,7 +72,8 @@ Run as /init (process 1) of a network-booted initramfs, it first mounts
 attestation.modules=a,b,c or %s, configures the first
 link with carrier by DHCP, and takes its settings from the kernel command
 line instead of flags: attestation.url=, attestation.ca= (else %s
-when present), attestation.tpm=, attestation.pcrs=, attestation.iface=.
+when present), attestation.tpm=, attestation.pcrs=, attestation.iface=,
+attestation.require_tpm=1.
 It never exits: errors are retried, and a missing or bad setting powers the
 machine off after %s.
 

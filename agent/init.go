@@ -34,7 +34,7 @@ const (
 // InitConfig turns the kernel command line settings into a Config. caExists
 // reports whether the baked-in CA bundle is present.
 func InitConfig(s sysinit.Settings, caExists bool) (Config, error) {
-	cfg := Config{Server: s.URL, TPM: s.TPM, CAFile: s.CA}
+	cfg := Config{Server: s.URL, TPM: s.TPM, CAFile: s.CA, RequireTPM: s.RequireTPM}
 	if cfg.CAFile == "" && caExists {
 		cfg.CAFile = DefaultCAFile
 	}

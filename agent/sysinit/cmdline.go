@@ -25,6 +25,8 @@ type Settings struct {
 	Modules []Module
 	PCRs    string
 	Iface   string
+	// RequireTPM (attestation.require_tpm=1): never register without a TPM.
+	RequireTPM bool
 	// Unknown lists attestation.* parameters this agent does not know, so
 	// that a typo is logged rather than silently ignored.
 	Unknown []string
@@ -62,6 +64,8 @@ func Parse(cmdline string) Settings {
 			s.PCRs = value
 		case "iface":
 			s.Iface = value
+		case "require_tpm":
+			s.RequireTPM = value == "1" || value == "true" || value == "yes"
 		default:
 			s.Unknown = append(s.Unknown, key)
 		}

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/attestation/attestation/images/initramfs"
@@ -80,16 +81,24 @@ func (a *Assets) Index() (*initramfs.Kernel, error) {
 }
 
 // Modules makes a module tree under work holding the files of the named
-// modules and their dependencies, taken from the kernel package, and
-// opens it: what initramfs.Write needs to carry them.
-func (a *Assets) Modules(ctx context.Context, work string, names ...string) (*initramfs.Kernel, error) {
+// modules and their dependencies, taken from the kernel package, except
+// those in have (files relative to the module tree, as in
+// Manifest.ModulesResolved), and opens it: what initramfs.Write needs to
+// carry them.
+func (a *Assets) Modules(ctx context.Context, work string, have []string, names ...string) (*initramfs.Kernel, error) {
 	idx, err := a.Index()
 	if err != nil {
 		return nil, err
 	}
-	files, err := idx.Resolve(names...)
+	all, err := idx.Resolve(names...)
 	if err != nil {
 		return nil, err
+	}
+	var files []string
+	for _, f := range all {
+		if !slices.Contains(have, f) {
+			files = append(files, f)
+		}
 	}
 	dir := filepath.Join(work, a.Release)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
