@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/attestation/attestation/images/initramfs"
 )
@@ -80,12 +81,12 @@ func (a *Assets) Index() (*initramfs.Kernel, error) {
 	return initramfs.OpenKernel(filepath.Join(a.Dir, "modules", a.Release))
 }
 
-// Modules makes a module tree under work holding the files of the named
+// ModuleTree makes a module tree under work holding the files of the named
 // modules and their dependencies, taken from the kernel package, except
 // those in have (files relative to the module tree, as in
 // Manifest.ModulesResolved), and opens it: what initramfs.Write needs to
 // carry them.
-func (a *Assets) Modules(ctx context.Context, work string, have []string, names ...string) (*initramfs.Kernel, error) {
+func (a *Assets) ModuleTree(ctx context.Context, work string, have []string, names ...string) (*initramfs.Kernel, error) {
 	idx, err := a.Index()
 	if err != nil {
 		return nil, err
@@ -132,6 +133,9 @@ func (a *Assets) extract(ctx context.Context, dir string, files []string) error 
 	cmd := exec.CommandContext(ctx, "dpkg-deb", "--fsys-tarfile", a.Path(KernelDeb))
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
+	// dpkg-deb pipes through a decompressor of its own, which holds
+	// stderr open: never wait on it for long.
+	cmd.WaitDelay = 10 * time.Second
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return err
@@ -173,7 +177,9 @@ func (a *Assets) extract(ctx context.Context, dir string, files []string) error 
 		}
 		found++
 	}
-	// Done reading: the rest of the archive is not needed.
+	// Done reading: the rest of the archive is not needed. Closing the
+	// pipe ends the decompressor writing into it (EPIPE), then dpkg-deb.
+	out.Close()
 	_ = cmd.Process.Kill()
 	_ = cmd.Wait()
 	if readErr != nil {

@@ -34,7 +34,10 @@ func TestBuild(t *testing.T) {
 	agent := []byte("\x7fELF a stand-in for the agent")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	var initrds [2][]byte
+	var (
+		initrds [2][]byte
+		last    string
+	)
 	for i := range initrds {
 		out := filepath.Join(t.TempDir(), "boot")
 		start := time.Now()
@@ -53,6 +56,7 @@ func TestBuild(t *testing.T) {
 		if res.InitrdSize >= 10<<20 {
 			t.Errorf("initrd.img is %d bytes, want under 10 MB", res.InitrdSize)
 		}
+		last = out
 		left, _ := filepath.Glob(filepath.Join(out, ".*"))
 		if len(left) > 0 {
 			t.Errorf("temporary files left in the boot assets: %v", left)
@@ -70,6 +74,41 @@ func TestBuild(t *testing.T) {
 		if !bytes.Contains(raw, []byte(want)) {
 			t.Errorf("the initramfs has no %s", want)
 		}
+	}
+
+	// The rest of the directory: the loaders, the kernel package and its
+	// module index, and a manifest saying what was built.
+	a, err := bootassets.Open(last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Release == "" || len(a.ModulesResolved) < len(bootassets.DefaultModules) || !strings.HasPrefix(a.KernelPackage, "linux-image-") {
+		t.Errorf("manifest %+v", a.Manifest)
+	}
+	for name, magic := range map[string]string{bootassets.GRUBEFI: "MZ", bootassets.ISOLinux: "", bootassets.LDLinux: "\x7fELF", bootassets.KernelDeb: "!<arch>\n"} {
+		b, err := os.ReadFile(a.Path(name))
+		if err != nil || len(b) < 1024 || !strings.HasPrefix(string(b), magic) {
+			t.Errorf("%s: %v, %d bytes; want a real file", name, err, len(b))
+		}
+	}
+	// A module not in the agent's initramfs comes out of the kernel
+	// package, with its dependencies, and nothing else does.
+	k, err := a.ModuleTree(ctx, t.TempDir(), a.ModulesResolved, "e1000", "dummy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []string
+	filepath.WalkDir(k.Dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && strings.HasSuffix(p, ".ko") {
+			found = append(found, filepath.Base(p))
+		}
+		return nil
+	})
+	if strings.Join(found, " ") != "dummy.ko" {
+		t.Errorf("module tree for dummy holds %v, want dummy.ko alone (e1000 is in the agent's initramfs)", found)
+	}
+	if _, err := a.ModuleTree(ctx, t.TempDir(), nil, "no_such_module"); err == nil || !strings.Contains(err.Error(), "no_such_module") {
+		t.Errorf("an unknown module: %v", err)
 	}
 
 	// A module the kernel does not have: a clear error, nothing written.
