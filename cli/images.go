@@ -2,13 +2,18 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
+	"text/tabwriter"
+	"time"
 
+	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
 	"github.com/attestation/attestation/images/bootassets"
+	attestationv1 "github.com/attestation/attestation/proto/gen/attestation/v1"
 )
 
 func imagesCommand(env *Env) *cobra.Command {
@@ -18,8 +23,44 @@ func imagesCommand(env *Env) *cobra.Command {
 		RunE:  groupRun,
 		Short: "Build what machines boot",
 	}
-	cmd.AddCommand(imagesBootAssetsCommand(env))
+	cmd.AddCommand(imagesBootAssetsCommand(env), imagesBuildCommand(env))
 	return cmd
+}
+
+func imagesBuildCommand(env *Env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "build SCHEMATIC_ID",
+		Short: "Build a schematic's images (kernel, initramfs, iPXE script, ISO) and print their URLs",
+		Long: `Have the daemon build a schematic's images from its boot assets, unless
+they are built already, and print where they are served: vmlinuz,
+initramfs, ipxe and attestation.iso under /images/SCHEMATIC_ID/. A machine
+or a person fetching one builds it too; this builds it ahead. Each build
+records node.image_created.`,
+		Example: `  attestation images build 5d2f0c1b8e4a7f3d9c6b2a1e0f8d7c6b5a4e3d2c1b0a9f8e7d6c5b4a3e2d1c0b
+  curl -O $(attestation images build $ID -o json | jq -r .isoUrl)`,
+		Args: exactArgs("SCHEMATIC_ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			start := time.Now()
+			resp, err := env.Schematics().BuildImage(cmd.Context(), connect.NewRequest(&attestationv1.BuildImageRequest{Id: strings.ToLower(args[0])}))
+			if err != nil {
+				return err
+			}
+			m := resp.Msg
+			return env.Print(m, func(w io.Writer) error {
+				state := "built before"
+				if m.Built {
+					state = fmt.Sprintf("built in %v", m.BuildTime.AsDuration().Round(time.Millisecond))
+				}
+				fmt.Fprintf(w, "schematic %s: %s (answered in %v)\n", m.Id, state, time.Since(start).Round(time.Millisecond))
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "FILE\tSIZE\tSHA256\tURL")
+				for _, f := range m.Files {
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", f.Name, f.Size, f.Sha256, f.Url)
+				}
+				return tw.Flush()
+			})
+		},
+	}
 }
 
 func imagesBootAssetsCommand(env *Env) *cobra.Command {
@@ -29,7 +70,9 @@ func imagesBootAssetsCommand(env *Env) *cobra.Command {
 		Short: "Fetch Debian's kernel and build the agent's initramfs into the boot assets directory",
 		Long: `Write vmlinuz and initrd.img, the files attestationd serves to network-boot
 the agent, into --out (attestationd's --boot-assets, by default
-DATA_DIR/boot). The kernel is Debian's: apt-get download fetches the package
+DATA_DIR/boot), with what the daemon builds schematics' images from: the
+boot loaders of a bootable ISO (Debian's isolinux and syslinux-common for
+BIOS, its signed CD GRUB for UEFI), the kernel package and its module index. The kernel is Debian's: apt-get download fetches the package
 (no root needed; the package lists must be current, as after apt-get update),
 dpkg-deb extracts it, depmod indexes its modules. The initramfs holds the
 static agent (--agent, built by make agent) as /init and the kernel's NIC

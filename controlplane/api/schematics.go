@@ -4,12 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/attestation/attestation/controlplane/store"
+	"github.com/attestation/attestation/images/bootassets"
+	"github.com/attestation/attestation/images/cache"
 	"github.com/attestation/attestation/images/schematic"
 	attestationv1 "github.com/attestation/attestation/proto/gen/attestation/v1"
 	"github.com/attestation/attestation/proto/gen/attestation/v1/attestationv1connect"
@@ -18,7 +23,8 @@ import (
 var _ attestationv1connect.SchematicServiceHandler = (*schematicService)(nil)
 
 type schematicService struct {
-	store *store.Store
+	store  *store.Store
+	images *cache.Cache
 }
 
 func (s *schematicService) CreateSchematic(ctx context.Context, req *connect.Request[attestationv1.CreateSchematicRequest]) (*connect.Response[attestationv1.CreateSchematicResponse], error) {
@@ -32,6 +38,12 @@ func (s *schematicService) CreateSchematic(ctx context.Context, req *connect.Req
 	sc, err := schematic.Parse(doc)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	if s.images != nil {
+		// A module the boot assets' kernel lacks could never build.
+		if err := s.images.Check(sc); err != nil {
+			return nil, connect.NewError(connect.CodeInvalidArgument, err)
+		}
 	}
 	row := &store.Schematic{ID: sc.ID(), Document: sc.Canonical()}
 	var created bool
@@ -85,4 +97,26 @@ func schematicToProto(row *store.Schematic) (*attestationv1.Schematic, error) {
 		return nil, fmt.Errorf("stored schematic %s: %w", row.ID, err)
 	}
 	return &attestationv1.Schematic{Id: row.ID, Schematic: doc, CreatedAt: ts(row.CreatedAt)}, nil
+}
+
+func (s *schematicService) BuildImage(ctx context.Context, req *connect.Request[attestationv1.BuildImageRequest]) (*connect.Response[attestationv1.BuildImageResponse], error) {
+	if s.images == nil {
+		return nil, connect.NewError(connect.CodeUnimplemented, errors.New("this daemon builds no images"))
+	}
+	id := req.Msg.Id
+	img, err := s.images.Get(ctx, id, "")
+	switch {
+	case errors.Is(err, cache.ErrUnknownSchematic):
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("no schematic %s", id))
+	case errors.Is(err, bootassets.ErrNotBuilt):
+		return nil, connect.NewError(connect.CodeFailedPrecondition, err)
+	case err != nil:
+		return nil, ToConnect(err)
+	}
+	resp := &attestationv1.BuildImageResponse{Id: id, Built: img.Fresh, BuildTime: durationpb.New(img.BuildTime), IsoUrl: s.images.ISOURL(id)}
+	for _, name := range slices.Sorted(maps.Keys(img.Files)) {
+		f := img.Files[name]
+		resp.Files = append(resp.Files, &attestationv1.ImageFile{Name: name, Url: s.images.URL(id, name), Size: f.Size, Sha256: f.SHA256})
+	}
+	return connect.NewResponse(resp), nil
 }

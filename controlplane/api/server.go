@@ -38,6 +38,7 @@ import (
 	"github.com/attestation/attestation/controlplane/events"
 	"github.com/attestation/attestation/controlplane/machines"
 	"github.com/attestation/attestation/controlplane/store"
+	"github.com/attestation/attestation/images/cache"
 	"github.com/attestation/attestation/proto/gen/attestation/v1/attestationv1connect"
 )
 
@@ -60,6 +61,9 @@ type Options struct {
 	Registry *prometheus.Registry
 	// Ready reports whether the daemon can serve (nil: always).
 	Ready func(context.Context) error
+	// Images builds schematics' images (nil: BuildImage is refused and
+	// schematics' modules are not checked against the boot assets).
+	Images *cache.Cache
 	// Limits caps request bodies (nil: DefaultMaxRequestBytes, registered
 	// on Registry). The daemon puts its Middleware in front of every route.
 	Limits *Limits
@@ -113,7 +117,7 @@ func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 	mount(attestationv1connect.NewEventServiceHandler(&eventService{store: o.Store, committed: o.Committed, stopping: o.Stopping}, operator))
 	mount(attestationv1connect.NewExtensionServiceHandler(&extensionService{list: o.Extensions}, operator))
 	mount(attestationv1connect.NewConfigServiceHandler(&configService{configs: o.Configs}, operator))
-	mount(attestationv1connect.NewSchematicServiceHandler(&schematicService{store: o.Store}, operator))
+	mount(attestationv1connect.NewSchematicServiceHandler(&schematicService{store: o.Store, images: o.Images}, operator))
 	// Agent messages are small; compressing them costs more than it saves.
 	mux.Handle(attestationv1connect.NewAgentServiceHandler(o.Agent, agent, connect.WithCompressMinBytes(4<<10)))
 

@@ -31,6 +31,7 @@ import (
 	"github.com/attestation/attestation/controlplane/machines"
 	"github.com/attestation/attestation/controlplane/store"
 	"github.com/attestation/attestation/extensions"
+	"github.com/attestation/attestation/images/cache"
 )
 
 // Files in the data directory.
@@ -113,6 +114,12 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 			return err
 		}
 	}
+	// imgs, made below once the listener says the public URL, builds
+	// an approved machine's image before it asks for it.
+	var imgs *cache.Cache
+	if err := dispatcher.Subscribe(buildOnApproval(func() *cache.Cache { return imgs }, log.With("component", "images"))); err != nil {
+		return err
+	}
 
 	// Listen before loading extensions, so they know the API's address.
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -143,12 +150,13 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		publicURL = defaultPublicURL(ln.Addr())
 	}
 	publicURL = strings.TrimRight(publicURL, "/")
+	imgs = images(cfg, dataDir, st, publicURL, func() *machines.Service { return svc }, log)
 	svc = machines.New(st, func(evs []events.Envelope) {
 		if len(evs) > 0 {
 			dispatcher.Notify()
 			committed.Notify()
 		}
-	}, machines.WithConfigTokens(publicURL, time.Duration(cfg.ConfigTokenTTL), tokenKey))
+	}, machines.WithConfigTokens(publicURL, time.Duration(cfg.ConfigTokenTTL), tokenKey), machines.WithISOURLs(imgs.ISOURL))
 	cfgs := configs.NewService(st)
 
 	stopping := make(chan struct{})
@@ -186,6 +194,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Auth:       authn,
 		Agent:      agent,
 		Extensions: host.list,
+		Images:     imgs,
 		Registry:   reg,
 		Limits:     limits,
 		Logger:     log.With("component", "api"),
@@ -194,14 +203,14 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		return err
 	}
 	mux.Handle(agentapi.ConfigPath, agent.ConfigHandler())
-	bootHTTP, err := httpBoot(cfg, bootResolver(cfg, st, publicURL), log, reg)
+	bootHTTP, err := httpBoot(cfg, bootResolver(cfg, st, publicURL, imgs), log, reg)
 	if err != nil {
 		return err
 	}
 	defer bootHTTP.Close()
 	// Unauthenticated, in front of the mux, which would redirect a
-	// non-canonical /boot/ path rather than refuse it.
-	handler = bootHTTP.Handler(handler)
+	// non-canonical /boot/ or /images/ path rather than refuse it.
+	handler = bootHTTP.Handler(serveImages(imgs, handler))
 	// Outermost: no route, extensions' included, reads past the limit.
 	handler = limits.Middleware(handler)
 	host.mount(mux, authn)
@@ -226,7 +235,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
-	dhcpSrv, err := dhcpServer(cfg, st, publicURL, log, reg)
+	dhcpSrv, err := dhcpServer(cfg, st, bootResolver(cfg, st, publicURL, imgs), publicURL, log, reg)
 	if err != nil {
 		return err
 	}

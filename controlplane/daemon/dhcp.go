@@ -15,7 +15,7 @@ import (
 // dhcpServer builds the DHCP server when pxe_interface is set (nil when it
 // is not); it answers as the boot decision says for the stored machine,
 // and in full mode keeps its leases in the database.
-func dhcpServer(cfg config.Config, st *store.Store, publicURL string, log *slog.Logger, reg prometheus.Registerer) (*dhcp.Server, error) {
+func dhcpServer(cfg config.Config, st *store.Store, resolver *boot.Resolver, publicURL string, log *slog.Logger, reg prometheus.Registerer) (*dhcp.Server, error) {
 	if cfg.PXEInterface == "" {
 		return nil, nil
 	}
@@ -23,7 +23,7 @@ func dhcpServer(cfg config.Config, st *store.Store, publicURL string, log *slog.
 		Interface:  cfg.PXEInterface,
 		Mode:       dhcp.Mode(cfg.DHCPMode),
 		PublicURL:  publicURL,
-		Decider:    dhcp.FromBoot(&boot.Resolver{Store: st, Policy: boot.Policy{PublicURL: publicURL}}),
+		Decider:    dhcp.FromBoot(resolver),
 		Logger:     log.With("component", "dhcp"),
 		Registerer: reg,
 	}

@@ -293,7 +293,9 @@ func (c *Cache) load(ctx context.Context, a *bootassets.Assets, id, fp, machineI
 	img, err := readImage(dir)
 	if err != nil {
 		if img, err = c.build(ctx, a, id, fp, dir); err != nil {
-			c.log.Error("image build failed", "schematic", id, "err", err)
+			if !errors.Is(err, ErrUnknownSchematic) {
+				c.log.Error("image build failed", "schematic", id, "err", err)
+			}
 			return nil, fmt.Errorf("build the image of schematic %s: %w", id, err)
 		}
 		if c.o.Created != nil {

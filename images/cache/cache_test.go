@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -24,65 +23,15 @@ import (
 	"github.com/attestation/attestation/boot"
 	"github.com/attestation/attestation/controlplane/events"
 	"github.com/attestation/attestation/images/bootassets"
+	"github.com/attestation/attestation/images/bootassets/bootassetstest"
 	"github.com/attestation/attestation/images/cache"
 	"github.com/attestation/attestation/images/initramfs"
 	"github.com/attestation/attestation/images/schematic"
 )
 
-const release = "6.1.0-test-amd64"
+const release = bootassetstest.Release
 
-// fakeAssets writes a boot assets directory: stand-ins for the kernel and
-// loaders, a real initramfs of a stand-in agent, and a real kernel package
-// (dpkg-deb -b) with a module tree whose index names dummy.ko (needing
-// dep.ko) besides the agent's e1000.ko.
-func fakeAssets(t *testing.T) string {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "boot")
-	pkg := filepath.Join(t.TempDir(), "pkg")
-	mods := filepath.Join(pkg, "lib", "modules", release)
-	dep := "kernel/drivers/net/e1000.ko:\nkernel/drivers/misc/dummy.ko: kernel/lib/dep.ko\nkernel/lib/dep.ko:\n"
-	for _, m := range []string{"kernel/drivers/net/e1000.ko", "kernel/drivers/misc/dummy.ko", "kernel/lib/dep.ko"} {
-		write(t, filepath.Join(mods, m), "module "+m)
-	}
-	write(t, filepath.Join(mods, "modules.dep"), dep)
-	write(t, filepath.Join(mods, "modules.builtin"), "")
-	write(t, filepath.Join(pkg, "DEBIAN", "control"), "Package: linux-image-test\nVersion: 1\nArchitecture: amd64\nMaintainer: test <test@example.com>\nDescription: test kernel\n")
-	deb := filepath.Join(t.TempDir(), "kernel.deb")
-	if out, err := exec.Command("dpkg-deb", "--root-owner-group", "-b", pkg, deb).CombinedOutput(); err != nil {
-		t.Skipf("dpkg-deb -b: %v\n%s", err, out)
-	}
-	k, err := initramfs.OpenKernel(mods)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var initrd bytes.Buffer
-	if err := initramfs.Write(&initrd, initramfs.Spec{Agent: []byte("\x7fELF agent"), Kernel: k, Modules: []string{"e1000"}}); err != nil {
-		t.Fatal(err)
-	}
-	b, _ := os.ReadFile(deb)
-	write(t, filepath.Join(dir, bootassets.KernelDeb), string(b))
-	write(t, filepath.Join(dir, bootassets.Initrd), initrd.String())
-	write(t, filepath.Join(dir, bootassets.Kernel), strings.Repeat("k", 100<<10))
-	write(t, filepath.Join(dir, bootassets.ISOLinux), strings.Repeat("b", 38912))
-	write(t, filepath.Join(dir, bootassets.LDLinux), strings.Repeat("l", 4096))
-	write(t, filepath.Join(dir, bootassets.GRUBEFI), strings.Repeat("g", 64<<10))
-	write(t, filepath.Join(dir, "modules", release, "modules.dep"), dep)
-	write(t, filepath.Join(dir, "modules", release, "modules.builtin"), "")
-	m, _ := json.Marshal(bootassets.Manifest{Release: release, KernelPackage: "linux-image-test_1_amd64",
-		Modules: []string{"e1000"}, ModulesResolved: []string{"kernel/drivers/net/e1000.ko"}})
-	write(t, filepath.Join(dir, bootassets.ManifestFile), string(m))
-	return dir
-}
-
-func write(t *testing.T, path, s string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
+func write(t *testing.T, path, s string) { bootassetstest.File(t, path, s) }
 
 // fixture is a Cache over fake assets and an in-memory schematic store,
 // counting node.image_created.
@@ -96,7 +45,7 @@ type fixture struct {
 }
 
 func newFixture(t *testing.T) *fixture {
-	f := &fixture{dir: filepath.Join(t.TempDir(), "images"), assets: fakeAssets(t), docs: map[string][]byte{}}
+	f := &fixture{dir: filepath.Join(t.TempDir(), "images"), assets: bootassetstest.Write(t), docs: map[string][]byte{}}
 	f.Cache = cache.New(cache.Options{
 		Dir: f.dir, Assets: f.assets, PublicURL: "http://cp.example:8080/",
 		Schematic: func(_ context.Context, id string) ([]byte, error) {

@@ -11,6 +11,7 @@ import (
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
@@ -283,6 +284,197 @@ func (x *GetSchematicResponse) GetSchematic() *Schematic {
 	return nil
 }
 
+type BuildImageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildImageRequest) Reset() {
+	*x = BuildImageRequest{}
+	mi := &file_attestation_v1_schematic_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildImageRequest) ProtoMessage() {}
+
+func (x *BuildImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_attestation_v1_schematic_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildImageRequest.ProtoReflect.Descriptor instead.
+func (*BuildImageRequest) Descriptor() ([]byte, []int) {
+	return file_attestation_v1_schematic_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *BuildImageRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type BuildImageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// False when the image was built before.
+	Built bool `protobuf:"varint,2,opt,name=built,proto3" json:"built,omitempty"`
+	// How long the build took (when built, by this call or before).
+	BuildTime *durationpb.Duration `protobuf:"bytes,3,opt,name=build_time,json=buildTime,proto3" json:"build_time,omitempty"`
+	// The served files, by name: vmlinuz, initramfs, ipxe, attestation.iso.
+	Files         []*ImageFile `protobuf:"bytes,4,rep,name=files,proto3" json:"files,omitempty"`
+	IsoUrl        string       `protobuf:"bytes,5,opt,name=iso_url,json=isoUrl,proto3" json:"iso_url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildImageResponse) Reset() {
+	*x = BuildImageResponse{}
+	mi := &file_attestation_v1_schematic_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildImageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildImageResponse) ProtoMessage() {}
+
+func (x *BuildImageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_attestation_v1_schematic_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildImageResponse.ProtoReflect.Descriptor instead.
+func (*BuildImageResponse) Descriptor() ([]byte, []int) {
+	return file_attestation_v1_schematic_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *BuildImageResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *BuildImageResponse) GetBuilt() bool {
+	if x != nil {
+		return x.Built
+	}
+	return false
+}
+
+func (x *BuildImageResponse) GetBuildTime() *durationpb.Duration {
+	if x != nil {
+		return x.BuildTime
+	}
+	return nil
+}
+
+func (x *BuildImageResponse) GetFiles() []*ImageFile {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+func (x *BuildImageResponse) GetIsoUrl() string {
+	if x != nil {
+		return x.IsoUrl
+	}
+	return ""
+}
+
+type ImageFile struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Url           string                 `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	Size          int64                  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	Sha256        string                 `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImageFile) Reset() {
+	*x = ImageFile{}
+	mi := &file_attestation_v1_schematic_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImageFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImageFile) ProtoMessage() {}
+
+func (x *ImageFile) ProtoReflect() protoreflect.Message {
+	mi := &file_attestation_v1_schematic_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImageFile.ProtoReflect.Descriptor instead.
+func (*ImageFile) Descriptor() ([]byte, []int) {
+	return file_attestation_v1_schematic_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ImageFile) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ImageFile) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *ImageFile) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ImageFile) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
 type ListSchematicsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -291,7 +483,7 @@ type ListSchematicsRequest struct {
 
 func (x *ListSchematicsRequest) Reset() {
 	*x = ListSchematicsRequest{}
-	mi := &file_attestation_v1_schematic_proto_msgTypes[5]
+	mi := &file_attestation_v1_schematic_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -303,7 +495,7 @@ func (x *ListSchematicsRequest) String() string {
 func (*ListSchematicsRequest) ProtoMessage() {}
 
 func (x *ListSchematicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_attestation_v1_schematic_proto_msgTypes[5]
+	mi := &file_attestation_v1_schematic_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -316,7 +508,7 @@ func (x *ListSchematicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchematicsRequest.ProtoReflect.Descriptor instead.
 func (*ListSchematicsRequest) Descriptor() ([]byte, []int) {
-	return file_attestation_v1_schematic_proto_rawDescGZIP(), []int{5}
+	return file_attestation_v1_schematic_proto_rawDescGZIP(), []int{8}
 }
 
 type ListSchematicsResponse struct {
@@ -328,7 +520,7 @@ type ListSchematicsResponse struct {
 
 func (x *ListSchematicsResponse) Reset() {
 	*x = ListSchematicsResponse{}
-	mi := &file_attestation_v1_schematic_proto_msgTypes[6]
+	mi := &file_attestation_v1_schematic_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -340,7 +532,7 @@ func (x *ListSchematicsResponse) String() string {
 func (*ListSchematicsResponse) ProtoMessage() {}
 
 func (x *ListSchematicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_attestation_v1_schematic_proto_msgTypes[6]
+	mi := &file_attestation_v1_schematic_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -353,7 +545,7 @@ func (x *ListSchematicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchematicsResponse.ProtoReflect.Descriptor instead.
 func (*ListSchematicsResponse) Descriptor() ([]byte, []int) {
-	return file_attestation_v1_schematic_proto_rawDescGZIP(), []int{6}
+	return file_attestation_v1_schematic_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListSchematicsResponse) GetSchematics() []*Schematic {
@@ -367,7 +559,7 @@ var File_attestation_v1_schematic_proto protoreflect.FileDescriptor
 
 const file_attestation_v1_schematic_proto_rawDesc = "" +
 	"\n" +
-	"\x1eattestation/v1/schematic.proto\x12\x0eattestation.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x01\n" +
+	"\x1eattestation/v1/schematic.proto\x12\x0eattestation.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x01\n" +
 	"\tSchematic\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x125\n" +
 	"\tschematic\x18\x02 \x01(\v2\x17.google.protobuf.StructR\tschematic\x129\n" +
@@ -383,16 +575,33 @@ const file_attestation_v1_schematic_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tBa\xbaH^\xba\x01[\n" +
 	"\fschematic_id\x12+is a schematic ID: 64 lower-case hex digits\x1a\x1ethis.matches('^[0-9a-f]{64}$')R\x02id\"O\n" +
 	"\x14GetSchematicResponse\x127\n" +
-	"\tschematic\x18\x01 \x01(\v2\x19.attestation.v1.SchematicR\tschematic\"\x17\n" +
+	"\tschematic\x18\x01 \x01(\v2\x19.attestation.v1.SchematicR\tschematic\"\x86\x01\n" +
+	"\x11BuildImageRequest\x12q\n" +
+	"\x02id\x18\x01 \x01(\tBa\xbaH^\xba\x01[\n" +
+	"\fschematic_id\x12+is a schematic ID: 64 lower-case hex digits\x1a\x1ethis.matches('^[0-9a-f]{64}$')R\x02id\"\xbe\x01\n" +
+	"\x12BuildImageResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05built\x18\x02 \x01(\bR\x05built\x128\n" +
+	"\n" +
+	"build_time\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\tbuildTime\x12/\n" +
+	"\x05files\x18\x04 \x03(\v2\x19.attestation.v1.ImageFileR\x05files\x12\x17\n" +
+	"\aiso_url\x18\x05 \x01(\tR\x06isoUrl\"]\n" +
+	"\tImageFile\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03url\x18\x02 \x01(\tR\x03url\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x04 \x01(\tR\x06sha256\"\x17\n" +
 	"\x15ListSchematicsRequest\"S\n" +
 	"\x16ListSchematicsResponse\x129\n" +
 	"\n" +
 	"schematics\x18\x01 \x03(\v2\x19.attestation.v1.SchematicR\n" +
-	"schematics2\x98\x03\n" +
+	"schematics2\x9b\x04\n" +
 	"\x10SchematicService\x12\x84\x01\n" +
 	"\x0fCreateSchematic\x12&.attestation.v1.CreateSchematicRequest\x1a'.attestation.v1.CreateSchematicResponse\" \x82\xd3\xe4\x93\x02\x17:\x01*\"\x12/api/v1/schematics\x90\x02\x02\x12}\n" +
 	"\fGetSchematic\x12#.attestation.v1.GetSchematicRequest\x1a$.attestation.v1.GetSchematicResponse\"\"\x82\xd3\xe4\x93\x02\x19\x12\x17/api/v1/schematics/{id}\x90\x02\x01\x12~\n" +
-	"\x0eListSchematics\x12%.attestation.v1.ListSchematicsRequest\x1a&.attestation.v1.ListSchematicsResponse\"\x1d\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v1/schematics\x90\x02\x01BKZIgithub.com/attestation/attestation/proto/gen/attestation/v1;attestationv1b\x06proto3"
+	"\x0eListSchematics\x12%.attestation.v1.ListSchematicsRequest\x1a&.attestation.v1.ListSchematicsResponse\"\x1d\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v1/schematics\x90\x02\x01\x12\x80\x01\n" +
+	"\n" +
+	"BuildImage\x12!.attestation.v1.BuildImageRequest\x1a\".attestation.v1.BuildImageResponse\"+\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/api/v1/schematics/{id}/image\x90\x02\x02BKZIgithub.com/attestation/attestation/proto/gen/attestation/v1;attestationv1b\x06proto3"
 
 var (
 	file_attestation_v1_schematic_proto_rawDescOnce sync.Once
@@ -406,36 +615,44 @@ func file_attestation_v1_schematic_proto_rawDescGZIP() []byte {
 	return file_attestation_v1_schematic_proto_rawDescData
 }
 
-var file_attestation_v1_schematic_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_attestation_v1_schematic_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_attestation_v1_schematic_proto_goTypes = []any{
 	(*Schematic)(nil),               // 0: attestation.v1.Schematic
 	(*CreateSchematicRequest)(nil),  // 1: attestation.v1.CreateSchematicRequest
 	(*CreateSchematicResponse)(nil), // 2: attestation.v1.CreateSchematicResponse
 	(*GetSchematicRequest)(nil),     // 3: attestation.v1.GetSchematicRequest
 	(*GetSchematicResponse)(nil),    // 4: attestation.v1.GetSchematicResponse
-	(*ListSchematicsRequest)(nil),   // 5: attestation.v1.ListSchematicsRequest
-	(*ListSchematicsResponse)(nil),  // 6: attestation.v1.ListSchematicsResponse
-	(*structpb.Struct)(nil),         // 7: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),   // 8: google.protobuf.Timestamp
+	(*BuildImageRequest)(nil),       // 5: attestation.v1.BuildImageRequest
+	(*BuildImageResponse)(nil),      // 6: attestation.v1.BuildImageResponse
+	(*ImageFile)(nil),               // 7: attestation.v1.ImageFile
+	(*ListSchematicsRequest)(nil),   // 8: attestation.v1.ListSchematicsRequest
+	(*ListSchematicsResponse)(nil),  // 9: attestation.v1.ListSchematicsResponse
+	(*structpb.Struct)(nil),         // 10: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),   // 11: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 12: google.protobuf.Duration
 }
 var file_attestation_v1_schematic_proto_depIdxs = []int32{
-	7, // 0: attestation.v1.Schematic.schematic:type_name -> google.protobuf.Struct
-	8, // 1: attestation.v1.Schematic.created_at:type_name -> google.protobuf.Timestamp
-	7, // 2: attestation.v1.CreateSchematicRequest.schematic:type_name -> google.protobuf.Struct
-	0, // 3: attestation.v1.CreateSchematicResponse.schematic:type_name -> attestation.v1.Schematic
-	0, // 4: attestation.v1.GetSchematicResponse.schematic:type_name -> attestation.v1.Schematic
-	0, // 5: attestation.v1.ListSchematicsResponse.schematics:type_name -> attestation.v1.Schematic
-	1, // 6: attestation.v1.SchematicService.CreateSchematic:input_type -> attestation.v1.CreateSchematicRequest
-	3, // 7: attestation.v1.SchematicService.GetSchematic:input_type -> attestation.v1.GetSchematicRequest
-	5, // 8: attestation.v1.SchematicService.ListSchematics:input_type -> attestation.v1.ListSchematicsRequest
-	2, // 9: attestation.v1.SchematicService.CreateSchematic:output_type -> attestation.v1.CreateSchematicResponse
-	4, // 10: attestation.v1.SchematicService.GetSchematic:output_type -> attestation.v1.GetSchematicResponse
-	6, // 11: attestation.v1.SchematicService.ListSchematics:output_type -> attestation.v1.ListSchematicsResponse
-	9, // [9:12] is the sub-list for method output_type
-	6, // [6:9] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	10, // 0: attestation.v1.Schematic.schematic:type_name -> google.protobuf.Struct
+	11, // 1: attestation.v1.Schematic.created_at:type_name -> google.protobuf.Timestamp
+	10, // 2: attestation.v1.CreateSchematicRequest.schematic:type_name -> google.protobuf.Struct
+	0,  // 3: attestation.v1.CreateSchematicResponse.schematic:type_name -> attestation.v1.Schematic
+	0,  // 4: attestation.v1.GetSchematicResponse.schematic:type_name -> attestation.v1.Schematic
+	12, // 5: attestation.v1.BuildImageResponse.build_time:type_name -> google.protobuf.Duration
+	7,  // 6: attestation.v1.BuildImageResponse.files:type_name -> attestation.v1.ImageFile
+	0,  // 7: attestation.v1.ListSchematicsResponse.schematics:type_name -> attestation.v1.Schematic
+	1,  // 8: attestation.v1.SchematicService.CreateSchematic:input_type -> attestation.v1.CreateSchematicRequest
+	3,  // 9: attestation.v1.SchematicService.GetSchematic:input_type -> attestation.v1.GetSchematicRequest
+	8,  // 10: attestation.v1.SchematicService.ListSchematics:input_type -> attestation.v1.ListSchematicsRequest
+	5,  // 11: attestation.v1.SchematicService.BuildImage:input_type -> attestation.v1.BuildImageRequest
+	2,  // 12: attestation.v1.SchematicService.CreateSchematic:output_type -> attestation.v1.CreateSchematicResponse
+	4,  // 13: attestation.v1.SchematicService.GetSchematic:output_type -> attestation.v1.GetSchematicResponse
+	9,  // 14: attestation.v1.SchematicService.ListSchematics:output_type -> attestation.v1.ListSchematicsResponse
+	6,  // 15: attestation.v1.SchematicService.BuildImage:output_type -> attestation.v1.BuildImageResponse
+	12, // [12:16] is the sub-list for method output_type
+	8,  // [8:12] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_attestation_v1_schematic_proto_init() }
@@ -449,7 +666,7 @@ func file_attestation_v1_schematic_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_attestation_v1_schematic_proto_rawDesc), len(file_attestation_v1_schematic_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -42,6 +42,9 @@ const (
 	// SchematicServiceListSchematicsProcedure is the fully-qualified name of the SchematicService's
 	// ListSchematics RPC.
 	SchematicServiceListSchematicsProcedure = "/attestation.v1.SchematicService/ListSchematics"
+	// SchematicServiceBuildImageProcedure is the fully-qualified name of the SchematicService's
+	// BuildImage RPC.
+	SchematicServiceBuildImageProcedure = "/attestation.v1.SchematicService/BuildImage"
 )
 
 // SchematicServiceClient is a client for the attestation.v1.SchematicService service.
@@ -55,6 +58,11 @@ type SchematicServiceClient interface {
 	GetSchematic(context.Context, *connect.Request[v1.GetSchematicRequest]) (*connect.Response[v1.GetSchematicResponse], error)
 	// ListSchematics returns every schematic, oldest first.
 	ListSchematics(context.Context, *connect.Request[v1.ListSchematicsRequest]) (*connect.Response[v1.ListSchematicsResponse], error)
+	// BuildImage builds a schematic's images (kernel, initramfs, iPXE
+	// script, ISO) unless they are built from the current boot assets
+	// already, and returns where they are served. NotFound: no such
+	// schematic; FailedPrecondition: the daemon has no boot assets.
+	BuildImage(context.Context, *connect.Request[v1.BuildImageRequest]) (*connect.Response[v1.BuildImageResponse], error)
 }
 
 // NewSchematicServiceClient constructs a client for the attestation.v1.SchematicService service. By
@@ -89,6 +97,13 @@ func NewSchematicServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		buildImage: connect.NewClient[v1.BuildImageRequest, v1.BuildImageResponse](
+			httpClient,
+			baseURL+SchematicServiceBuildImageProcedure,
+			connect.WithSchema(schematicServiceMethods.ByName("BuildImage")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -97,6 +112,7 @@ type schematicServiceClient struct {
 	createSchematic *connect.Client[v1.CreateSchematicRequest, v1.CreateSchematicResponse]
 	getSchematic    *connect.Client[v1.GetSchematicRequest, v1.GetSchematicResponse]
 	listSchematics  *connect.Client[v1.ListSchematicsRequest, v1.ListSchematicsResponse]
+	buildImage      *connect.Client[v1.BuildImageRequest, v1.BuildImageResponse]
 }
 
 // CreateSchematic calls attestation.v1.SchematicService.CreateSchematic.
@@ -114,6 +130,11 @@ func (c *schematicServiceClient) ListSchematics(ctx context.Context, req *connec
 	return c.listSchematics.CallUnary(ctx, req)
 }
 
+// BuildImage calls attestation.v1.SchematicService.BuildImage.
+func (c *schematicServiceClient) BuildImage(ctx context.Context, req *connect.Request[v1.BuildImageRequest]) (*connect.Response[v1.BuildImageResponse], error) {
+	return c.buildImage.CallUnary(ctx, req)
+}
+
 // SchematicServiceHandler is an implementation of the attestation.v1.SchematicService service.
 type SchematicServiceHandler interface {
 	// CreateSchematic stores a schematic and returns its ID; creating one
@@ -125,6 +146,11 @@ type SchematicServiceHandler interface {
 	GetSchematic(context.Context, *connect.Request[v1.GetSchematicRequest]) (*connect.Response[v1.GetSchematicResponse], error)
 	// ListSchematics returns every schematic, oldest first.
 	ListSchematics(context.Context, *connect.Request[v1.ListSchematicsRequest]) (*connect.Response[v1.ListSchematicsResponse], error)
+	// BuildImage builds a schematic's images (kernel, initramfs, iPXE
+	// script, ISO) unless they are built from the current boot assets
+	// already, and returns where they are served. NotFound: no such
+	// schematic; FailedPrecondition: the daemon has no boot assets.
+	BuildImage(context.Context, *connect.Request[v1.BuildImageRequest]) (*connect.Response[v1.BuildImageResponse], error)
 }
 
 // NewSchematicServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -155,6 +181,13 @@ func NewSchematicServiceHandler(svc SchematicServiceHandler, opts ...connect.Han
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	schematicServiceBuildImageHandler := connect.NewUnaryHandler(
+		SchematicServiceBuildImageProcedure,
+		svc.BuildImage,
+		connect.WithSchema(schematicServiceMethods.ByName("BuildImage")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/attestation.v1.SchematicService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case SchematicServiceCreateSchematicProcedure:
@@ -163,6 +196,8 @@ func NewSchematicServiceHandler(svc SchematicServiceHandler, opts ...connect.Han
 			schematicServiceGetSchematicHandler.ServeHTTP(w, r)
 		case SchematicServiceListSchematicsProcedure:
 			schematicServiceListSchematicsHandler.ServeHTTP(w, r)
+		case SchematicServiceBuildImageProcedure:
+			schematicServiceBuildImageHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -182,4 +217,8 @@ func (UnimplementedSchematicServiceHandler) GetSchematic(context.Context, *conne
 
 func (UnimplementedSchematicServiceHandler) ListSchematics(context.Context, *connect.Request[v1.ListSchematicsRequest]) (*connect.Response[v1.ListSchematicsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("attestation.v1.SchematicService.ListSchematics is not implemented"))
+}
+
+func (UnimplementedSchematicServiceHandler) BuildImage(context.Context, *connect.Request[v1.BuildImageRequest]) (*connect.Response[v1.BuildImageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("attestation.v1.SchematicService.BuildImage is not implemented"))
 }
