@@ -205,6 +205,13 @@ func (c *consoleLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// bytes is everything the console showed so far.
+func (c *consoleLog) bytes() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return bytes.Clone(c.buf.Bytes())
+}
+
 func (c *consoleLog) stop() {
 	c.mu.Lock()
 	c.done = true
