@@ -49,11 +49,12 @@ test-short: deps ## Run the fast tests only
 	$(GO) test -short ./...
 
 .PHONY: bench
-bench: test-deps ## Print the figures: lifecycle throughput, event dispatch latency, enrollment storm, oversized bodies, initramfs, TFTP, HTTP boot, DHCP
+bench: test-deps ## Print the figures: lifecycle throughput, event dispatch latency, enrollment storm, oversized bodies, initramfs, images (ISO beside xorriso), TFTP, HTTP boot, DHCP
 	@tools/deps.sh bench
 	$(GO) test -run '^$$' -bench . -benchtime 3s -timeout 20m ./controlplane/bench/
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 10m ./boot/tftp/
 	$(GO) test -run '^$$' -bench DefaultInitramfs -benchtime 3x -timeout 10m ./images/initramfs/
+	$(GO) test -run '^$$' -bench Images -benchtime 5x -timeout 10m ./images/cache/
 	$(GO) test -run '^$$' -bench HTTPBootKernel -benchtime 1x -timeout 10m ./boot/httpboot/
 	@if [ "$$(id -u)" = 0 ]; then ATTESTATION_DHCP_BENCH=1 $(GO) test -count=1 -v -run '^TestPerfdhcp$$' -timeout 30m ./boot/dhcp/; \
 	else echo "SKIP DHCP figure (perfdhcp, Kea, dnsmasq across network namespaces): needs root"; fi

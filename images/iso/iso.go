@@ -71,38 +71,11 @@ var labelChars = regexp.MustCompile(`^[A-Z0-9_]{1,32}$`)
 // Write writes the image of s to path, using work (an empty directory) as
 // its scratch space. On error, path is removed.
 func Write(path, work string, s Spec) (err error) {
-	for _, a := range s.Args {
-		if a == "" || strings.ContainsAny(a, " \t\r\n") {
-			return fmt.Errorf("iso: kernel argument %q: want one word", a)
-		}
-	}
 	if s.Label == "" {
 		s.Label = "ATTESTATION"
 	}
-	if !labelChars.MatchString(s.Label) {
-		return fmt.Errorf("iso: volume label %q: want up to 32 of A-Z, 0-9 and _", s.Label)
-	}
 	root := filepath.Join(work, "root")
-	cmdline := strings.Join(s.Args, " ")
-	copies := map[string]string{
-		KernelPath: s.Kernel, InitrdPath: s.Initrd,
-		ISOLinuxPath: s.ISOLinux, "/isolinux/ldlinux.c32": s.LDLinux,
-	}
-	texts := map[string]string{
-		"/isolinux/isolinux.cfg": isolinuxConfig(cmdline),
-		GRUBConfigPath:           grubConfig(s.Label, s.Args),
-	}
-	for dst, src := range copies {
-		if err := copyFile(filepath.Join(root, filepath.FromSlash(dst)), src); err != nil {
-			return fmt.Errorf("iso: %w", err)
-		}
-	}
-	for dst, text := range texts {
-		if err := writeFile(filepath.Join(root, filepath.FromSlash(dst)), []byte(text)); err != nil {
-			return fmt.Errorf("iso: %w", err)
-		}
-	}
-	if err := efiBoot(filepath.Join(root, filepath.FromSlash(EFIBootPath)), s.GRUBEFI, texts[GRUBConfigPath]); err != nil {
+	if err := Tree(root, s); err != nil {
 		return err
 	}
 	size, err := dateTree(root)
@@ -161,6 +134,42 @@ func Write(path, work string, s Spec) (err error) {
 		return fmt.Errorf("iso: %w", err)
 	}
 	return f.Close()
+}
+
+// Tree lays out the files of the image of s under root, as Write puts
+// them on the disc (so that other tools can be given the same tree).
+func Tree(root string, s Spec) error {
+	for _, a := range s.Args {
+		if a == "" || strings.ContainsAny(a, " \t\r\n") {
+			return fmt.Errorf("iso: kernel argument %q: want one word", a)
+		}
+	}
+	if s.Label == "" {
+		s.Label = "ATTESTATION"
+	}
+	if !labelChars.MatchString(s.Label) {
+		return fmt.Errorf("iso: volume label %q: want up to 32 of A-Z, 0-9 and _", s.Label)
+	}
+	cmdline := strings.Join(s.Args, " ")
+	copies := map[string]string{
+		KernelPath: s.Kernel, InitrdPath: s.Initrd,
+		ISOLinuxPath: s.ISOLinux, "/isolinux/ldlinux.c32": s.LDLinux,
+	}
+	texts := map[string]string{
+		"/isolinux/isolinux.cfg": isolinuxConfig(cmdline),
+		GRUBConfigPath:           grubConfig(s.Label, s.Args),
+	}
+	for dst, src := range copies {
+		if err := copyFile(filepath.Join(root, filepath.FromSlash(dst)), src); err != nil {
+			return fmt.Errorf("iso: %w", err)
+		}
+	}
+	for dst, text := range texts {
+		if err := writeFile(filepath.Join(root, filepath.FromSlash(dst)), []byte(text)); err != nil {
+			return fmt.Errorf("iso: %w", err)
+		}
+	}
+	return efiBoot(filepath.Join(root, filepath.FromSlash(EFIBootPath)), s.GRUBEFI, texts[GRUBConfigPath])
 }
 
 // isolinuxConfig boots the kernel at once, with no menu.
