@@ -16,8 +16,6 @@ import (
 
 	"github.com/attestation/attestation/cli"
 	"github.com/attestation/attestation/controlplane/daemon/daemontest"
-	"github.com/attestation/attestation/controlplane/machines"
-	"github.com/attestation/attestation/controlplane/store"
 )
 
 // result is what one run of the CLI left behind.
@@ -449,18 +447,7 @@ func TestExtensionsListEmpty(t *testing.T) {
 func TestApproveAttested(t *testing.T) {
 	d := daemontest.Start(t, daemontest.Options{})
 	ok, _ := cliFor(t, d)
-	m := register(t, ok, "to-approve")
-
-	// There is no agent to attest with: record the attestation directly.
-	ctx := context.Background()
-	st, err := store.Open(ctx, d.DatabasePath())
-	if err != nil {
-		t.Fatalf("open store: %v", err)
-	}
-	defer st.Close()
-	if _, err := machines.New(st, nil).Attested(ctx, m.ID); err != nil {
-		t.Fatalf("attest: %v", err)
-	}
+	m := attested(t, d, ok, "to-approve")
 
 	got := decode[machineJSON](t, "approve", ok("machines", "approve", m.ID, "--role", "worker", "--hostname", "node-7", "-o", "json"))
 	if got.State != "provisioned" || got.Role != "worker" || got.Hostname != "node-7" {

@@ -75,15 +75,7 @@ func TestImages(t *testing.T) {
 	}
 
 	// A machine approved with the schematic.
-	m := register(t, ok, "imaged", "--mac", "52:54:00:00:00:42")
-	st, err := store.Open(context.Background(), d.DatabasePath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := machines.New(st, nil).Attested(context.Background(), m.ID); err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
+	m := attested(t, d, ok, "imaged", "--mac", "52:54:00:00:00:42")
 	ok("machines", "approve", m.ID, "--role", "worker", "--hostname", "node-1", "--schematic", id)
 
 	type event struct {
@@ -126,15 +118,7 @@ func TestImages(t *testing.T) {
 	// Approval with a schematic never built builds it, for that machine.
 	out = ok("schematics", "create", "-f", file("disk.yaml", "labels: {rack: b2}\n"))
 	disk := strings.TrimPrefix(strings.TrimSpace(out), "Created schematic ")
-	m2 := register(t, ok, "imaged-2")
-	st, err = store.Open(context.Background(), d.DatabasePath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := machines.New(st, nil).Attested(context.Background(), m2.ID); err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
+	m2 := attested(t, d, ok, "imaged-2")
 	ok("machines", "approve", m2.ID, "--role", "db", "--hostname", "node-2", "--schematic", disk)
 	for deadline := time.Now().Add(20 * time.Second); ; {
 		out := ok("-o", "json", "events", "list", "--type", "node.image_created", "--machine", m2.ID)
@@ -164,4 +148,20 @@ func TestImages(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// attested registers a machine and records its attestation directly (there
+// is no agent to attest with).
+func attested(t *testing.T, d *daemontest.Daemon, ok func(...string) string, seed string, extra ...string) machineJSON {
+	t.Helper()
+	m := register(t, ok, seed, extra...)
+	st, err := store.Open(context.Background(), d.DatabasePath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := machines.New(st, nil).Attested(context.Background(), m.ID); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
