@@ -71,7 +71,10 @@ func TestExtensionsGuide(t *testing.T) {
 	dir := t.TempDir()
 	files["go.mod"] = "module example.com/audit\n\ngo 1.26\n\n" +
 		"require github.com/attestation/attestation v0.0.0-00010101000000-000000000000\n\n" +
-		"replace github.com/attestation/attestation => " + repo + "\n"
+		"replace github.com/attestation/attestation => " + repo + "\n" +
+		// As the guide says: this module's replace of go-diskfs, which
+		// Go applies only in the main module.
+		"replace github.com/diskfs/go-diskfs => " + filepath.Join(repo, "third_party", "go-diskfs") + "\n"
 	sum, err := os.ReadFile(filepath.Join(repo, "go.sum"))
 	if err != nil {
 		t.Fatal(err)
