@@ -89,5 +89,5 @@ func TestUEFINetworkBootInVM(t *testing.T) {
 
 	// The kernel found its initramfs (initrd= on the EFI stub's command
 	// line): the agent runs.
-	lab.enroll(console, "pxe-uefi-1")
+	lab.enroll(console, "pxe-uefi-1", "")
 }

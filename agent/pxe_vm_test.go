@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -69,7 +70,40 @@ func TestNetworkBootInVM(t *testing.T) {
 	}
 	t.Logf("script, kernel and initramfs fetched after %s", time.Since(lab.start).Round(time.Second))
 
-	lab.enroll(console, "pxe-1")
+	// Approved with a schematic that network-boots, the machine boots its
+	// image when power-cycled (the same NIC and TPM): the same agent, from
+	// /images/, with the schematic's command line, which finds the machine
+	// provisioned and brings it online again.
+	var sc struct {
+		ID string `json:"id"`
+	}
+	if err := lab.api("POST", "/api/v1/schematics", `{"schematic": {"boot": "network", "kernel_args": ["console=ttyS0", "panic=-1", "image.marker=pxe"]}}`, &sc); err != nil {
+		t.Fatal(err)
+	}
+	id := lab.enroll(console, "pxe-1", sc.ID)
+	lab.daemon.wait(t, `msg="image built for an approved machine" component=images machine=`+id, time.Minute)
+	lab.powerOff()
+	lab.daemon.mark()
+	console = lab.bootVM("-boot", "n", "-uuid", uuid,
+		"-device", "e1000,netdev=n0,mac="+mac+",romfile="+rom, "-device", "tpm-tis,tpmdev=tpm0")
+	lab.daemon.wait(t, `msg="boot script" component=boot mac=`+mac+` uuid=`+uuid+` arch=x86_64-pcbios action=image`, 2*time.Minute)
+	if cmdline := console.wait(t, "Command line:", 2*time.Minute); !strings.Contains(cmdline, "image.marker=pxe") {
+		t.Errorf("after the reset the kernel's command line is %q, want the schematic's", cmdline)
+	}
+	if attested := console.wait(t, `msg=attested`, 3*time.Minute); !strings.Contains(attested, "machine="+id+" state=provisioned") {
+		t.Errorf("booted into its image, the agent says %q, want machine %s provisioned", attested, id)
+	}
+	var online struct {
+		Events []struct {
+			Type string `json:"type"`
+		} `json:"events"`
+	}
+	if err := lab.api("GET", "/api/v1/events?machine="+id+"&type=node.online", "", &online); err != nil {
+		t.Fatal(err)
+	}
+	if len(online.Events) != 2 {
+		t.Errorf("machine %s has %d node.online events, want 2 (agent, then its image)", id, len(online.Events))
+	}
 }
 
 // The network-boot lab's link: the daemon's address on the bridge, its
@@ -97,6 +131,8 @@ type pxeLab struct {
 	modules []string
 	// daemon is attestationd's log.
 	daemon *consoleLog
+	// powerOff stops the running VM and its TPM.
+	powerOff func()
 }
 
 // newPXELab checks what network-booting a VM needs (root, ip, curl,
@@ -218,7 +254,7 @@ func (l *pxeLab) api(method, path, body string, out any) error {
 func (l *pxeLab) bootVM(args ...string) *consoleLog {
 	t := l.t
 	t.Helper()
-	sock := startSWTPM(t, l.tools["swtpm"], l.dir)
+	sock, stopTPM := runSWTPM(t, l.tools["swtpm"], l.dir)
 	vm := l.inNS(l.tools["qemu-system-x86_64"], append([]string{"-accel", "tcg", "-m", "512", "-nographic", "-no-reboot",
 		"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
 		"-chardev", "socket,id=chrtpm,path=" + sock, "-tpmdev", "emulator,id=tpm0,chardev=chrtpm"}, args...)...)
@@ -227,11 +263,16 @@ func (l *pxeLab) bootVM(args ...string) *consoleLog {
 	if err := vm.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		vm.Process.Kill()
-		vm.Wait()
-		console.stop()
-	})
+	var once sync.Once
+	l.powerOff = func() {
+		once.Do(func() {
+			vm.Process.Kill()
+			vm.Wait()
+			console.stop()
+			stopTPM()
+		})
+	}
+	t.Cleanup(l.powerOff)
 	return console
 }
 
@@ -239,7 +280,7 @@ func (l *pxeLab) bootVM(args ...string) *consoleLog {
 // its own DHCP lease, registration and attestation; approves the machine
 // as hostname through the REST API; and checks the config is fetched,
 // the machine's events and its state.
-func (l *pxeLab) enroll(console *consoleLog, hostname string) {
+func (l *pxeLab) enroll(console *consoleLog, hostname, schematicID string) string {
 	t := l.t
 	t.Helper()
 	for _, step := range []string{
@@ -253,7 +294,7 @@ func (l *pxeLab) enroll(console *consoleLog, hostname string) {
 	if id == nil {
 		t.Fatalf("no machine ID in %q", waiting)
 	}
-	if err := l.api("POST", "/api/v1/machines/"+id[1]+"/approve", `{"role":"worker","hostname":"`+hostname+`"}`, nil); err != nil {
+	if err := l.api("POST", "/api/v1/machines/"+id[1]+"/approve", `{"role":"worker","hostname":"`+hostname+`","schematic_id":"`+schematicID+`"}`, nil); err != nil {
 		t.Fatal(err)
 	}
 	console.wait(t, `msg="config written"`, time.Minute)
@@ -299,4 +340,5 @@ func (l *pxeLab) enroll(console *consoleLog, hostname string) {
 		t.Errorf("machine %s: state %q ip %q; want provisioned with an address of the pool", id[1], m.Machine.State, m.Machine.IP)
 	}
 	t.Logf("network boot to configured in %s: events %s", time.Since(l.start).Round(time.Second), strings.Join(types, " "))
+	return id[1]
 }

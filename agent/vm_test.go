@@ -148,15 +148,28 @@ func agentInitramfs(t *testing.T, dir, release string, modules ...string) string
 // its control socket; it is killed when the test ends.
 func startSWTPM(t *testing.T, swtpm, dir string) string {
 	t.Helper()
+	sock, _ := runSWTPM(t, swtpm, dir)
+	return sock
+}
+
+// runSWTPM starts swtpm with its state in dir/tpm (kept: a second swtpm
+// on the same dir is the same TPM, its EK included) and returns its
+// control socket and a function that stops it (also run when the test
+// ends).
+func runSWTPM(t *testing.T, swtpm, dir string) (string, func()) {
+	t.Helper()
 	sock := filepath.Join(dir, "swtpm.sock")
 	state := filepath.Join(dir, "tpm")
 	os.Mkdir(state, 0o700)
+	os.Remove(sock)
 	tpmCmd := exec.Command(swtpm, "socket", "--tpm2", "--tpmstate", "dir="+state,
 		"--ctrl", "type=unixio,path="+sock, "--flags", "startup-clear")
 	if err := tpmCmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { tpmCmd.Process.Kill(); tpmCmd.Wait() })
+	var once sync.Once
+	stop := func() { once.Do(func() { tpmCmd.Process.Kill(); tpmCmd.Wait() }) }
+	t.Cleanup(stop)
 	for i := 0; ; i++ {
 		if _, err := os.Stat(sock); err == nil {
 			break
@@ -166,16 +179,18 @@ func startSWTPM(t *testing.T, swtpm, dir string) string {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return sock
+	return sock, stop
 }
 
 // consoleLog collects the VM's serial console.
 type consoleLog struct {
 	t *testing.T
 	// prefix starts each line in the test log ("vm: " when empty).
-	prefix  string
-	mu      sync.Mutex
-	buf     bytes.Buffer
+	prefix string
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	// from is where wait starts looking (mark).
+	from    int
 	partial []byte
 	done    bool
 	changed chan struct{}
@@ -205,6 +220,13 @@ func (c *consoleLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// mark makes later waits look only at what the console shows from now on.
+func (c *consoleLog) mark() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.from = c.buf.Len()
+}
+
 // bytes is everything the console showed so far.
 func (c *consoleLog) bytes() []byte {
 	c.mu.Lock()
@@ -225,7 +247,7 @@ func (c *consoleLog) wait(t *testing.T, s string, timeout time.Duration) string 
 	for {
 		c.mu.Lock()
 		// Complete lines only: the console arrives in pieces.
-		b := c.buf.Bytes()
+		b := c.buf.Bytes()[c.from:]
 		sc := bufio.NewScanner(bytes.NewReader(b[:bytes.LastIndexByte(b, '\n')+1]))
 		for sc.Scan() {
 			if strings.Contains(sc.Text(), s) {
