@@ -58,9 +58,17 @@ func schematicsCreateCommand(env *Env) *cobra.Command {
 		Short: "Create a schematic from a YAML or JSON file and print its ID",
 		Long: `Create a schematic from FILE (- for standard input), YAML or JSON. The file is
 checked here first, strictly (an unknown field, a wrong type, a path with ..:
-an error naming the field), and again by the daemon. Creating a schematic
-that exists prints its ID and changes nothing.`,
-		Example: `  attestation schematics create -f worker.yaml`,
+an error naming the field), and again by the daemon, which also refuses a
+module its boot assets' kernel does not have. Creating a schematic that
+exists prints its ID and changes nothing.
+
+The fields: kernel_args (a list), agent (url, ca: PEM, tpm: required or
+optional), modules (kernel modules beyond the default NIC drivers), files
+(path, content, mode), labels (a map), boot (disk, the default, or network:
+a provisioned machine network-boots the schematic's image). Images are
+public to whoever knows the ID: no secrets in files.`,
+		Example: `  attestation schematics create -f worker.yaml
+  printf 'kernel_args: [console=ttyS0]\nboot: network\nmodules: [dummy]\n' | attestation schematics create -f -`,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" {
