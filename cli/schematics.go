@@ -69,7 +69,7 @@ a provisioned machine network-boots the schematic's image). Images are
 public to whoever knows the ID: no secrets in files.`,
 		Example: `  attestation schematics create -f worker.yaml
   printf 'kernel_args: [console=ttyS0]\nboot: network\nmodules: [dummy]\n' | attestation schematics create -f -`,
-		Args:    noArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" {
 				return &usageError{fmt.Errorf("-f FILE is required")}
