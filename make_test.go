@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -178,5 +179,27 @@ func TestMakeDepsNothingMissing(t *testing.T) {
 	out, ok, calls := f.make("deps")
 	if !ok || len(calls) != 0 || out != "" {
 		t.Errorf("make deps with nothing missing: ok %v, calls %q, output %q; want ok, no calls, no output", ok, calls, out)
+	}
+}
+
+// TestDocLinks: every relative link in the README points at a file of the
+// repository (a clone has nothing outside it).
+func TestDocLinks(t *testing.T) {
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range regexp.MustCompile(`\]\(([^)#]+)(#[^)]*)?\)`).FindAllStringSubmatch(string(b), -1) {
+		link := m[1]
+		if strings.Contains(link, "://") || strings.HasPrefix(link, "mailto:") {
+			continue
+		}
+		if strings.HasPrefix(link, "../") {
+			t.Errorf("README links outside the repository: %s", link)
+			continue
+		}
+		if _, err := os.Stat(link); err != nil {
+			t.Errorf("README links to %s: %v", link, err)
+		}
 	}
 }
