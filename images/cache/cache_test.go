@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -398,15 +397,15 @@ func TestGetGivesUpWithItsContext(t *testing.T) {
 	if _, err := f.Get(ctx, id, ""); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Get with an ended context: %v", err)
 	}
-	var built atomic.Bool
+	built := false
 	for range 100 {
 		if _, err := f.Get(t.Context(), id, ""); err == nil {
-			built.Store(true)
+			built = true
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if !built.Load() || f.events() != 1 {
-		t.Errorf("built %v, %d events; want the one build", built.Load(), f.events())
+	if !built || f.events() != 1 {
+		t.Errorf("built %v, %d events; want the one build", built, f.events())
 	}
 }

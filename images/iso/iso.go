@@ -71,9 +71,6 @@ var labelChars = regexp.MustCompile(`^[A-Z0-9_]{1,32}$`)
 // Write writes the image of s to path, using work (an empty directory) as
 // its scratch space. On error, path is removed.
 func Write(path, work string, s Spec) (err error) {
-	if s.Label == "" {
-		s.Label = "ATTESTATION"
-	}
 	root := filepath.Join(work, "root")
 	if err := Tree(root, s); err != nil {
 		return err
