@@ -32,6 +32,14 @@ func (s *configService) GetConfig(ctx context.Context, req *connect.Request[atte
 	return connect.NewResponse(&attestationv1.GetConfigResponse{Config: configToProto(c)}), nil
 }
 
+func (s *configService) DeleteConfig(ctx context.Context, req *connect.Request[attestationv1.DeleteConfigRequest]) (*connect.Response[attestationv1.DeleteConfigResponse], error) {
+	c, err := s.configs.Delete(ctx, req.Msg.Role)
+	if err != nil {
+		return nil, ToConnect(err)
+	}
+	return connect.NewResponse(&attestationv1.DeleteConfigResponse{Config: configToProto(c)}), nil
+}
+
 func (s *configService) ListConfigs(ctx context.Context, _ *connect.Request[attestationv1.ListConfigsRequest]) (*connect.Response[attestationv1.ListConfigsResponse], error) {
 	cs, err := s.configs.List(ctx)
 	if err != nil {

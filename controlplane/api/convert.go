@@ -109,6 +109,7 @@ func ToConnect(err error) error {
 		ee *machines.ExistsError
 		ie *configs.InvalidError
 		se *machines.UnknownSchematicError
+		me *machines.MissingError
 		ce *connect.Error
 	)
 	switch {
@@ -116,7 +117,7 @@ func ToConnect(err error) error {
 		return nil
 	case errors.As(err, &ce):
 		return err
-	case errors.As(err, &ie), errors.As(err, &se):
+	case errors.As(err, &ie), errors.As(err, &se), errors.As(err, &me):
 		return connect.NewError(connect.CodeInvalidArgument, err)
 	case errors.Is(err, machines.ErrNotFound), errors.Is(err, store.ErrNotFound), errors.Is(err, configs.ErrNoTemplate):
 		return connect.NewError(connect.CodeNotFound, err)

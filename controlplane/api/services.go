@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"connectrpc.com/connect"
@@ -150,6 +151,10 @@ func (s *eventService) ListEvents(ctx context.Context, req *connect.Request[atte
 	return connect.NewResponse(resp), nil
 }
 
+// WatchStartHeader is the response header of WatchEvents that carries the
+// sequence number the watch starts after.
+const WatchStartHeader = "Attestation-Watch-After-Seq"
+
 func (s *eventService) WatchEvents(ctx context.Context, req *connect.Request[attestationv1.WatchEventsRequest], stream *connect.ServerStream[attestationv1.WatchEventsResponse]) error {
 	var after int64
 	if req.Msg.AfterSeq != nil {
@@ -160,7 +165,10 @@ func (s *eventService) WatchEvents(ctx context.Context, req *connect.Request[att
 			return ToConnect(err)
 		}
 	}
-	// Headers go out now, so a client knows the watch is established.
+	// Headers go out now, so a client knows the watch is established, and
+	// where it starts: a client that loses the stream before any event
+	// resumes after that sequence number and misses nothing.
+	stream.ResponseHeader().Set(WatchStartHeader, strconv.FormatInt(after, 10))
 	if err := stream.Send(nil); err != nil {
 		return err
 	}

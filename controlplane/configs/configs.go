@@ -266,6 +266,25 @@ func (s *Service) Get(ctx context.Context, role string) (*store.ConfigTemplate, 
 	return c, nil
 }
 
+// Delete removes the role's template and returns it; its machines get the
+// default config from then on. A role without one fails with an error
+// wrapping ErrNoTemplate.
+func (s *Service) Delete(ctx context.Context, role string) (*store.ConfigTemplate, error) {
+	var c *store.ConfigTemplate
+	_, err := s.store.Update(ctx, func(tx *store.Tx) error {
+		var err error
+		c, err = tx.DeleteConfigTemplate(ctx, role)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("role %s: %w", role, ErrNoTemplate)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("delete config template of role %s: %w", role, err)
+	}
+	return c, nil
+}
+
 // List returns every template, ordered by role.
 func (s *Service) List(ctx context.Context) ([]*store.ConfigTemplate, error) {
 	return s.store.ListConfigTemplates(ctx)

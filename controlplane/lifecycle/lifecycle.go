@@ -88,6 +88,8 @@ type TransitionError struct {
 
 func (e *TransitionError) Error() string {
 	switch {
+	case e.From == Decommissioned && e.Op == Revoke:
+		return "cannot revoke: machine is already decommissioned"
 	case e.From == Decommissioned:
 		return fmt.Sprintf("cannot %s: machine is decommissioned; reinstate it first", e.Op)
 	case e.Op == Approve && e.From == Registered:

@@ -33,6 +33,18 @@ func (e *ExistsError) Error() string {
 	return fmt.Sprintf("a machine with this EK fingerprint already exists as %s (%s)", e.ID, e.State)
 }
 
+// MissingError: an operation needs a value that neither the request nor
+// the machine has.
+type MissingError struct {
+	Field string
+	// Hint says what to give, like "a role, like worker".
+	Hint string
+}
+
+func (e *MissingError) Error() string {
+	return fmt.Sprintf("%s is required: the machine has none yet; give %s", e.Field, e.Hint)
+}
+
 // Service runs lifecycle operations against the store.
 type Service struct {
 	store *store.Store
@@ -214,11 +226,26 @@ type Approval struct {
 	SchematicID string
 }
 
-// Approve moves an attested machine to provisioned.
+// Approve moves an attested machine to provisioned. A role or hostname
+// left empty is the one the machine has (from its pre-registration, a
+// role change or an earlier approval); one it does not have either fails
+// with *MissingError.
 func (s *Service) Approve(ctx context.Context, id string, a Approval) (*store.Machine, error) {
 	return s.update(ctx, "approve", id, func(tx *store.Tx, m *store.Machine) error {
 		if err := transition(m, lifecycle.Approve); err != nil {
 			return err
+		}
+		if a.Role == "" {
+			a.Role = m.Role
+		}
+		if a.Hostname == "" {
+			a.Hostname = m.Hostname
+		}
+		if a.Role == "" {
+			return &MissingError{Field: "role", Hint: "a role, like worker"}
+		}
+		if a.Hostname == "" {
+			return &MissingError{Field: "hostname", Hint: "a hostname, like node-1"}
 		}
 		if err := checkSchematic(ctx, tx, a.SchematicID); err != nil {
 			return err
@@ -284,7 +311,11 @@ func (s *Service) ImageCreated(ctx context.Context, machineID string, ev *events
 // Revoke decommissions a machine, keeping its EK as a tombstone.
 func (s *Service) Revoke(ctx context.Context, id, reason string) (*store.Machine, error) {
 	return s.update(ctx, "revoke", id, func(tx *store.Tx, m *store.Machine) error {
+		since, why := m.DecommissionedAt, m.DecommissionReason
 		if err := transition(m, lifecycle.Revoke); err != nil {
+			if m.State == lifecycle.Decommissioned {
+				return fmt.Errorf("%w, since %s (%s)", err, since.UTC().Format(time.RFC3339), why)
+			}
 			return err
 		}
 		m.DecommissionedAt, m.DecommissionReason = tx.Now(), strings.TrimSpace(reason)
@@ -353,9 +384,11 @@ func (s *Service) Reinstate(ctx context.Context, id string) (*store.Machine, err
 // Attested records a successful attestation of the machine with the given
 // ID: it moves to attested (a provisioned machine stays provisioned) and
 // node.online is emitted. A pre-registered machine that carries an
-// intended role and hostname is approved in the same transaction on its
-// first attestation; one reinstated after a revocation keeps its role and
-// hostname but waits for an operator's approval again.
+// intended role and hostname is approved in the same transaction when it
+// attests from registered: on its first attestation, and on its first
+// after a reinstatement (reinstating is the operator's word that the
+// machine is trusted again, as it was when pre-registered). Any other
+// machine waits in attested for an operator's approval.
 func (s *Service) Attested(ctx context.Context, id string) (*store.Machine, error) {
 	return s.AttestedWith(ctx, id, nil)
 }
@@ -366,11 +399,11 @@ func (s *Service) Attested(ctx context.Context, id string) (*store.Machine, erro
 // (the agent's session); when it fails, nothing changes.
 func (s *Service) AttestedWith(ctx context.Context, id string, with func(*store.Tx, *store.Machine) error) (*store.Machine, error) {
 	return s.update(ctx, "attest", id, func(tx *store.Tx, m *store.Machine) error {
+		from := m.State
 		if err := transition(m, lifecycle.Attest); err != nil {
 			return err
 		}
-		first := m.FirstSeenAt.IsZero()
-		if first {
+		if m.FirstSeenAt.IsZero() {
 			m.FirstSeenAt = tx.Now()
 		}
 		// An attestation is a sign of life too.
@@ -383,7 +416,7 @@ func (s *Service) AttestedWith(ctx context.Context, id string, with func(*store.
 		if err := tx.Emit(ctx, m, &events.Online{Hostname: m.Hostname, Role: m.Role, FirstSeen: m.FirstSeenAt}); err != nil {
 			return err
 		}
-		if first && m.State == lifecycle.Attested && m.PreRegistered && m.Role != "" && m.Hostname != "" {
+		if from == lifecycle.Registered && m.PreRegistered && m.Role != "" && m.Hostname != "" {
 			if err := transition(m, lifecycle.Approve); err != nil {
 				return err
 			}

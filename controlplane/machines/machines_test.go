@@ -385,10 +385,99 @@ func TestReinstate(t *testing.T) {
 	if !reg.Reinstated || reg.MAC != "52:54:00:00:00:07" {
 		t.Errorf("payload: got %+v, want reinstated with the MAC", reg)
 	}
-	// Back through the lifecycle: it must attest again, and its role and
-	// hostname from the earlier approval do not approve it by themselves.
-	if got, err := e.svc.Attested(ctx, m.ID); err != nil || got.State != lifecycle.Attested {
-		t.Errorf("attest after reinstating: got %v, %v, want attested", got, err)
+	// Back through the lifecycle: it must attest again; pre-registered, it
+	// keeps its role and hostname and is approved as it attests.
+	got, err = e.svc.Attested(ctx, m.ID)
+	if err != nil || got.State != lifecycle.Provisioned || got.Role != "worker" || got.Hostname != "node" {
+		t.Fatalf("attest after reinstating: got %v, %v, want provisioned as worker node", got, err)
+	}
+	if got := types(e.events(t, m.ID)); !strings.HasSuffix(got, "node.registered node.online node.provisioned") {
+		t.Errorf("events: got %s, want it approved again", got)
+	}
+}
+
+// A machine that enrolled by itself (not pre-registered) and is
+// reinstated waits for an operator's approval again, which defaults to
+// the role and hostname it had.
+func TestReinstateSelfRegistered(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	m, _, err := e.svc.SelfRegister(ctx, machines.SelfRegistration{EKFingerprint: e.fingerprint()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Attested(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Approve(ctx, m.ID, machines.Approval{Role: "db", Hostname: "db-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Revoke(ctx, m.ID, "audit"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Reinstate(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.svc.Attested(ctx, m.ID)
+	if err != nil || got.State != lifecycle.Attested {
+		t.Fatalf("attest after reinstating: got %v, %v, want attested", got, err)
+	}
+	got, err = e.svc.Approve(ctx, m.ID, machines.Approval{})
+	if err != nil || got.State != lifecycle.Provisioned || got.Role != "db" || got.Hostname != "db-1" {
+		t.Fatalf("approve without role or hostname: got %v, %v, want provisioned as db db-1", got, err)
+	}
+}
+
+func TestApproveDefaults(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	for _, tt := range []struct {
+		name           string
+		reg            machines.Registration
+		approval       machines.Approval
+		role, hostname string
+		missing        string
+	}{
+		{"both given", machines.Registration{}, machines.Approval{Role: "worker", Hostname: "n1"}, "worker", "n1", ""},
+		{"role from the machine", machines.Registration{Role: "storage"}, machines.Approval{Hostname: "n2"}, "storage", "n2", ""},
+		{"a given role wins", machines.Registration{Role: "storage"}, machines.Approval{Role: "db", Hostname: "n3"}, "db", "n3", ""},
+		{"no role anywhere", machines.Registration{}, machines.Approval{Hostname: "n4"}, "", "", "role"},
+		{"no hostname anywhere", machines.Registration{Role: "db"}, machines.Approval{}, "", "", "hostname"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := e.inState(t, lifecycle.Attested, tt.reg)
+			got, err := e.svc.Approve(ctx, m.ID, tt.approval)
+			if tt.missing != "" {
+				var me *machines.MissingError
+				if !errors.As(err, &me) || me.Field != tt.missing {
+					t.Fatalf("got %v, want a *MissingError for %s", err, tt.missing)
+				}
+				if stored := e.get(t, m.ID); stored.State != lifecycle.Attested {
+					t.Errorf("stored state %s, want attested (nothing changed)", stored.State)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Role != tt.role || got.Hostname != tt.hostname {
+				t.Errorf("got %s %s, want %s %s", got.Role, got.Hostname, tt.role, tt.hostname)
+			}
+		})
+	}
+}
+
+// Revoking a decommissioned machine says so, with when and why.
+func TestRevokeDecommissioned(t *testing.T) {
+	e := newEnv(t)
+	m := e.inState(t, lifecycle.Decommissioned, machines.Registration{})
+	_, err := e.svc.Revoke(t.Context(), m.ID, "again")
+	var te *lifecycle.TransitionError
+	if !errors.As(err, &te) || !strings.Contains(err.Error(), "already decommissioned") || !strings.Contains(err.Error(), "(retired)") {
+		t.Fatalf("got %v, want a transition error saying it is already decommissioned and why", err)
+	}
+	if strings.Contains(err.Error(), "reinstate it first") {
+		t.Errorf("%v: a revoke needs no reinstatement", err)
 	}
 }
 
@@ -513,7 +602,7 @@ func TestUnknownSchematic(t *testing.T) {
 		t.Fatalf("pre-register with an unknown schematic: %v, want *UnknownSchematicError", err)
 	}
 	m := e.inState(t, lifecycle.Attested, machines.Registration{})
-	if _, err := e.svc.Approve(t.Context(), m.ID, machines.Approval{Role: "db", SchematicID: unknown}); !errors.As(err, &se) {
+	if _, err := e.svc.Approve(t.Context(), m.ID, machines.Approval{Role: "db", Hostname: "db-1", SchematicID: unknown}); !errors.As(err, &se) {
 		t.Fatalf("approve with an unknown schematic: %v, want *UnknownSchematicError", err)
 	}
 	got, err := e.st.GetMachine(t.Context(), m.ID)
@@ -541,7 +630,7 @@ func TestRoleDefaultSchematic(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			m := e.inState(t, lifecycle.Attested, machines.Registration{})
-			got, err := e.svc.Approve(t.Context(), m.ID, machines.Approval{Role: tt.role, SchematicID: tt.schematic})
+			got, err := e.svc.Approve(t.Context(), m.ID, machines.Approval{Role: tt.role, Hostname: "n", SchematicID: tt.schematic})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -183,6 +183,16 @@ func (t *Tx) ConfigTemplate(ctx context.Context, role string) (*ConfigTemplate, 
 	return scanTemplate(t.queryRow(ctx, `SELECT role, template, schematic_id, updated_at FROM config_templates WHERE role = ?`, role))
 }
 
+// DeleteConfigTemplate removes the template of a role and returns it, or
+// fails with ErrNotFound.
+func (t *Tx) DeleteConfigTemplate(ctx context.Context, role string) (*ConfigTemplate, error) {
+	c, err := scanTemplate(t.queryRow(ctx, `DELETE FROM config_templates WHERE role = ? RETURNING role, template, schematic_id, updated_at`, role))
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("delete config template of role %s: %w", role, err)
+	}
+	return c, err
+}
+
 // GetConfigTemplate returns the template of a role, or ErrNotFound.
 func (s *Store) GetConfigTemplate(ctx context.Context, role string) (*ConfigTemplate, error) {
 	return scanTemplate(s.r.QueryRowContext(ctx, `SELECT role, template, schematic_id, updated_at FROM config_templates WHERE role = ?`, role))

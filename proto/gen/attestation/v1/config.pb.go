@@ -292,6 +292,95 @@ func (x *GetConfigResponse) GetConfig() *ConfigTemplate {
 	return nil
 }
 
+type DeleteConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Role          string                 `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteConfigRequest) Reset() {
+	*x = DeleteConfigRequest{}
+	mi := &file_attestation_v1_config_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteConfigRequest) ProtoMessage() {}
+
+func (x *DeleteConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_attestation_v1_config_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteConfigRequest.ProtoReflect.Descriptor instead.
+func (*DeleteConfigRequest) Descriptor() ([]byte, []int) {
+	return file_attestation_v1_config_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DeleteConfigRequest) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+type DeleteConfigResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The template that was removed.
+	Config        *ConfigTemplate `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteConfigResponse) Reset() {
+	*x = DeleteConfigResponse{}
+	mi := &file_attestation_v1_config_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteConfigResponse) ProtoMessage() {}
+
+func (x *DeleteConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_attestation_v1_config_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteConfigResponse.ProtoReflect.Descriptor instead.
+func (*DeleteConfigResponse) Descriptor() ([]byte, []int) {
+	return file_attestation_v1_config_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *DeleteConfigResponse) GetConfig() *ConfigTemplate {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
 type ListConfigsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -300,7 +389,7 @@ type ListConfigsRequest struct {
 
 func (x *ListConfigsRequest) Reset() {
 	*x = ListConfigsRequest{}
-	mi := &file_attestation_v1_config_proto_msgTypes[5]
+	mi := &file_attestation_v1_config_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -312,7 +401,7 @@ func (x *ListConfigsRequest) String() string {
 func (*ListConfigsRequest) ProtoMessage() {}
 
 func (x *ListConfigsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_attestation_v1_config_proto_msgTypes[5]
+	mi := &file_attestation_v1_config_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -325,7 +414,7 @@ func (x *ListConfigsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConfigsRequest.ProtoReflect.Descriptor instead.
 func (*ListConfigsRequest) Descriptor() ([]byte, []int) {
-	return file_attestation_v1_config_proto_rawDescGZIP(), []int{5}
+	return file_attestation_v1_config_proto_rawDescGZIP(), []int{7}
 }
 
 type ListConfigsResponse struct {
@@ -337,7 +426,7 @@ type ListConfigsResponse struct {
 
 func (x *ListConfigsResponse) Reset() {
 	*x = ListConfigsResponse{}
-	mi := &file_attestation_v1_config_proto_msgTypes[6]
+	mi := &file_attestation_v1_config_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -349,7 +438,7 @@ func (x *ListConfigsResponse) String() string {
 func (*ListConfigsResponse) ProtoMessage() {}
 
 func (x *ListConfigsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_attestation_v1_config_proto_msgTypes[6]
+	mi := &file_attestation_v1_config_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -362,7 +451,7 @@ func (x *ListConfigsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConfigsResponse.ProtoReflect.Descriptor instead.
 func (*ListConfigsResponse) Descriptor() ([]byte, []int) {
-	return file_attestation_v1_config_proto_rawDescGZIP(), []int{6}
+	return file_attestation_v1_config_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListConfigsResponse) GetConfigs() []*ConfigTemplate {
@@ -382,27 +471,33 @@ const file_attestation_v1_config_proto_rawDesc = "" +
 	"\btemplate\x18\x02 \x01(\tR\btemplate\x129\n" +
 	"\n" +
 	"updated_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12!\n" +
-	"\fschematic_id\x18\x04 \x01(\tR\vschematicId\"\xfe\x02\n" +
-	"\x10SetConfigRequest\x12\xb0\x01\n" +
-	"\x04role\x18\x01 \x01(\tB\x9b\x01\xbaH\x97\x01\xba\x01\x93\x01\n" +
-	"\x04role\x12bis required: lower-case letters, digits, '-' or '_', starting with a letter, at most 63 characters\x1a'this.matches('^[a-z][a-z0-9_-]{0,62}$')R\x04role\x12%\n" +
-	"\btemplate\x18\x02 \x01(\tB\t\xbaH\x06r\x04(\x80\x80@R\btemplate\x12\x8f\x01\n" +
-	"\fschematic_id\x18\x03 \x01(\tBl\xbaHi\xba\x01f\n" +
-	"\fschematic_id\x12%must be a schematic ID: 64 hex digits\x1a/this == '' || this.matches('^[0-9a-fA-F]{64}$')R\vschematicId\"K\n" +
+	"\fschematic_id\x18\x04 \x01(\tR\vschematicId\"\x88\x05\n" +
+	"\x10SetConfigRequest\x12\xf5\x02\n" +
+	"\x04role\x18\x01 \x01(\tB\xe0\x02\xbaH\xdc\x02\xba\x01\xd8\x02\n" +
+	"\x04role\x1a\xcf\x02this.matches('^[a-z][a-z0-9_-]{0,62}$') ? '' : this == '' ? 'is required: lower-case letters, digits, hyphens or underscores, starting with a letter, at most 63 characters, like worker' : '\"' + this + '\" is not a role: want lower-case letters, digits, hyphens or underscores, starting with a letter, at most 63 characters, like worker'R\x04role\x12%\n" +
+	"\btemplate\x18\x02 \x01(\tB\t\xbaH\x06r\x04(\x80\x80@R\btemplate\x12\xd4\x01\n" +
+	"\fschematic_id\x18\x03 \x01(\tB\xb0\x01\xbaH\xac\x01\xba\x01\xa8\x01\n" +
+	"\fschematic_id\x1a\x97\x01this == '' || this.matches('^[0-9a-fA-F]{64}$') ? '' : '\"' + this + '\" is not a schematic ID: want 64 hex digits, as attestation schematics list shows'R\vschematicId\"K\n" +
 	"\x11SetConfigResponse\x126\n" +
-	"\x06config\x18\x01 \x01(\v2\x1e.attestation.v1.ConfigTemplateR\x06config\"\xc5\x01\n" +
-	"\x10GetConfigRequest\x12\xb0\x01\n" +
-	"\x04role\x18\x01 \x01(\tB\x9b\x01\xbaH\x97\x01\xba\x01\x93\x01\n" +
-	"\x04role\x12bis required: lower-case letters, digits, '-' or '_', starting with a letter, at most 63 characters\x1a'this.matches('^[a-z][a-z0-9_-]{0,62}$')R\x04role\"K\n" +
+	"\x06config\x18\x01 \x01(\v2\x1e.attestation.v1.ConfigTemplateR\x06config\"\x8a\x03\n" +
+	"\x10GetConfigRequest\x12\xf5\x02\n" +
+	"\x04role\x18\x01 \x01(\tB\xe0\x02\xbaH\xdc\x02\xba\x01\xd8\x02\n" +
+	"\x04role\x1a\xcf\x02this.matches('^[a-z][a-z0-9_-]{0,62}$') ? '' : this == '' ? 'is required: lower-case letters, digits, hyphens or underscores, starting with a letter, at most 63 characters, like worker' : '\"' + this + '\" is not a role: want lower-case letters, digits, hyphens or underscores, starting with a letter, at most 63 characters, like worker'R\x04role\"K\n" +
 	"\x11GetConfigResponse\x126\n" +
+	"\x06config\x18\x01 \x01(\v2\x1e.attestation.v1.ConfigTemplateR\x06config\"\x8d\x03\n" +
+	"\x13DeleteConfigRequest\x12\xf5\x02\n" +
+	"\x04role\x18\x01 \x01(\tB\xe0\x02\xbaH\xdc\x02\xba\x01\xd8\x02\n" +
+	"\x04role\x1a\xcf\x02this.matches('^[a-z][a-z0-9_-]{0,62}$') ? '' : this == '' ? 'is required: lower-case letters, digits, hyphens or underscores, starting with a letter, at most 63 characters, like worker' : '\"' + this + '\" is not a role: want lower-case letters, digits, hyphens or underscores, starting with a letter, at most 63 characters, like worker'R\x04role\"N\n" +
+	"\x14DeleteConfigResponse\x126\n" +
 	"\x06config\x18\x01 \x01(\v2\x1e.attestation.v1.ConfigTemplateR\x06config\"\x14\n" +
 	"\x12ListConfigsRequest\"O\n" +
 	"\x13ListConfigsResponse\x128\n" +
-	"\aconfigs\x18\x01 \x03(\v2\x1e.attestation.v1.ConfigTemplateR\aconfigs2\xf0\x02\n" +
+	"\aconfigs\x18\x01 \x03(\v2\x1e.attestation.v1.ConfigTemplateR\aconfigs2\xee\x03\n" +
 	"\rConfigService\x12v\n" +
 	"\tSetConfig\x12 .attestation.v1.SetConfigRequest\x1a!.attestation.v1.SetConfigResponse\"$\x82\xd3\xe4\x93\x02\x1b:\x01*\x1a\x16/api/v1/configs/{role}\x90\x02\x02\x12s\n" +
 	"\tGetConfig\x12 .attestation.v1.GetConfigRequest\x1a!.attestation.v1.GetConfigResponse\"!\x82\xd3\xe4\x93\x02\x18\x12\x16/api/v1/configs/{role}\x90\x02\x01\x12r\n" +
-	"\vListConfigs\x12\".attestation.v1.ListConfigsRequest\x1a#.attestation.v1.ListConfigsResponse\"\x1a\x82\xd3\xe4\x93\x02\x11\x12\x0f/api/v1/configs\x90\x02\x01BKZIgithub.com/attestation/attestation/proto/gen/attestation/v1;attestationv1b\x06proto3"
+	"\vListConfigs\x12\".attestation.v1.ListConfigsRequest\x1a#.attestation.v1.ListConfigsResponse\"\x1a\x82\xd3\xe4\x93\x02\x11\x12\x0f/api/v1/configs\x90\x02\x01\x12|\n" +
+	"\fDeleteConfig\x12#.attestation.v1.DeleteConfigRequest\x1a$.attestation.v1.DeleteConfigResponse\"!\x82\xd3\xe4\x93\x02\x18*\x16/api/v1/configs/{role}\x90\x02\x02BKZIgithub.com/attestation/attestation/proto/gen/attestation/v1;attestationv1b\x06proto3"
 
 var (
 	file_attestation_v1_config_proto_rawDescOnce sync.Once
@@ -416,33 +511,38 @@ func file_attestation_v1_config_proto_rawDescGZIP() []byte {
 	return file_attestation_v1_config_proto_rawDescData
 }
 
-var file_attestation_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_attestation_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_attestation_v1_config_proto_goTypes = []any{
 	(*ConfigTemplate)(nil),        // 0: attestation.v1.ConfigTemplate
 	(*SetConfigRequest)(nil),      // 1: attestation.v1.SetConfigRequest
 	(*SetConfigResponse)(nil),     // 2: attestation.v1.SetConfigResponse
 	(*GetConfigRequest)(nil),      // 3: attestation.v1.GetConfigRequest
 	(*GetConfigResponse)(nil),     // 4: attestation.v1.GetConfigResponse
-	(*ListConfigsRequest)(nil),    // 5: attestation.v1.ListConfigsRequest
-	(*ListConfigsResponse)(nil),   // 6: attestation.v1.ListConfigsResponse
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(*DeleteConfigRequest)(nil),   // 5: attestation.v1.DeleteConfigRequest
+	(*DeleteConfigResponse)(nil),  // 6: attestation.v1.DeleteConfigResponse
+	(*ListConfigsRequest)(nil),    // 7: attestation.v1.ListConfigsRequest
+	(*ListConfigsResponse)(nil),   // 8: attestation.v1.ListConfigsResponse
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
 }
 var file_attestation_v1_config_proto_depIdxs = []int32{
-	7, // 0: attestation.v1.ConfigTemplate.updated_at:type_name -> google.protobuf.Timestamp
+	9, // 0: attestation.v1.ConfigTemplate.updated_at:type_name -> google.protobuf.Timestamp
 	0, // 1: attestation.v1.SetConfigResponse.config:type_name -> attestation.v1.ConfigTemplate
 	0, // 2: attestation.v1.GetConfigResponse.config:type_name -> attestation.v1.ConfigTemplate
-	0, // 3: attestation.v1.ListConfigsResponse.configs:type_name -> attestation.v1.ConfigTemplate
-	1, // 4: attestation.v1.ConfigService.SetConfig:input_type -> attestation.v1.SetConfigRequest
-	3, // 5: attestation.v1.ConfigService.GetConfig:input_type -> attestation.v1.GetConfigRequest
-	5, // 6: attestation.v1.ConfigService.ListConfigs:input_type -> attestation.v1.ListConfigsRequest
-	2, // 7: attestation.v1.ConfigService.SetConfig:output_type -> attestation.v1.SetConfigResponse
-	4, // 8: attestation.v1.ConfigService.GetConfig:output_type -> attestation.v1.GetConfigResponse
-	6, // 9: attestation.v1.ConfigService.ListConfigs:output_type -> attestation.v1.ListConfigsResponse
-	7, // [7:10] is the sub-list for method output_type
-	4, // [4:7] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	0, // 3: attestation.v1.DeleteConfigResponse.config:type_name -> attestation.v1.ConfigTemplate
+	0, // 4: attestation.v1.ListConfigsResponse.configs:type_name -> attestation.v1.ConfigTemplate
+	1, // 5: attestation.v1.ConfigService.SetConfig:input_type -> attestation.v1.SetConfigRequest
+	3, // 6: attestation.v1.ConfigService.GetConfig:input_type -> attestation.v1.GetConfigRequest
+	7, // 7: attestation.v1.ConfigService.ListConfigs:input_type -> attestation.v1.ListConfigsRequest
+	5, // 8: attestation.v1.ConfigService.DeleteConfig:input_type -> attestation.v1.DeleteConfigRequest
+	2, // 9: attestation.v1.ConfigService.SetConfig:output_type -> attestation.v1.SetConfigResponse
+	4, // 10: attestation.v1.ConfigService.GetConfig:output_type -> attestation.v1.GetConfigResponse
+	8, // 11: attestation.v1.ConfigService.ListConfigs:output_type -> attestation.v1.ListConfigsResponse
+	6, // 12: attestation.v1.ConfigService.DeleteConfig:output_type -> attestation.v1.DeleteConfigResponse
+	9, // [9:13] is the sub-list for method output_type
+	5, // [5:9] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_attestation_v1_config_proto_init() }
@@ -456,7 +556,7 @@ func file_attestation_v1_config_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_attestation_v1_config_proto_rawDesc), len(file_attestation_v1_config_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

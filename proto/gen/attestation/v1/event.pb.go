@@ -361,18 +361,21 @@ const file_attestation_v1_event_proto_rawDesc = "" +
 	"machine_id\x18\x04 \x01(\tR\tmachineId\x12%\n" +
 	"\x0eek_fingerprint\x18\x05 \x01(\tR\rekFingerprint\x12.\n" +
 	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x121\n" +
-	"\apayload\x18\a \x01(\v2\x17.google.protobuf.StructR\apayload\"\x9d\x03\n" +
-	"\x11ListEventsRequest\x12q\n" +
-	"\amachine\x18\x01 \x01(\tBW\xbaHTrR2P^$|^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$R\amachine\x12\xc5\x01\n" +
-	"\x04type\x18\x02 \x01(\tB\xb0\x01\xbaH\xac\x01r\xa9\x01R\x00R\x0fnode.registeredR\vnode.onlineR\x0fnode.configuredR\x12node.image_createdR\x10node.provisionedR\x13node.decommissionedR\x15node.heartbeat_missedR\x11node.role_changedR\x11node.cert_renewedR\x04type\x12$\n" +
+	"\apayload\x18\a \x01(\v2\x17.google.protobuf.StructR\apayload\"\xb3\x06\n" +
+	"\x11ListEventsRequest\x12\x80\x02\n" +
+	"\amachine\x18\x01 \x01(\tB\xe5\x01\xbaH\xe1\x01\xba\x01\xdd\x01\n" +
+	"\amachine\x1a\xd1\x01this == '' || this.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$') ? '' : '\"' + this + '\" is not a machine ID: want a UUID such as 0b7e4a3c-5c1e-4d8e-9f3a-2b1c0d9e8f7a'R\amachine\x12\xcb\x03\n" +
+	"\x04type\x18\x02 \x01(\tB\xb6\x03\xbaH\xb2\x03\xba\x01\xae\x03\n" +
+	"\x04type\x1a\xa5\x03this in ['', 'node.registered', 'node.online', 'node.configured', 'node.image_created', 'node.provisioned', 'node.decommissioned', 'node.heartbeat_missed', 'node.role_changed', 'node.cert_renewed'] ? '' : '\"' + this + '\" is not an event type: want one of node.registered, node.online, node.configured, node.image_created, node.provisioned, node.decommissioned, node.heartbeat_missed, node.role_changed, node.cert_renewed'R\x04type\x12$\n" +
 	"\tafter_seq\x18\x03 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\bafterSeq\x12'\n" +
 	"\tpage_size\x18\x04 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\"i\n" +
 	"\x12ListEventsResponse\x12-\n" +
 	"\x06events\x18\x01 \x03(\v2\x15.attestation.v1.EventR\x06events\x12$\n" +
-	"\x0enext_after_seq\x18\x02 \x01(\x03R\fnextAfterSeq\"\xc0\x01\n" +
-	"\x12WatchEventsRequest\x12q\n" +
-	"\amachine\x18\x01 \x01(\tBW\xbaHTrR2P^$|^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$R\amachine\x12)\n" +
+	"\x0enext_after_seq\x18\x02 \x01(\x03R\fnextAfterSeq\"\xd0\x02\n" +
+	"\x12WatchEventsRequest\x12\x80\x02\n" +
+	"\amachine\x18\x01 \x01(\tB\xe5\x01\xbaH\xe1\x01\xba\x01\xdd\x01\n" +
+	"\amachine\x1a\xd1\x01this == '' || this.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$') ? '' : '\"' + this + '\" is not a machine ID: want a UUID such as 0b7e4a3c-5c1e-4d8e-9f3a-2b1c0d9e8f7a'R\amachine\x12)\n" +
 	"\tafter_seq\x18\x02 \x01(\x03B\a\xbaH\x04\"\x02(\x00H\x00R\bafterSeq\x88\x01\x01B\f\n" +
 	"\n" +
 	"_after_seq\"B\n" +

@@ -594,11 +594,13 @@ func (x *RegisterMachineResponse) GetMachine() *Machine {
 }
 
 type ApproveMachineRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Role          string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
-	Hostname      string                 `protobuf:"bytes,3,opt,name=hostname,proto3" json:"hostname,omitempty"`
-	SchematicId   string                 `protobuf:"bytes,4,opt,name=schematic_id,json=schematicId,proto3" json:"schematic_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The machine's role; empty: the role it has (pre-registered or set).
+	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	// The machine's hostname; empty: the hostname it has.
+	Hostname      string `protobuf:"bytes,3,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	SchematicId   string `protobuf:"bytes,4,opt,name=schematic_id,json=schematicId,proto3" json:"schematic_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1019,10 +1021,10 @@ const file_attestation_v1_machine_proto_rawDesc = "" +
 	"\rconflict_with\x18\x15 \x01(\tR\fconflictWith\x12;\n" +
 	"\vattested_at\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"attestedAt\x12?\n" +
-	"\rconfigured_at\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\fconfiguredAt\"\xd6\x01\n" +
-	"\x13ListMachinesRequest\x12P\n" +
-	"\x05state\x18\x01 \x01(\tB:\xbaH7r5R\x00R\n" +
-	"registeredR\battestedR\vprovisionedR\x0edecommissionedR\x05state\x12\x1b\n" +
+	"\rconfigured_at\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\fconfiguredAt\"\xd8\x02\n" +
+	"\x13ListMachinesRequest\x12\xd1\x01\n" +
+	"\x05state\x18\x01 \x01(\tB\xba\x01\xbaH\xb6\x01\xba\x01\xb2\x01\n" +
+	"\x05state\x1a\xa8\x01this in ['', 'registered', 'attested', 'provisioned', 'decommissioned'] ? '' : '\"' + this + '\" is not a state: want registered, attested, provisioned or decommissioned'R\x05state\x12\x1b\n" +
 	"\x04role\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x18?R\x04role\x12'\n" +
 	"\tpage_size\x18\x03 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
@@ -1030,53 +1032,53 @@ const file_attestation_v1_machine_proto_rawDesc = "" +
 	"page_token\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tpageToken\"s\n" +
 	"\x14ListMachinesResponse\x123\n" +
 	"\bmachines\x18\x01 \x03(\v2\x17.attestation.v1.MachineR\bmachines\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xde\x01\n" +
-	"\x11GetMachineRequest\x12\xc8\x01\n" +
-	"\x02id\x18\x01 \x01(\tB\xb7\x01\xbaH\xb3\x01\xba\x01\xaf\x01\n" +
-	"\x02id\x12Jmust be a machine ID (a UUID such as 0b7e4a3c-5c1e-4d8e-9f3a-2b1c0d9e8f7a)\x1a]this.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')R\x02id\"G\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xcb\x02\n" +
+	"\x11GetMachineRequest\x12\xb5\x02\n" +
+	"\x02id\x18\x01 \x01(\tB\xa4\x02\xbaH\xa0\x02\xba\x01\x9c\x02\n" +
+	"\x02id\x1a\x95\x02this.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$') ? '' : this == '' ? 'is required: a UUID such as 0b7e4a3c-5c1e-4d8e-9f3a-2b1c0d9e8f7a' : '\"' + this + '\" is not a machine ID: want a UUID such as 0b7e4a3c-5c1e-4d8e-9f3a-2b1c0d9e8f7a'R\x02id\"G\n" +
 	"\x12GetMachineResponse\x121\n" +
-	"\amachine\x18\x01 \x01(\v2\x17.attestation.v1.MachineR\amachine\"\xce\a\n" +
-	"\x16RegisterMachineRequest\x12\xa4\x01\n" +
-	"\x0eek_fingerprint\x18\x01 \x01(\tB}\xbaHz\xba\x01w\n" +
-	"\x0eek_fingerprint\x12Bmust be 64 hex digits: the SHA-256 of the EK public key (PKIX DER)\x1a!this.matches('^[0-9a-fA-F]{64}$')R\rekFingerprint\x12\x96\x01\n" +
-	"\x04macs\x18\x02 \x03(\tB\x81\x01\xbaH~\xba\x01t\n" +
-	"\x04macs\x12)each MAC must look like 52:54:00:12:34:56\x1aAthis.all(m, m.matches('^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$'))\x92\x01\x04\x10\x10\x18\x01R\x04macs\x12\xb9\x01\n" +
-	"\x04role\x18\x03 \x01(\tB\xa4\x01\xbaH\xa0\x01\xba\x01\x9c\x01\n" +
-	"\x04role\x12]must be lower-case letters, digits, '-' or '_', starting with a letter, at most 63 characters\x1a5this == '' || this.matches('^[a-z][a-z0-9_-]{0,62}$')R\x04role\x12\xa5\x02\n" +
-	"\bhostname\x18\x04 \x01(\tB\x88\x02\xbaH\x84\x02\xba\x01\x80\x02\n" +
-	"\bhostname\x12^must be a DNS hostname (letters, digits and '-', dot-separated labels, at most 253 characters)\x1a\x93\x01this == '' || (size(this) <= 253 && this.matches('^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$'))R\bhostname\x12\x8f\x01\n" +
-	"\fschematic_id\x18\x05 \x01(\tBl\xbaHi\xba\x01f\n" +
-	"\fschematic_id\x12%must be a schematic ID: 64 hex digits\x1a/this == '' || this.matches('^[0-9a-fA-F]{64}$')R\vschematicId\"L\n" +
+	"\amachine\x18\x01 \x01(\v2\x17.attestation.v1.MachineR\amachine\"\x84\v\n" +
+	"\x16RegisterMachineRequest\x12\xaf\x02\n" +
+	"\x0eek_fingerprint\x18\x01 \x01(\tB\x87\x02\xbaH\x83\x02\xba\x01\xff\x01\n" +
+	"\x0eek_fingerprint\x1a\xec\x01this.matches('^[0-9a-fA-F]{64}$') ? '' : this == '' ? 'is required: 64 hex digits, the SHA-256 of the EK public key (PKIX DER)' : '\"' + this + '\" is not an EK fingerprint: want 64 hex digits, the SHA-256 of the EK public key (PKIX DER)'R\rekFingerprint\x12\x8a\x02\n" +
+	"\x04macs\x18\x02 \x03(\tB\xf5\x01\xbaH\xf1\x01\xba\x01\xe6\x01\n" +
+	"\x04macs\x1a\xdd\x01this.all(m, m.matches('^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$')) ? '' : '\"' + this.filter(m, !m.matches('^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$'))[0] + '\" is not a MAC address: want six hex pairs like 52:54:00:12:34:56'\x92\x01\x04\x10\x10\x18\x01R\x04macs\x12\xf6\x01\n" +
+	"\x04role\x18\x03 \x01(\tB\xe1\x01\xbaH\xdd\x01\xba\x01\xd9\x01\n" +
+	"\x04role\x1a\xd0\x01this == '' || this.matches('^[a-z][a-z0-9_-]{0,62}$') ? '' : '\"' + this + '\" is not a role: want lower-case letters, digits, hyphens or underscores, starting with a letter, at most 63 characters, like worker'R\x04role\x12\xda\x02\n" +
+	"\bhostname\x18\x04 \x01(\tB\xbd\x02\xbaH\xb9\x02\xba\x01\xb5\x02\n" +
+	"\bhostname\x1a\xa8\x02this == '' || (size(this) <= 253 && this.matches('^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$')) ? '' : '\"' + this + '\" is not a hostname: want a DNS name, letters, digits and hyphens in dot-separated labels, at most 253 characters, like node-1'R\bhostname\x12\xd4\x01\n" +
+	"\fschematic_id\x18\x05 \x01(\tB\xb0\x01\xbaH\xac\x01\xba\x01\xa8\x01\n" +
+	"\fschematic_id\x1a\x97\x01this == '' || this.matches('^[0-9a-fA-F]{64}$') ? '' : '\"' + this + '\" is not a schematic ID: want 64 hex digits, as attestation schematics list shows'R\vschematicId\"L\n" +
 	"\x17RegisterMachineResponse\x121\n" +
-	"\amachine\x18\x01 \x01(\v2\x17.attestation.v1.MachineR\amachine\"\xc4\x06\n" +
-	"\x15ApproveMachineRequest\x12\xc8\x01\n" +
-	"\x02id\x18\x01 \x01(\tB\xb7\x01\xbaH\xb3\x01\xba\x01\xaf\x01\n" +
-	"\x02id\x12Jmust be a machine ID (a UUID such as 0b7e4a3c-5c1e-4d8e-9f3a-2b1c0d9e8f7a)\x1a]this.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')R\x02id\x12\xb0\x01\n" +
-	"\x04role\x18\x02 \x01(\tB\x9b\x01\xbaH\x97\x01\xba\x01\x93\x01\n" +
-	"\x04role\x12bis required: lower-case letters, digits, '-' or '_', starting with a letter, at most 63 characters\x1a'this.matches('^[a-z][a-z0-9_-]{0,62}$')R\x04role\x12\x9a\x02\n" +
-	"\bhostname\x18\x03 \x01(\tB\xfd\x01\xbaH\xf9\x01\xba\x01\xf5\x01\n" +
-	"\bhostname\x12cis required: a DNS hostname (letters, digits and '-', dot-separated labels, at most 253 characters)\x1a\x83\x01size(this) <= 253 && this.matches('^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$')R\bhostname\x12\x8f\x01\n" +
-	"\fschematic_id\x18\x04 \x01(\tBl\xbaHi\xba\x01f\n" +
-	"\fschematic_id\x12%must be a schematic ID: 64 hex digits\x1a/this == '' || this.matches('^[0-9a-fA-F]{64}$')R\vschematicId\"K\n" +
+	"\amachine\x18\x01 \x01(\v2\x17.attestation.v1.MachineR\amachine\"\xfc\b\n" +
+	"\x15ApproveMachineRequest\x12\xb5\x02\n" +
+	"\x02id\x18\x01 \x01(\tB\xa4\x02\xbaH\xa0\x02\xba\x01\x9c\x02\n" +
+	"\x02id\x1a\x95\x02this.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$') ? '' : this == '' ? 'is required: a UUID such as 0b7e4a3c-5c1e-4d8e-9f3a-2b1c0d9e8f7a' : '\"' + this + '\" is not a machine ID: want a UUID such as 0b7e4a3c-5c1e-4d8e-9f3a-2b1c0d9e8f7a'R\x02id\x12\xf6\x01\n" +
+	"\x04role\x18\x02 \x01(\tB\xe1\x01\xbaH\xdd\x01\xba\x01\xd9\x01\n" +
+	"\x04role\x1a\xd0\x01this == '' || this.matches('^[a-z][a-z0-9_-]{0,62}$') ? '' : '\"' + this + '\" is not a role: want lower-case letters, digits, hyphens or underscores, starting with a letter, at most 63 characters, like worker'R\x04role\x12\xda\x02\n" +
+	"\bhostname\x18\x03 \x01(\tB\xbd\x02\xbaH\xb9\x02\xba\x01\xb5\x02\n" +
+	"\bhostname\x1a\xa8\x02this == '' || (size(this) <= 253 && this.matches('^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$')) ? '' : '\"' + this + '\" is not a hostname: want a DNS name, letters, digits and hyphens in dot-separated labels, at most 253 characters, like node-1'R\bhostname\x12\xd4\x01\n" +
+	"\fschematic_id\x18\x04 \x01(\tB\xb0\x01\xbaH\xac\x01\xba\x01\xa8\x01\n" +
+	"\fschematic_id\x1a\x97\x01this == '' || this.matches('^[0-9a-fA-F]{64}$') ? '' : '\"' + this + '\" is not a schematic ID: want 64 hex digits, as attestation schematics list shows'R\vschematicId\"K\n" +
 	"\x16ApproveMachineResponse\x121\n" +
-	"\amachine\x18\x01 \x01(\v2\x17.attestation.v1.MachineR\amachine\"\xd5\x02\n" +
-	"\x14RevokeMachineRequest\x12\xc8\x01\n" +
-	"\x02id\x18\x01 \x01(\tB\xb7\x01\xbaH\xb3\x01\xba\x01\xaf\x01\n" +
-	"\x02id\x12Jmust be a machine ID (a UUID such as 0b7e4a3c-5c1e-4d8e-9f3a-2b1c0d9e8f7a)\x1a]this.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')R\x02id\x12r\n" +
+	"\amachine\x18\x01 \x01(\v2\x17.attestation.v1.MachineR\amachine\"\xc2\x03\n" +
+	"\x14RevokeMachineRequest\x12\xb5\x02\n" +
+	"\x02id\x18\x01 \x01(\tB\xa4\x02\xbaH\xa0\x02\xba\x01\x9c\x02\n" +
+	"\x02id\x1a\x95\x02this.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$') ? '' : this == '' ? 'is required: a UUID such as 0b7e4a3c-5c1e-4d8e-9f3a-2b1c0d9e8f7a' : '\"' + this + '\" is not a machine ID: want a UUID such as 0b7e4a3c-5c1e-4d8e-9f3a-2b1c0d9e8f7a'R\x02id\x12r\n" +
 	"\x06reason\x18\x02 \x01(\tBZ\xbaHW\xba\x01O\n" +
 	"\x06reason\x122is required: say why the machine is decommissioned\x1a\x11this.trim() != ''r\x03\x18\x80\bR\x06reason\"J\n" +
 	"\x15RevokeMachineResponse\x121\n" +
-	"\amachine\x18\x01 \x01(\v2\x17.attestation.v1.MachineR\amachine\"\x95\x03\n" +
-	"\x15SetMachineRoleRequest\x12\xc8\x01\n" +
-	"\x02id\x18\x01 \x01(\tB\xb7\x01\xbaH\xb3\x01\xba\x01\xaf\x01\n" +
-	"\x02id\x12Jmust be a machine ID (a UUID such as 0b7e4a3c-5c1e-4d8e-9f3a-2b1c0d9e8f7a)\x1a]this.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')R\x02id\x12\xb0\x01\n" +
-	"\x04role\x18\x02 \x01(\tB\x9b\x01\xbaH\x97\x01\xba\x01\x93\x01\n" +
-	"\x04role\x12bis required: lower-case letters, digits, '-' or '_', starting with a letter, at most 63 characters\x1a'this.matches('^[a-z][a-z0-9_-]{0,62}$')R\x04role\"K\n" +
+	"\amachine\x18\x01 \x01(\v2\x17.attestation.v1.MachineR\amachine\"\xc7\x05\n" +
+	"\x15SetMachineRoleRequest\x12\xb5\x02\n" +
+	"\x02id\x18\x01 \x01(\tB\xa4\x02\xbaH\xa0\x02\xba\x01\x9c\x02\n" +
+	"\x02id\x1a\x95\x02this.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$') ? '' : this == '' ? 'is required: a UUID such as 0b7e4a3c-5c1e-4d8e-9f3a-2b1c0d9e8f7a' : '\"' + this + '\" is not a machine ID: want a UUID such as 0b7e4a3c-5c1e-4d8e-9f3a-2b1c0d9e8f7a'R\x02id\x12\xf5\x02\n" +
+	"\x04role\x18\x02 \x01(\tB\xe0\x02\xbaH\xdc\x02\xba\x01\xd8\x02\n" +
+	"\x04role\x1a\xcf\x02this.matches('^[a-z][a-z0-9_-]{0,62}$') ? '' : this == '' ? 'is required: lower-case letters, digits, hyphens or underscores, starting with a letter, at most 63 characters, like worker' : '\"' + this + '\" is not a role: want lower-case letters, digits, hyphens or underscores, starting with a letter, at most 63 characters, like worker'R\x04role\"K\n" +
 	"\x16SetMachineRoleResponse\x121\n" +
-	"\amachine\x18\x01 \x01(\v2\x17.attestation.v1.MachineR\amachine\"\xe4\x01\n" +
-	"\x17ReinstateMachineRequest\x12\xc8\x01\n" +
-	"\x02id\x18\x01 \x01(\tB\xb7\x01\xbaH\xb3\x01\xba\x01\xaf\x01\n" +
-	"\x02id\x12Jmust be a machine ID (a UUID such as 0b7e4a3c-5c1e-4d8e-9f3a-2b1c0d9e8f7a)\x1a]this.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')R\x02id\"M\n" +
+	"\amachine\x18\x01 \x01(\v2\x17.attestation.v1.MachineR\amachine\"\xd1\x02\n" +
+	"\x17ReinstateMachineRequest\x12\xb5\x02\n" +
+	"\x02id\x18\x01 \x01(\tB\xa4\x02\xbaH\xa0\x02\xba\x01\x9c\x02\n" +
+	"\x02id\x1a\x95\x02this.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$') ? '' : this == '' ? 'is required: a UUID such as 0b7e4a3c-5c1e-4d8e-9f3a-2b1c0d9e8f7a' : '\"' + this + '\" is not a machine ID: want a UUID such as 0b7e4a3c-5c1e-4d8e-9f3a-2b1c0d9e8f7a'R\x02id\"M\n" +
 	"\x18ReinstateMachineResponse\x121\n" +
 	"\amachine\x18\x01 \x01(\v2\x17.attestation.v1.MachineR\amachine2\xb1\a\n" +
 	"\x0eMachineService\x12v\n" +

@@ -570,15 +570,15 @@ const file_attestation_v1_schematic_proto_rawDesc = "" +
 	"\x17CreateSchematicResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x127\n" +
 	"\tschematic\x18\x02 \x01(\v2\x19.attestation.v1.SchematicR\tschematic\x12\x18\n" +
-	"\acreated\x18\x03 \x01(\bR\acreated\"\x88\x01\n" +
-	"\x13GetSchematicRequest\x12q\n" +
-	"\x02id\x18\x01 \x01(\tBa\xbaH^\xba\x01[\n" +
-	"\fschematic_id\x12+is a schematic ID: 64 lower-case hex digits\x1a\x1ethis.matches('^[0-9a-f]{64}$')R\x02id\"O\n" +
+	"\acreated\x18\x03 \x01(\bR\acreated\"\x9a\x02\n" +
+	"\x13GetSchematicRequest\x12\x82\x02\n" +
+	"\x02id\x18\x01 \x01(\tB\xf1\x01\xbaH\xed\x01\xba\x01\xe9\x01\n" +
+	"\fschematic_id\x1a\xd8\x01this.matches('^[0-9a-f]{64}$') ? '' : this == '' ? 'is required: 64 hex digits, as attestation schematics list shows' : '\"' + this + '\" is not a schematic ID: want 64 hex digits, as attestation schematics list shows'R\x02id\"O\n" +
 	"\x14GetSchematicResponse\x127\n" +
-	"\tschematic\x18\x01 \x01(\v2\x19.attestation.v1.SchematicR\tschematic\"\x86\x01\n" +
-	"\x11BuildImageRequest\x12q\n" +
-	"\x02id\x18\x01 \x01(\tBa\xbaH^\xba\x01[\n" +
-	"\fschematic_id\x12+is a schematic ID: 64 lower-case hex digits\x1a\x1ethis.matches('^[0-9a-f]{64}$')R\x02id\"\xbe\x01\n" +
+	"\tschematic\x18\x01 \x01(\v2\x19.attestation.v1.SchematicR\tschematic\"\x98\x02\n" +
+	"\x11BuildImageRequest\x12\x82\x02\n" +
+	"\x02id\x18\x01 \x01(\tB\xf1\x01\xbaH\xed\x01\xba\x01\xe9\x01\n" +
+	"\fschematic_id\x1a\xd8\x01this.matches('^[0-9a-f]{64}$') ? '' : this == '' ? 'is required: 64 hex digits, as attestation schematics list shows' : '\"' + this + '\" is not a schematic ID: want 64 hex digits, as attestation schematics list shows'R\x02id\"\xbe\x01\n" +
 	"\x12BuildImageResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05built\x18\x02 \x01(\bR\x05built\x128\n" +

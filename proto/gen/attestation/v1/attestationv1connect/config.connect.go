@@ -40,6 +40,9 @@ const (
 	// ConfigServiceListConfigsProcedure is the fully-qualified name of the ConfigService's ListConfigs
 	// RPC.
 	ConfigServiceListConfigsProcedure = "/attestation.v1.ConfigService/ListConfigs"
+	// ConfigServiceDeleteConfigProcedure is the fully-qualified name of the ConfigService's
+	// DeleteConfig RPC.
+	ConfigServiceDeleteConfigProcedure = "/attestation.v1.ConfigService/DeleteConfig"
 )
 
 // ConfigServiceClient is a client for the attestation.v1.ConfigService service.
@@ -52,6 +55,9 @@ type ConfigServiceClient interface {
 	GetConfig(context.Context, *connect.Request[v1.GetConfigRequest]) (*connect.Response[v1.GetConfigResponse], error)
 	// ListConfigs returns every role's template, ordered by role.
 	ListConfigs(context.Context, *connect.Request[v1.ListConfigsRequest]) (*connect.Response[v1.ListConfigsResponse], error)
+	// DeleteConfig removes the template of a role: its machines get the
+	// default config from then on. A role without a template is NotFound.
+	DeleteConfig(context.Context, *connect.Request[v1.DeleteConfigRequest]) (*connect.Response[v1.DeleteConfigResponse], error)
 }
 
 // NewConfigServiceClient constructs a client for the attestation.v1.ConfigService service. By
@@ -86,14 +92,22 @@ func NewConfigServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		deleteConfig: connect.NewClient[v1.DeleteConfigRequest, v1.DeleteConfigResponse](
+			httpClient,
+			baseURL+ConfigServiceDeleteConfigProcedure,
+			connect.WithSchema(configServiceMethods.ByName("DeleteConfig")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // configServiceClient implements ConfigServiceClient.
 type configServiceClient struct {
-	setConfig   *connect.Client[v1.SetConfigRequest, v1.SetConfigResponse]
-	getConfig   *connect.Client[v1.GetConfigRequest, v1.GetConfigResponse]
-	listConfigs *connect.Client[v1.ListConfigsRequest, v1.ListConfigsResponse]
+	setConfig    *connect.Client[v1.SetConfigRequest, v1.SetConfigResponse]
+	getConfig    *connect.Client[v1.GetConfigRequest, v1.GetConfigResponse]
+	listConfigs  *connect.Client[v1.ListConfigsRequest, v1.ListConfigsResponse]
+	deleteConfig *connect.Client[v1.DeleteConfigRequest, v1.DeleteConfigResponse]
 }
 
 // SetConfig calls attestation.v1.ConfigService.SetConfig.
@@ -111,6 +125,11 @@ func (c *configServiceClient) ListConfigs(ctx context.Context, req *connect.Requ
 	return c.listConfigs.CallUnary(ctx, req)
 }
 
+// DeleteConfig calls attestation.v1.ConfigService.DeleteConfig.
+func (c *configServiceClient) DeleteConfig(ctx context.Context, req *connect.Request[v1.DeleteConfigRequest]) (*connect.Response[v1.DeleteConfigResponse], error) {
+	return c.deleteConfig.CallUnary(ctx, req)
+}
+
 // ConfigServiceHandler is an implementation of the attestation.v1.ConfigService service.
 type ConfigServiceHandler interface {
 	// SetConfig creates or replaces the template of a role. A template that
@@ -121,6 +140,9 @@ type ConfigServiceHandler interface {
 	GetConfig(context.Context, *connect.Request[v1.GetConfigRequest]) (*connect.Response[v1.GetConfigResponse], error)
 	// ListConfigs returns every role's template, ordered by role.
 	ListConfigs(context.Context, *connect.Request[v1.ListConfigsRequest]) (*connect.Response[v1.ListConfigsResponse], error)
+	// DeleteConfig removes the template of a role: its machines get the
+	// default config from then on. A role without a template is NotFound.
+	DeleteConfig(context.Context, *connect.Request[v1.DeleteConfigRequest]) (*connect.Response[v1.DeleteConfigResponse], error)
 }
 
 // NewConfigServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -151,6 +173,13 @@ func NewConfigServiceHandler(svc ConfigServiceHandler, opts ...connect.HandlerOp
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	configServiceDeleteConfigHandler := connect.NewUnaryHandler(
+		ConfigServiceDeleteConfigProcedure,
+		svc.DeleteConfig,
+		connect.WithSchema(configServiceMethods.ByName("DeleteConfig")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/attestation.v1.ConfigService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ConfigServiceSetConfigProcedure:
@@ -159,6 +188,8 @@ func NewConfigServiceHandler(svc ConfigServiceHandler, opts ...connect.HandlerOp
 			configServiceGetConfigHandler.ServeHTTP(w, r)
 		case ConfigServiceListConfigsProcedure:
 			configServiceListConfigsHandler.ServeHTTP(w, r)
+		case ConfigServiceDeleteConfigProcedure:
+			configServiceDeleteConfigHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -178,4 +209,8 @@ func (UnimplementedConfigServiceHandler) GetConfig(context.Context, *connect.Req
 
 func (UnimplementedConfigServiceHandler) ListConfigs(context.Context, *connect.Request[v1.ListConfigsRequest]) (*connect.Response[v1.ListConfigsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("attestation.v1.ConfigService.ListConfigs is not implemented"))
+}
+
+func (UnimplementedConfigServiceHandler) DeleteConfig(context.Context, *connect.Request[v1.DeleteConfigRequest]) (*connect.Response[v1.DeleteConfigResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("attestation.v1.ConfigService.DeleteConfig is not implemented"))
 }

@@ -68,7 +68,9 @@ type MachineServiceClient interface {
 	// automatically once it attests. Emits node.registered.
 	RegisterMachine(context.Context, *connect.Request[v1.RegisterMachineRequest]) (*connect.Response[v1.RegisterMachineResponse], error)
 	// ApproveMachine moves an attested machine to provisioned, assigning its
-	// role, hostname and schematic. Emits node.provisioned.
+	// role, hostname and schematic; a role or hostname left empty is the one
+	// the machine has, and approving a machine that has none is
+	// InvalidArgument. Emits node.provisioned.
 	ApproveMachine(context.Context, *connect.Request[v1.ApproveMachineRequest]) (*connect.Response[v1.ApproveMachineResponse], error)
 	// RevokeMachine decommissions a machine in any state, with a reason. Its EK
 	// stays as a tombstone until reinstated. Emits node.decommissioned.
@@ -197,7 +199,9 @@ type MachineServiceHandler interface {
 	// automatically once it attests. Emits node.registered.
 	RegisterMachine(context.Context, *connect.Request[v1.RegisterMachineRequest]) (*connect.Response[v1.RegisterMachineResponse], error)
 	// ApproveMachine moves an attested machine to provisioned, assigning its
-	// role, hostname and schematic. Emits node.provisioned.
+	// role, hostname and schematic; a role or hostname left empty is the one
+	// the machine has, and approving a machine that has none is
+	// InvalidArgument. Emits node.provisioned.
 	ApproveMachine(context.Context, *connect.Request[v1.ApproveMachineRequest]) (*connect.Response[v1.ApproveMachineResponse], error)
 	// RevokeMachine decommissions a machine in any state, with a reason. Its EK
 	// stays as a tombstone until reinstated. Emits node.decommissioned.
