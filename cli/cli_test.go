@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/attestation/attestation/cli"
+	"github.com/attestation/attestation/controlplane/config"
 	"github.com/attestation/attestation/controlplane/daemon/daemontest"
 )
 
@@ -116,7 +117,7 @@ func register(t *testing.T, ok func(...string) string, seed string, extra ...str
 
 func TestMachineLifecycle(t *testing.T) {
 	d := daemontest.Start(t, daemontest.Options{})
-	ok, _ := cliFor(t, d)
+	ok, raw := cliFor(t, d)
 
 	fp := fingerprint("lifecycle")
 	m := register(t, ok, "lifecycle", "--mac", "52:54:00:12:34:56", "--mac", "52-54-00-AB-CD-EF", "--hostname", "node-1")
@@ -172,7 +173,7 @@ func TestMachineLifecycle(t *testing.T) {
 
 	t.Run("show", func(t *testing.T) {
 		out := ok("machines", "show", m.ID)
-		for _, want := range []string{"ID:", m.ID, "State:", "registered", "EK fingerprint:", fp, "Hostname:", "node-1", "Pre-registered:", "yes"} {
+		for _, want := range []string{"ID:", m.ID, "State:", "registered", "EK fingerprint:", fp, "Hostname:", "node-1", "Pre-registered:", "yes", "TPM:", "unknown (not booted yet)"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("show: missing %q in\n%s", want, out)
 			}
@@ -214,8 +215,12 @@ func TestMachineLifecycle(t *testing.T) {
 				}
 			})
 		}
-		if out := ok("machines", "list", "--state", "attested"); out != "" {
-			t.Errorf("table of no machines: got %q, want nothing", out)
+		r := raw("machines", "list", "--state", "attested")
+		if r.code != 0 || !strings.HasPrefix(r.stdout, "ID ") || strings.Count(r.stdout, "\n") != 1 || r.stderr != "no machines\n" {
+			t.Errorf("table of no machines: got exit %d, stdout %q, stderr %q; want the header alone and \"no machines\" on stderr", r.code, r.stdout, r.stderr)
+		}
+		if out := ok("machines", "list", "--state", "attested", "-o", "json"); out != "[]\n" {
+			t.Errorf("JSON of no machines: got %q, want []", out)
 		}
 	})
 
@@ -309,33 +314,36 @@ func TestMachinesListFollowsPages(t *testing.T) {
 	}
 }
 
+// startWatch starts `attestation events watch ARGS` and returns its output
+// and a stop function that interrupts it and returns its exit code.
+func startWatch(t *testing.T, env environ, args ...string) (stdout, stderr *syncBuffer, stop func() int) {
+	ctx, cancel := context.WithCancel(context.Background())
+	stdout, stderr = &syncBuffer{}, &syncBuffer{}
+	done := make(chan int, 1)
+	go func() {
+		done <- cli.Run(ctx, append([]string{"events", "watch"}, args...), strings.NewReader(""), stdout, stderr, env.get)
+	}()
+	t.Cleanup(cancel)
+	return stdout, stderr, func() int {
+		cancel()
+		select {
+		case code := <-done:
+			return code
+		case <-time.After(10 * time.Second):
+			t.Fatal("events watch did not end within 10s of being interrupted")
+			return -1
+		}
+	}
+}
+
 func TestEventsWatch(t *testing.T) {
 	d := daemontest.Start(t, daemontest.Options{})
 	ok, _ := cliFor(t, d)
 	env := environ{cli.EnvURL: d.URL, cli.EnvToken: daemontest.Token}
 	before := register(t, ok, "before-watch")
 
-	// watch starts a watch and returns its output and a stop function that
-	// interrupts it and returns its exit code.
 	watch := func(args ...string) (*syncBuffer, *syncBuffer, func() int) {
-		ctx, cancel := context.WithCancel(context.Background())
-		stdout, stderr := &syncBuffer{}, &syncBuffer{}
-		done := make(chan int, 1)
-		go func() {
-			done <- cli.Run(ctx, append([]string{"events", "watch"}, args...), strings.NewReader(""), stdout, stderr, env.get)
-		}()
-		stop := func() int {
-			cancel()
-			select {
-			case code := <-done:
-				return code
-			case <-time.After(10 * time.Second):
-				t.Fatal("events watch did not end within 10s of being interrupted")
-				return -1
-			}
-		}
-		t.Cleanup(func() { cancel() })
-		return stdout, stderr, stop
+		return startWatch(t, env, args...)
 	}
 
 	t.Run("new events", func(t *testing.T) {
@@ -396,51 +404,101 @@ func TestEventsWatch(t *testing.T) {
 	})
 }
 
-func TestEventsWatchDaemonStops(t *testing.T) {
-	d := daemontest.Start(t, daemontest.Options{})
+// A watch outlives a daemon restart: it says so on stderr, reconnects by
+// itself and resumes after the last event it printed, printing none twice.
+func TestEventsWatchReconnects(t *testing.T) {
+	dir := t.TempDir()
+	d := daemontest.Start(t, daemontest.Options{DataDir: dir})
+	ok, _ := cliFor(t, d)
 	env := environ{cli.EnvURL: d.URL, cli.EnvToken: daemontest.Token}
-	var stdout, stderr syncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- cli.Run(context.Background(), []string{"events", "watch", "--since", "0"}, strings.NewReader(""), &stdout, &stderr, env.get)
-	}()
-	time.Sleep(300 * time.Millisecond) // let the watch connect; if it has not, it fails to
+	before := register(t, ok, "before-restart")
+
+	watch := func(args ...string) (*syncBuffer, *syncBuffer, func() int) {
+		return startWatch(t, env, append([]string{"-o", "json"}, args...)...)
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("waited 20s for %s", what)
+			}
+		}
+	}
+	// One watch replays the log from the start; the other starts from
+	// now and sees nothing before the restart.
+	replay, replayErr, stopReplay := watch("--since", "0")
+	quiet, quietErr, stopQuiet := watch()
+	waitFor("the replayed event", func() bool { return strings.Contains(replay.String(), before.ID) })
+	time.Sleep(300 * time.Millisecond) // let the quiet watch connect
+
 	d.Stop(t)
-	select {
-	case code := <-done:
-		if code != 1 {
-			t.Errorf("got exit %d, want 1", code)
+	waitFor("the watches to say the stream was lost", func() bool {
+		return strings.Contains(replayErr.String(), "reconnecting") && strings.Contains(quietErr.String(), "reconnecting")
+	})
+	d = daemontest.Start(t, daemontest.Options{DataDir: dir, Config: func(c *config.Config) { c.Listen = d.Addr.String() }})
+	after := register(t, ok, "after-restart")
+	waitFor("the event after the restart", func() bool {
+		return strings.Contains(replay.String(), after.ID) && strings.Contains(quiet.String(), after.ID)
+	})
+	codeReplay, codeQuiet := stopReplay(), stopQuiet()
+	if codeReplay != 0 || codeQuiet != 0 {
+		t.Errorf("interrupted watches: got exits %d and %d, want 0", codeReplay, codeQuiet)
+	}
+	if got := strings.Count(replay.String(), `{"seq":`); got != 2 {
+		t.Errorf("the replaying watch printed %d events, want the one before the restart and the one after, once each:\n%s", got, replay.String())
+	}
+	if strings.Contains(quiet.String(), before.ID) || strings.Count(quiet.String(), "\n") != 1 {
+		t.Errorf("the watch from now on: got\n%s\nwant the one event after the restart", quiet.String())
+	}
+	for _, stderr := range []string{replayErr.String(), quietErr.String()} {
+		for _, want := range []string{"reconnecting in 500ms, resuming after event", "reconnected to the event stream"} {
+			if !strings.Contains(stderr, want) {
+				t.Errorf("stderr %q: want %q", stderr, want)
+			}
 		}
-		got := stderr.String()
-		if !strings.HasPrefix(got, "attestation: ") || strings.Count(got, "\n") != 1 {
-			t.Errorf("got stderr %q, want one line", got)
-		}
-		if !strings.Contains(got, "closed the event stream") && !strings.Contains(got, "cannot reach the daemon") {
-			t.Errorf("got stderr %q, want it to say the stream ended", got)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("events watch did not end within 15s of the daemon stopping")
 	}
 }
 
 func TestExtensionsListEmpty(t *testing.T) {
 	d := daemontest.Start(t, daemontest.Options{})
-	ok, _ := cliFor(t, d)
+	_, raw := cliFor(t, d)
 	tests := []struct {
-		name string
-		args []string
-		want string
+		name           string
+		args           []string
+		stdout, stderr string
 	}{
-		{"table", nil, ""},
-		{"json", []string{"-o", "json"}, "{}\n"},
-		{"yaml", []string{"-o", "yaml"}, "{}\n"},
+		{"table", nil, "NAME  VERSION  STATUS  DESCRIPTION\n", "no extensions compiled into the daemon\n"},
+		{"json", []string{"-o", "json"}, "{}\n", ""},
+		{"yaml", []string{"-o", "yaml"}, "{}\n", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := ok(append([]string{"extensions", "list"}, tt.args...)...); got != tt.want {
-				t.Errorf("got %q, want %q", got, tt.want)
+			r := raw(append([]string{"extensions", "list"}, tt.args...)...)
+			if r.code != 0 || r.stdout != tt.stdout || r.stderr != tt.stderr {
+				t.Errorf("got exit %d, stdout %q, stderr %q; want 0, %q, %q", r.code, r.stdout, r.stderr, tt.stdout, tt.stderr)
 			}
 		})
+	}
+}
+
+// approve defaults to the role and hostname a machine has; revoking a
+// decommissioned machine says it already is.
+func TestApproveDefaultsAndRevokeTwice(t *testing.T) {
+	d := daemontest.Start(t, daemontest.Options{})
+	ok, raw := cliFor(t, d)
+	pre := attested(t, d, ok, "approve-defaults", "--role", "storage")
+	r := raw("machines", "approve", pre.ID)
+	if r.code != 1 || !strings.Contains(r.stderr, "hostname is required: the machine has none yet") {
+		t.Fatalf("approve without a hostname anywhere: exit %d, stderr %q", r.code, r.stderr)
+	}
+	got := decode[machineJSON](t, "approve", ok("machines", "approve", pre.ID, "--hostname", "stor-1", "-o", "json"))
+	if got.State != "provisioned" || got.Role != "storage" || got.Hostname != "stor-1" {
+		t.Errorf("approve with its role: got %+v, want provisioned storage stor-1", got)
+	}
+	ok("machines", "revoke", pre.ID, "--reason", "moved racks")
+	r = raw("machines", "revoke", pre.ID, "--reason", "again")
+	if r.code != 1 || !strings.Contains(r.stderr, "cannot revoke: machine is already decommissioned") || !strings.Contains(r.stderr, "(moved racks)") || strings.Contains(r.stderr, "reinstate it first") {
+		t.Errorf("revoke twice: exit %d, stderr %q; want it to say the machine already is, since when and why", r.code, r.stderr)
 	}
 }
 
@@ -493,19 +551,46 @@ func TestErrors(t *testing.T) {
 		{
 			name:    "bad fingerprint",
 			args:    []string{"machines", "register", "--ek-fingerprint", "not-hex"},
-			want:    []string{"--ek-fingerprint: must be 64 hex digits"},
+			want:    []string{`--ek-fingerprint: "not-hex" is not an EK fingerprint: want 64 hex digits`},
 			notWant: []string{"validation error"},
 		},
 		{
 			name:    "two bad fields",
 			args:    []string{"machines", "register", "--ek-fingerprint", "abc", "--role", "Bad Role"},
-			want:    []string{"--ek-fingerprint: must be 64 hex digits", "; --role: must be lower-case"},
+			want:    []string{`--ek-fingerprint: "abc" is not an EK fingerprint: want 64 hex digits`, `; --role: "Bad Role" is not a role: want lower-case letters`},
 			notWant: []string{"validation error"},
 		},
 		{
 			name: "malformed ID",
 			args: []string{"machines", "show", "node-1"},
-			want: []string{"ID: must be a machine ID"},
+			want: []string{`ID: "node-1" is not a machine ID: want a UUID such as`},
+		},
+		{
+			name:    "approve with a bad role",
+			args:    []string{"machines", "approve", m.ID, "--role", "Worker"},
+			want:    []string{`--role: "Worker" is not a role: want lower-case letters`},
+			notWant: []string{"is required"},
+		},
+		{
+			name: "list a bad state",
+			args: []string{"machines", "list", "--state", "bogus"},
+			want: []string{`--state: "bogus" is not a state: want registered, attested, provisioned or decommissioned`},
+		},
+		{
+			name:    "watch a bad machine ID",
+			args:    []string{"events", "watch", "--machine", "nope"},
+			want:    []string{`--machine: "nope" is not a machine ID: want a UUID such as`},
+			notWant: []string{"[0-9a-fA-F]"},
+		},
+		{
+			name: "list events of a bad type",
+			args: []string{"events", "list", "--type", "node.bogus"},
+			want: []string{`--type: "node.bogus" is not an event type: want one of node.registered, `},
+		},
+		{
+			name: "register a bad MAC",
+			args: []string{"machines", "register", "--ek-fingerprint", fingerprint("bad-mac"), "--mac", "52:54:00:12:34:56", "--mac", "zz:00"},
+			want: []string{`--mac: "zz:00" is not a MAC address: want six hex pairs like 52:54:00:12:34:56`},
 		},
 		{
 			name: "unknown ID",

@@ -26,9 +26,10 @@ with the function join (like {{join .MACs ","}}). A role without a template
 gets the default config: those fields as YAML.`,
 		Example: `  attestation configs set worker worker.yaml.tmpl
   attestation configs get worker
-  attestation configs list`,
+  attestation configs list
+  attestation configs delete worker`,
 	}
-	cmd.AddCommand(configsSetCommand(env), configsGetCommand(env), configsListCommand(env))
+	cmd.AddCommand(configsSetCommand(env), configsGetCommand(env), configsListCommand(env), configsDeleteCommand(env))
 	return cmd
 }
 
@@ -100,6 +101,29 @@ the template with its role and time of the last change.`,
 	}
 }
 
+func configsDeleteCommand(env *Env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete ROLE",
+		Short: "Delete the config template of a role",
+		Long: `Delete the config template of a role: machines of the role that fetch their
+config from then on get the default config (their fields as YAML), and the
+role no longer has a default schematic. Machines keep their role.`,
+		Example: `  attestation configs delete worker`,
+		Args:    exactArgs("ROLE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			resp, err := env.Configs().DeleteConfig(cmd.Context(), connect.NewRequest(&attestationv1.DeleteConfigRequest{Role: args[0]}))
+			if err != nil {
+				return err
+			}
+			c := resp.Msg.Config
+			return env.Print(c, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "Deleted the config template of role %s; its machines get the default config.\n", c.Role)
+				return err
+			})
+		},
+	}
+}
+
 func configsListCommand(env *Env) *cobra.Command {
 	return &cobra.Command{
 		Use:     "list",
@@ -112,15 +136,12 @@ func configsListCommand(env *Env) *cobra.Command {
 				return err
 			}
 			cs := resp.Msg.Configs
-			return env.Print(messages(cs), func(w io.Writer) error { return configTable(w, cs) })
+			return env.Print(messages(cs), env.list(len(cs), "config templates", func(w io.Writer) error { return configTable(w, cs) }))
 		},
 	}
 }
 
 func configTable(w io.Writer, cs []*attestationv1.ConfigTemplate) error {
-	if len(cs) == 0 {
-		return nil
-	}
 	tw := newTable(w)
 	fmt.Fprintln(tw, "ROLE\tLINES\tBYTES\tSCHEMATIC\tUPDATED")
 	for _, c := range cs {

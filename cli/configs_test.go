@@ -16,10 +16,11 @@ func TestConfigs(t *testing.T) {
 	d := daemontest.Start(t, daemontest.Options{})
 	ok, raw := cliFor(t, d)
 
-	if out := ok("configs", "list"); out != "" {
-		t.Errorf("configs list with none: got %q, want nothing", out)
+	r := raw("configs", "list")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "ROLE") || strings.Count(r.stdout, "\n") != 1 || r.stderr != "no config templates\n" {
+		t.Errorf("configs list with none: got exit %d, stdout %q, stderr %q; want the header and \"no config templates\" on stderr", r.code, r.stdout, r.stderr)
 	}
-	r := raw("configs", "get", "worker")
+	r = raw("configs", "get", "worker")
 	if r.code != 1 || !strings.Contains(r.stderr, "no config template") {
 		t.Errorf("configs get of an unset role: exit %d, stderr %q; want 1 and 'no config template'", r.code, r.stderr)
 	}
@@ -72,5 +73,26 @@ func TestConfigs(t *testing.T) {
 	r = raw("configs", "set", "worker", filepath.Join(t.TempDir(), "absent"))
 	if r.code != 1 || !strings.Contains(r.stderr, "read template") {
 		t.Errorf("configs set with a missing file: exit %d, stderr %q", r.code, r.stderr)
+	}
+
+	// Delete: the role's template goes, the others stay; a second delete
+	// says there is none.
+	if out := ok("configs", "delete", "worker"); !strings.Contains(out, "Deleted the config template of role worker") {
+		t.Errorf("configs delete: got %q, want a confirmation naming the role", out)
+	}
+	r = raw("configs", "get", "worker")
+	if r.code != 1 || !strings.Contains(r.stderr, "no config template") {
+		t.Errorf("configs get after delete: exit %d, stderr %q; want 1 and 'no config template'", r.code, r.stderr)
+	}
+	if out := ok("configs", "list"); strings.Contains(out, "worker") || !strings.Contains(out, "storage") {
+		t.Errorf("configs list after delete: got\n%s\nwant storage alone", out)
+	}
+	r = raw("configs", "delete", "worker")
+	if r.code != 1 || !strings.Contains(r.stderr, "role worker: no config template") {
+		t.Errorf("configs delete of a role without one: exit %d, stderr %q; want 1 and 'no config template'", r.code, r.stderr)
+	}
+	r = raw("configs", "delete", "Worker")
+	if r.code != 1 || !strings.Contains(r.stderr, `ROLE: "Worker" is not a role`) && !strings.Contains(r.stderr, `role: "Worker" is not a role`) {
+		t.Errorf("configs delete of a bad role: exit %d, stderr %q; want it to say Worker is not a role", r.code, r.stderr)
 	}
 }

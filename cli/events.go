@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
@@ -75,7 +76,7 @@ only those after a sequence number, or at most --limit of them.`,
 				}
 				req.AfterSeq = resp.Msg.NextAfterSeq
 			}
-			return env.Print(messages(all), func(w io.Writer) error { return eventTable(w, all) })
+			return env.Print(messages(all), env.list(len(all), "events", func(w io.Writer) error { return eventTable(w, all) }))
 		},
 	}
 	f := cmd.Flags()
@@ -101,7 +102,12 @@ JSON object per line with -o json, or one YAML document per event with
 -o yaml, until interrupted (Ctrl-C).
 
 By default only events committed from now on are printed; --since SEQ first
-replays the events after SEQ (--since 0: the whole log).`,
+replays the events after SEQ (--since 0: the whole log).
+
+When the stream is lost (the daemon restarts, the network drops), watch
+says so on stderr and reconnects by itself, with a growing pause between
+attempts (up to 30s), resuming after the last event it printed: nothing is
+missed and nothing is printed twice.`,
 		Example: `  attestation events watch
   attestation events watch --machine 0b7e4a3c-5c1e-4d8e-9f3a-2b1c0d9e8f7a
   attestation events watch --since 0 -o json | jq .type`,
@@ -113,39 +119,7 @@ replays the events after SEQ (--since 0: the whole log).`,
 				}
 				req.AfterSeq = &since
 			}
-			ctx := cmd.Context()
-			stream, err := env.Events().WatchEvents(ctx, connect.NewRequest(&req))
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return err
-			}
-			defer stream.Close()
-			// last is the sequence number to resume after, known once an
-			// event arrived or when the watch started from --since.
-			last, resumable := since, req.AfterSeq != nil
-			for stream.Receive() {
-				ev := stream.Msg().GetEvent()
-				if ev == nil {
-					continue
-				}
-				if err := env.printEventLine(ev); err != nil {
-					return err
-				}
-				last, resumable = ev.Seq, true
-			}
-			if ctx.Err() != nil {
-				return nil // interrupted: the normal way to stop watching
-			}
-			if err := stream.Err(); err != nil {
-				return err
-			}
-			msg := "the daemon closed the event stream (it may be shutting down)"
-			if resumable {
-				msg += "; resume with --since " + strconv.FormatInt(last, 10)
-			}
-			return errors.New(msg)
+			return env.watchEvents(cmd, &req)
 		},
 	}
 	f := cmd.Flags()
@@ -153,6 +127,96 @@ replays the events after SEQ (--since 0: the whole log).`,
 	f.Int64Var(&since, "since", 0, "first replay the events after this sequence number")
 	_ = cmd.RegisterFlagCompletionFunc("machine", completeMachineIDs(env))
 	return cmd
+}
+
+// watchStartHeader is the response header of WatchEvents that says the
+// sequence number a watch starts after.
+const watchStartHeader = "Attestation-Watch-After-Seq"
+
+// Pauses between reconnection attempts of events watch.
+const (
+	watchRetryFirst = 500 * time.Millisecond
+	watchRetryMax   = 30 * time.Second
+)
+
+// watchEvents prints the events of req's watch until ctx ends. A stream
+// that fails to open the first time is an error (a wrong --url or token);
+// once one was established, a lost stream is reopened after the last event
+// printed, with backoff, until an error says retrying cannot help.
+func (e *Env) watchEvents(cmd *cobra.Command, req *attestationv1.WatchEventsRequest) error {
+	ctx := cmd.Context()
+	established := false
+	pause := watchRetryFirst
+	for {
+		stream, err := e.Events().WatchEvents(ctx, connect.NewRequest(req))
+		if err == nil {
+			// The daemon sends its headers as soon as the watch is in
+			// place, saying where it starts.
+			if seq, perr := strconv.ParseInt(stream.ResponseHeader().Get(watchStartHeader), 10, 64); perr == nil {
+				if established {
+					fmt.Fprintln(e.Stderr, "attestation: reconnected to the event stream")
+				}
+				established, pause = true, watchRetryFirst
+				if req.AfterSeq == nil {
+					req.AfterSeq = &seq
+				}
+			}
+			err = e.printStream(stream, req)
+		}
+		if ctx.Err() != nil {
+			return nil // interrupted: the normal way to stop watching
+		}
+		if !established || !retryable(err) {
+			return err
+		}
+		why := "the daemon closed the event stream"
+		if err != nil {
+			why = "lost the event stream (" + describe(err, e, cmd) + ")"
+		}
+		fmt.Fprintf(e.Stderr, "attestation: %s; reconnecting in %s, resuming after event %d\n", why, pause, req.GetAfterSeq())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, watchRetryMax)
+	}
+}
+
+// printStream prints a watch's events, moving req's after_seq along so
+// that a reconnection resumes after the last event printed. It returns nil
+// when the daemon ends the stream.
+func (e *Env) printStream(stream *connect.ServerStreamForClient[attestationv1.WatchEventsResponse], req *attestationv1.WatchEventsRequest) error {
+	defer stream.Close()
+	for stream.Receive() {
+		ev := stream.Msg().GetEvent()
+		if ev == nil {
+			continue
+		}
+		if err := e.printEventLine(ev); err != nil {
+			return err
+		}
+		req.AfterSeq = &ev.Seq
+	}
+	return stream.Err()
+}
+
+// retryable reports whether reconnecting may cure a watch's error: the
+// daemon going away, yes; a refused token or a bad request, no.
+func retryable(err error) bool {
+	if err == nil {
+		return true
+	}
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		return false // not the stream's: stdout closed, say
+	}
+	switch ce.Code() {
+	case connect.CodeUnavailable, connect.CodeUnknown, connect.CodeInternal, connect.CodeAborted,
+		connect.CodeDeadlineExceeded, connect.CodeResourceExhausted:
+		return true
+	}
+	return false
 }
 
 // printEventLine prints one event as it arrives: a fixed-width line, a
@@ -182,9 +246,6 @@ func (e *Env) printEventLine(ev *attestationv1.Event) error {
 }
 
 func eventTable(w io.Writer, evs []*attestationv1.Event) error {
-	if len(evs) == 0 {
-		return nil
-	}
 	tw := newTable(w)
 	fmt.Fprintln(tw, "SEQ\tTIME\tTYPE\tMACHINE\tDETAILS")
 	for _, ev := range evs {

@@ -40,16 +40,13 @@ func extensionsCommand(env *Env) *cobra.Command {
 			for name, info := range exts {
 				byName[name] = info
 			}
-			return env.Print(byName, func(w io.Writer) error { return extensionTable(w, exts) })
+			return env.Print(byName, env.list(len(exts), "extensions compiled into the daemon", func(w io.Writer) error { return extensionTable(w, exts) }))
 		},
 	})
 	return cmd
 }
 
 func extensionTable(w io.Writer, exts map[string]*attestationv1.ExtensionInfo) error {
-	if len(exts) == 0 {
-		return nil
-	}
 	names := make([]string, 0, len(exts))
 	for name := range exts {
 		names = append(names, name)

@@ -69,7 +69,7 @@ optionally only those in one state or with one role.`,
 				}
 				req.PageToken = resp.Msg.NextPageToken
 			}
-			return env.Print(messages(all), func(w io.Writer) error { return machineTable(w, all) })
+			return env.Print(messages(all), env.list(len(all), "machines", func(w io.Writer) error { return machineTable(w, all) }))
 		},
 	}
 	f := cmd.Flags()
@@ -134,12 +134,17 @@ for 'attestation machines approve'.`,
 func machinesApproveCommand(env *Env) *cobra.Command {
 	var req attestationv1.ApproveMachineRequest
 	cmd := &cobra.Command{
-		Use:   "approve ID --role ROLE --hostname HOSTNAME",
+		Use:   "approve ID [--role ROLE] [--hostname HOSTNAME]",
 		Short: "Approve an attested machine",
 		Long: `Approve a machine that has attested: it becomes provisioned with the given
 role, hostname and schematic, and gets a one-time config. Only attested
-machines can be approved; a registered machine must attest first.`,
-		Example:           `  attestation machines approve 0b7e4a3c-5c1e-4d8e-9f3a-2b1c0d9e8f7a --role worker --hostname node-1`,
+machines can be approved; a registered machine must attest first.
+
+--role and --hostname default to what the machine has (from its
+pre-registration, set-role, or an approval before it was revoked and
+reinstated); a machine that has none needs them.`,
+		Example: `  attestation machines approve 0b7e4a3c-5c1e-4d8e-9f3a-2b1c0d9e8f7a --role worker --hostname node-1
+  attestation machines approve 0b7e4a3c-5c1e-4d8e-9f3a-2b1c0d9e8f7a   # with the role and hostname it has`,
 		Args:              exactArgs("ID"),
 		ValidArgsFunction: completeMachineIDs(env),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -152,11 +157,9 @@ machines can be approved; a registered machine must attest first.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&req.Role, "role", "", "role of the machine, like worker (required)")
-	f.StringVar(&req.Hostname, "hostname", "", "hostname of the machine (required)")
+	f.StringVar(&req.Role, "role", "", "role of the machine, like worker (default: the role it has)")
+	f.StringVar(&req.Hostname, "hostname", "", "hostname of the machine (default: the hostname it has)")
 	f.StringVar(&req.SchematicId, "schematic", "", "schematic ID (64 hex digits) of the image to boot")
-	_ = cmd.MarkFlagRequired("role")
-	_ = cmd.MarkFlagRequired("hostname")
 	return cmd
 }
 
@@ -228,9 +231,6 @@ func (e *Env) printMachine(m *attestationv1.Machine) error {
 }
 
 func machineTable(w io.Writer, ms []*attestationv1.Machine) error {
-	if len(ms) == 0 {
-		return nil
-	}
 	tw := newTable(w)
 	fmt.Fprintln(tw, "ID\tSTATE\tROLE\tHOSTNAME\tEK FINGERPRINT\tMACS\tREGISTERED")
 	for _, m := range ms {
@@ -256,7 +256,7 @@ func machineDetails(w io.Writer, m *attestationv1.Machine) error {
 		{"Serial", m.Serial},
 		{"Product", m.Product},
 		{"Pre-registered", yesNo(m.PreRegistered)},
-		{"TPM", yesNo(m.TpmAvailable)},
+		{"TPM", tpm(m)},
 		{"Registered", formatTime(m.RegisteredAt)},
 		{"First seen", formatTime(m.FirstSeenAt)},
 		{"Approved", formatTime(m.ApprovedAt)},
@@ -290,6 +290,15 @@ func shortFingerprint(fp string) string {
 		return orDash(fp)
 	}
 	return fp[:16] + "…"
+}
+
+// tpm says whether the machine's agent reported a TPM; a machine that has
+// not booted the agent yet (pre-registered by its EK) has not said.
+func tpm(m *attestationv1.Machine) string {
+	if m.FirstSeenAt == nil {
+		return "unknown (not booted yet)"
+	}
+	return yesNo(m.TpmAvailable)
 }
 
 func yesNo(b bool) string {

@@ -137,3 +137,17 @@ func orDash(s string) string {
 	}
 	return s
 }
+
+// list returns the table writer of a list of n items called what
+// ("machines"): the table, its header alone when n is 0, and then, so that
+// a person sees the list is empty while a script reading stdout gets only
+// the header, "no machines" on stderr.
+func (e *Env) list(n int, what string, table func(w io.Writer) error) func(w io.Writer) error {
+	return func(w io.Writer) error {
+		if err := table(w); err != nil || n > 0 {
+			return err
+		}
+		_, err := fmt.Fprintf(e.Stderr, "no %s\n", what)
+		return err
+	}
+}
