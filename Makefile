@@ -40,6 +40,10 @@ boot-assets: build agent ## Fetch Debian's kernel (apt-get download) and build t
 run: build ## Build and start attestationd with its defaults (API on :9000, data in ./var)
 	$(BIN)/attestationd --listen $(LISTEN) --data-dir $(DATA_DIR)
 
+.PHONY: demo
+demo: deps ## Enroll one machine on this one: daemon, agent with a TPM simulator (TPM=swtpm: swtpm and --ek-roots), approve, config, events
+	@tools/demo.sh $(TPM)
+
 .PHONY: test
 test: test-deps ## Run every test (unit, API through Connect/gRPC/REST, CLI, crash and durability)
 	$(GO) test -count=1 -timeout 20m ./...

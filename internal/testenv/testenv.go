@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -66,7 +67,8 @@ func Root(t testing.TB, why string) {
 }
 
 // pkg names the package under test by its directory below the module
-// root (go test runs each test binary in its package's directory).
+// root (go test runs each test binary in its package's directory), the
+// root package by the root directory's name.
 func pkg() string {
 	wd, err := os.Getwd()
 	if err != nil {
@@ -75,6 +77,9 @@ func pkg() string {
 	for dir := wd; ; dir = filepath.Dir(dir) {
 		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
 			if rel, err := filepath.Rel(dir, wd); err == nil {
+				if rel == "." {
+					return moduleName(filepath.Join(dir, "go.mod"))
+				}
 				return filepath.ToSlash(rel)
 			}
 			return wd
@@ -83,6 +88,21 @@ func pkg() string {
 			return wd
 		}
 	}
+}
+
+// moduleName is the last element of the module path in the go.mod file,
+// the name of the module's root package.
+func moduleName(gomod string) string {
+	b, err := os.ReadFile(gomod)
+	if err != nil {
+		return "?"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if mod, ok := strings.CutPrefix(strings.TrimSpace(line), "module "); ok {
+			return path.Base(strings.Trim(strings.TrimSpace(mod), `"`))
+		}
+	}
+	return "?"
 }
 
 // Integration marks t as an integration test proving what, for example
