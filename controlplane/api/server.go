@@ -32,6 +32,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/attestation/attestation/controlplane/auth"
 	"github.com/attestation/attestation/controlplane/configs"
@@ -108,9 +109,10 @@ func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 	agent := connect.WithHandlerOptions(append(limits, connect.WithInterceptors(m, logErrors, validator))...)
 
 	mux := http.NewServeMux()
+	procedures := func(path string, h http.Handler) { handleProcedures(mux, path, h) }
 	var services []*vanguard.Service
 	mount := func(path string, h http.Handler) {
-		mux.Handle(path, h)
+		procedures(path, h)
 		services = append(services, vanguard.NewService(path, h))
 	}
 	mount(attestationv1connect.NewMachineServiceHandler(&machineService{machines: o.Machines, store: o.Store}, operator))
@@ -119,7 +121,7 @@ func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 	mount(attestationv1connect.NewConfigServiceHandler(&configService{configs: o.Configs}, operator))
 	mount(attestationv1connect.NewSchematicServiceHandler(&schematicService{store: o.Store, images: o.Images}, operator))
 	// Agent messages are small; compressing them costs more than it saves.
-	mux.Handle(attestationv1connect.NewAgentServiceHandler(o.Agent, agent, connect.WithCompressMinBytes(4<<10)))
+	procedures(attestationv1connect.NewAgentServiceHandler(o.Agent, agent, connect.WithCompressMinBytes(4<<10)))
 
 	transcoder, err := vanguard.NewTranscoder(services, append(o.Limits.TranscoderOptions(),
 		vanguard.WithCodec(restCodec),
@@ -136,10 +138,10 @@ func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 
 	all := append(append([]string{}, OperatorServices...), attestationv1connect.AgentServiceName)
 	reflector := grpcreflect.NewStaticReflector(all...)
-	mux.Handle(grpcreflect.NewHandlerV1(reflector, operator))
-	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, operator))
+	procedures(grpcreflect.NewHandlerV1(reflector, operator))
+	procedures(grpcreflect.NewHandlerV1Alpha(reflector, operator))
 	checker := grpchealth.NewStaticChecker(all...)
-	mux.Handle(grpchealth.NewHandler(checker, limits...))
+	procedures(grpchealth.NewHandler(checker, limits...))
 
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -160,7 +162,97 @@ func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{Registry: o.Registry}))
-	return mux, mux, nil
+	return RouteErrors(mux), mux, nil
+}
+
+// handleProcedures registers h, a Connect handler serving the service at
+// path (/package.Service/), for each of the service's procedures rather
+// than for the whole prefix, so that an unknown procedure is the mux's
+// 404 like any unknown path. A service whose descriptor is not linked in
+// (gRPC reflection v1alpha) keeps its prefix.
+func handleProcedures(mux *http.ServeMux, path string, h http.Handler) {
+	d, _ := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(strings.Trim(path, "/")))
+	sd, ok := d.(protoreflect.ServiceDescriptor)
+	if !ok {
+		mux.Handle(path, h)
+		return
+	}
+	for i := range sd.Methods().Len() {
+		mux.Handle(path+string(sd.Methods().Get(i).Name()), h)
+	}
+}
+
+// RouteErrors serves mux, answering a request that matches none of its
+// patterns in the REST API's error shape rather than net/http's plain
+// text: 404, or 405 with Allow when the path is served for other methods.
+// The daemon's mux is served through it, and so is each extension's.
+func RouteErrors(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, pattern := mux.Handler(r)
+		if pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		// The mux's own answer says whether other methods are served.
+		rec := &statusRecorder{header: http.Header{}}
+		h.ServeHTTP(rec, r)
+		var allow []string
+		if rec.status == http.StatusMethodNotAllowed {
+			allow = splitAllow(rec.header.Get("Allow"))
+		}
+		writeNoRoute(w, r, allow)
+	})
+}
+
+// writeNoRoute answers a request for which no route is registered: 404
+// when allow is empty, else 405 naming the methods in allow. The code is
+// unimplemented either way, as gRPC and Connect answer an unknown
+// procedure, so that a client can tell a route the daemon does not have
+// (an extension it is built without) from a resource that does not exist
+// (not_found).
+func writeNoRoute(w http.ResponseWriter, r *http.Request, allow []string) {
+	// Name the path the caller sent, not what a StripPrefix (in front of
+	// an extension's routes) left of it.
+	path := r.URL.Path
+	if u, err := url.ParseRequestURI(r.RequestURI); err == nil && u.Path != "" {
+		path = u.Path
+	}
+	if len(allow) == 0 {
+		writeRESTError(w, http.StatusNotFound, connect.CodeUnimplemented, fmt.Sprintf("no route for %s %s", r.Method, path))
+		return
+	}
+	slices.Sort(allow)
+	w.Header().Set("Allow", strings.Join(allow, ", "))
+	writeRESTError(w, http.StatusMethodNotAllowed, connect.CodeUnimplemented,
+		fmt.Sprintf("method %s is not allowed on %s; allowed: %s", r.Method, path, strings.Join(allow, ", ")))
+}
+
+// splitAllow returns the methods of an Allow header, which net/http
+// separates with ", " and the transcoder with ",".
+func splitAllow(h string) []string {
+	return strings.FieldsFunc(h, func(r rune) bool { return r == ',' || r == ' ' })
+}
+
+// statusRecorder keeps the status and header a handler writes and drops
+// its body.
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (s *statusRecorder) Header() http.Header { return s.header }
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return len(b), nil
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
 }
 
 // restCodec is the JSON of the REST API: snake_case names as in the
@@ -267,6 +359,10 @@ func (h *errorHider) WrapStreamingHandler(next connect.StreamingHandlerFunc) con
 // A body that contradicts the path (PUT /api/v1/configs/worker with
 // {"role": "other"}) is refused: 400, nothing changes.
 //
+// A path no REST route has, or a method the path is not served with, is
+// the same JSON error as anywhere else on the daemon (the transcoder would
+// answer them in plain text).
+//
 // It also reads a body sent without a JSON content type (curl -d sends
 // application/x-www-form-urlencoded) as JSON, since JSON is all REST takes,
 // and rejects a path or query that is not UTF-8, which could not become
@@ -285,7 +381,7 @@ func restErrors(next http.Handler, rules []pathRule) http.Handler {
 			(ct == "" || strings.HasPrefix(ct, "application/x-www-form-urlencoded")) {
 			r.Header.Set("Content-Type", "application/json")
 		}
-		rw := &restWriter{ResponseWriter: w}
+		rw := &restWriter{ResponseWriter: w, r: r}
 		next.ServeHTTP(rw, r)
 		rw.flushHeld()
 	})
@@ -316,20 +412,24 @@ func checkUTF8(u *url.URL) error {
 // writeRESTError writes an error in the REST API's format, the JSON of a
 // google.rpc.Status.
 func writeRESTError(w http.ResponseWriter, status int, code connect.Code, msg string) {
-	b, _ := json.Marshal(map[string]any{"code": int(code), "message": msg, "details": []any{}})
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	w.Write(b)
+	auth.WriteJSONError(w, status, int(code), msg)
 }
 
 type restWriter struct {
 	http.ResponseWriter
+	r      *http.Request
 	status int
 	buf    *bytes.Buffer
 }
 
+// heldStatuses are the statuses whose bodies restWriter holds to look at.
+var heldStatuses = map[int]bool{
+	http.StatusBadRequest: true, http.StatusNotFound: true, http.StatusMethodNotAllowed: true,
+	http.StatusTooManyRequests: true, http.StatusInternalServerError: true,
+}
+
 func (w *restWriter) WriteHeader(code int) {
-	if (code == http.StatusBadRequest || code == http.StatusTooManyRequests || code == http.StatusInternalServerError) && w.buf == nil && w.status == 0 {
+	if heldStatuses[code] && w.buf == nil && w.status == 0 {
 		// Hold the error body to look at its code.
 		w.status, w.buf = code, &bytes.Buffer{}
 		return
@@ -360,7 +460,19 @@ func (w *restWriter) flushHeld() {
 	}
 	status, out := w.status, w.buf.Bytes()
 	var body map[string]any
-	if json.Unmarshal(out, &body) == nil {
+	isJSON := json.Unmarshal(out, &body) == nil
+	if !isJSON && (status == http.StatusNotFound || status == http.StatusMethodNotAllowed) {
+		// The transcoder's own plain-text answer: no such route.
+		w.buf = nil
+		var allow []string
+		if status == http.StatusMethodNotAllowed {
+			allow = splitAllow(w.Header().Get("Allow"))
+		}
+		w.Header().Del("Content-Length")
+		writeNoRoute(w.ResponseWriter, w.r, allow)
+		return
+	}
+	if isJSON {
 		// vanguard labels some errors with the target codec's content
 		// type (application/proto) or none at all; the body is JSON.
 		w.ResponseWriter.Header().Set("Content-Type", "application/json")

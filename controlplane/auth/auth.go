@@ -223,11 +223,21 @@ func Middleware(a Authenticator, next http.Handler) http.Handler {
 	})
 }
 
-// WriteJSONError writes an error in the REST API's shape:
+// WriteJSONError writes an error in the REST API's shape, the JSON of a
+// google.rpc.Status as the transcoder writes the core's errors:
 // {"code": <Connect/gRPC code number>, "message": "...", "details": []}.
+// Every JSON error the daemon writes itself goes through here.
 func WriteJSONError(w http.ResponseWriter, status, code int, msg string) {
+	b, _ := json.Marshal(jsonError{Code: code, Message: msg, Details: []any{}})
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	b, _ := json.Marshal(map[string]any{"code": code, "message": msg, "details": []any{}})
 	w.Write(append(b, '\n'))
+}
+
+// jsonError is a google.rpc.Status in JSON, its fields in the
+// transcoder's order.
+type jsonError struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+	Details []any  `json:"details"`
 }

@@ -154,49 +154,10 @@ func (h *host) loadOne(ctx context.Context, l *loaded, st *store.Store, baseURL 
 		if err := guard("Routes", func() error { r.Routes(mux); return nil }); err != nil {
 			return err
 		}
-		l.routes = jsonNotFound(mux)
+		l.routes = api.RouteErrors(mux)
 	}
 	return nil
 }
-
-// jsonNotFound answers requests that match none of an extension's routes
-// with the REST API's JSON error (404, or 405 with Allow), not net/http's
-// plain text.
-func jsonNotFound(mux *http.ServeMux) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, pattern := mux.Handler(r); pattern != "" {
-			mux.ServeHTTP(w, r)
-			return
-		}
-		// Let the mux decide between 404 and 405 (and set Allow), then
-		// write the body ourselves.
-		rec := &statusOnly{header: http.Header{}}
-		mux.ServeHTTP(rec, r)
-		if allow := rec.header.Get("Allow"); allow != "" {
-			w.Header().Set("Allow", allow)
-		}
-		switch rec.status {
-		case http.StatusMethodNotAllowed:
-			auth.WriteJSONError(w, rec.status, 12, fmt.Sprintf("method %s is not allowed on %s", r.Method, r.URL.Path))
-		default:
-			auth.WriteJSONError(w, http.StatusNotFound, 5, "no route "+r.Method+" "+r.URL.Path)
-		}
-	})
-}
-
-type statusOnly struct {
-	header http.Header
-	status int
-}
-
-func (s *statusOnly) Header() http.Header { return s.header }
-func (s *statusOnly) Write(b []byte) (int, error) {
-	if s.status == 0 {
-		s.status = http.StatusOK
-	}
-	return len(b), nil
-}
-func (s *statusOnly) WriteHeader(code int) { s.status = code }
 
 // gate keeps a failed extension's event handlers from running (their
 // events are skipped, not queued: the extension is not working).
@@ -220,7 +181,7 @@ func (h *host) mount(mux *http.ServeMux, authn auth.Authenticator) {
 		// A router that failed to load still gets its prefix, to say so.
 		routes := l.routes
 		if routes == nil {
-			routes = http.NotFoundHandler()
+			routes = api.RouteErrors(http.NewServeMux())
 		}
 		prefix := "/api/v1/" + l.info.Name
 		inner := http.StripPrefix(prefix, routes)

@@ -13,10 +13,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"connectrpc.com/connect"
 	"github.com/google/uuid"
 
-	"github.com/attestation/attestation/controlplane/auth"
 	"github.com/attestation/attestation/extensions"
 )
 
@@ -62,21 +60,20 @@ func (e *Extension) Routes(mux *http.ServeMux) {
 	mux.Handle("DELETE /machines/{machine_id}/tags/{tag_id}", e.handler(e.remove))
 }
 
-// apiError is an error the caller made, with its HTTP status and gRPC code.
+// apiError is an error the caller made, with its HTTP status.
 type apiError struct {
 	status int
-	code   connect.Code
 	msg    string
 }
 
 func (e *apiError) Error() string { return e.msg }
 
 func badRequest(format string, args ...any) error {
-	return &apiError{http.StatusBadRequest, connect.CodeInvalidArgument, fmt.Sprintf(format, args...)}
+	return &apiError{http.StatusBadRequest, fmt.Sprintf(format, args...)}
 }
 
 func notFound(format string, args ...any) error {
-	return &apiError{http.StatusNotFound, connect.CodeNotFound, fmt.Sprintf(format, args...)}
+	return &apiError{http.StatusNotFound, fmt.Sprintf(format, args...)}
 }
 
 // handler writes the error fn returns in the core REST API's JSON shape.
@@ -89,10 +86,10 @@ func (e *Extension) handler(fn func(w http.ResponseWriter, r *http.Request) erro
 		switch {
 		case err == nil:
 		case errors.As(err, &ae):
-			auth.WriteJSONError(w, ae.status, int(ae.code), ae.msg)
+			extensions.WriteError(w, ae.status, ae.msg)
 		default:
 			e.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-			auth.WriteJSONError(w, http.StatusInternalServerError, int(connect.CodeInternal), "internal error; see the daemon's log")
+			extensions.WriteError(w, http.StatusInternalServerError, "internal error; see the daemon's log")
 		}
 	})
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
 	"github.com/attestation/attestation/extensions"
@@ -206,11 +207,14 @@ func call(ctx context.Context, c extensions.CLI, method, path string, in, out an
 // answerError turns an error answer into its message.
 func answerError(c extensions.CLI, req *http.Request, resp *http.Response) error {
 	var e struct {
+		Code    int    `json:"code"`
 		Message string `json:"message"`
 	}
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if json.Unmarshal(b, &e) != nil || e.Message == "" {
-		// Not the API's error shape: an older daemon, or not the daemon.
+	if json.Unmarshal(b, &e) != nil || e.Message == "" ||
+		(resp.StatusCode == http.StatusNotFound && e.Code == int(connect.CodeUnimplemented)) {
+		// Not the API's error shape (an older daemon, or not the daemon),
+		// or the daemon has no such route.
 		return fmt.Errorf("the daemon at %s answered %s to %s %s: is it built with the tags extension?",
 			c.BaseURL(), resp.Status, req.Method, req.URL.Path)
 	}

@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
 	"github.com/attestation/attestation/extensions"
@@ -164,7 +165,10 @@ func call(ctx context.Context, cli extensions.CLI, method, path string, out any)
 		Code    int    `json:"code"`
 		Message string `json:"message"`
 	}
-	if json.Unmarshal(body, &apiErr) != nil || apiErr.Message == "" {
+	// A 404 not in the API's error shape (an older daemon), or whose code
+	// is unimplemented: the daemon has no such route.
+	if json.Unmarshal(body, &apiErr) != nil || apiErr.Message == "" ||
+		(resp.StatusCode == http.StatusNotFound && apiErr.Code == int(connect.CodeUnimplemented)) {
 		if resp.StatusCode == http.StatusNotFound {
 			return fmt.Errorf("the daemon at %s does not serve the webhook API: is it built with the webhook extension?", base)
 		}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/attestation/attestation/controlplane/auth"
 	"github.com/attestation/attestation/extensions"
 )
 
@@ -78,13 +77,6 @@ type TestResult struct {
 	LatencyMS  float64 `json:"latency_ms"`
 	Error      string  `json:"error"`
 }
-
-// gRPC status codes of the JSON errors.
-const (
-	codeInvalidArgument = 3
-	codeNotFound        = 5
-	codeInternal        = 13
-)
 
 // api serves the extension's routes.
 type api struct{ ext *Extension }
@@ -166,7 +158,7 @@ func (a *api) test(w http.ResponseWriter, r *http.Request) {
 	targetName := r.PathValue("name")
 	wk, ok := a.ext.workers[targetName]
 	if !ok {
-		writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("no webhook target named %q", targetName))
+		extensions.WriteError(w, http.StatusNotFound, fmt.Sprintf("no webhook target named %q", targetName))
 		return
 	}
 	id := uuid.NewString()
@@ -191,15 +183,14 @@ func (a *api) test(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (a *api) notFound(w http.ResponseWriter, r *http.Request) {
-	writeError(w, http.StatusNotFound, codeNotFound,
-		fmt.Sprintf("no such webhook API: %s %s (see GET /targets, GET /deliveries, POST /targets/{name}/test)", r.Method, r.URL.Path))
-}
+// internalMessage is all a caller learns of an internal error, as from
+// the core API.
+const internalMessage = "internal error; see the daemon's log"
 
 // internal logs err and answers without its details.
 func (a *api) internal(w http.ResponseWriter, r *http.Request, err error) {
 	a.ext.host.Logger.Error("webhook API", "method", r.Method, "path", r.URL.Path, "err", err)
-	writeError(w, http.StatusInternalServerError, codeInternal, "internal error")
+	extensions.WriteError(w, http.StatusInternalServerError, internalMessage)
 }
 
 // onlyParams answers 400 and returns false when the query has a parameter
@@ -228,17 +219,13 @@ next:
 }
 
 func badRequest(w http.ResponseWriter, msg string) {
-	writeError(w, http.StatusBadRequest, codeInvalidArgument, msg)
-}
-
-func writeError(w http.ResponseWriter, status, code int, msg string) {
-	auth.WriteJSONError(w, status, code, msg)
+	extensions.WriteError(w, http.StatusBadRequest, msg)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, codeInternal, "internal error")
+		extensions.WriteError(w, http.StatusInternalServerError, internalMessage)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

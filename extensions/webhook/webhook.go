@@ -290,7 +290,6 @@ func (e *Extension) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /targets", api.targets)
 	mux.HandleFunc("GET /deliveries", api.deliveries)
 	mux.HandleFunc("POST /targets/{name}/test", api.test)
-	mux.HandleFunc("/", api.notFound)
 }
 
 // withoutConfigURL returns env without the config_url of a node.provisioned

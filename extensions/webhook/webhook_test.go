@@ -567,7 +567,8 @@ func TestAPIErrors(t *testing.T) {
 		{"unknown parameter", "GET", "/api/v1/webhook/deliveries?machine=x", 400, 3, `unknown query parameter "machine"`},
 		{"parameter on targets", "GET", "/api/v1/webhook/targets?all=1", 400, 3, `unknown query parameter "all"`},
 		{"unknown target", "POST", "/api/v1/webhook/targets/nope/test", 404, 5, `no webhook target named "nope"`},
-		{"unknown route", "GET", "/api/v1/webhook/hooks", 404, 5, "no such webhook API"},
+		{"unknown route", "GET", "/api/v1/webhook/hooks", 404, 12, "no route for GET /api/v1/webhook/hooks"},
+		{"wrong method", "POST", "/api/v1/webhook/targets", 405, 12, "allowed: GET, HEAD"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			status, body := kit.Do(t, tc.method, tc.path, nil)
