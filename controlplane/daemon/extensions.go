@@ -22,7 +22,7 @@ import (
 
 // reservedNames are path segments of the core REST API under /api/v1: an
 // extension with one of these names would shadow core routes.
-var reservedNames = map[string]bool{"machines": true, "events": true, "extensions": true, "register": true, "configs": true}
+var reservedNames = map[string]bool{"machines": true, "events": true, "extensions": true, "register": true, "configs": true, "schematics": true}
 
 // loaded is an extension as the host runs it.
 type loaded struct {
