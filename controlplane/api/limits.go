@@ -162,10 +162,10 @@ func (l *Limits) Middleware(h http.Handler) http.Handler {
 					h.ServeHTTP(w, r)
 					return
 				}
-				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				writeRouteError(w, route, http.StatusServiceUnavailable, connect.CodeUnavailable, err.Error())
 				return
 			case err != nil:
-				http.Error(w, "reading the request body: "+err.Error(), http.StatusBadRequest)
+				writeRouteError(w, route, http.StatusBadRequest, connect.CodeInvalidArgument, "reading the request body: "+err.Error())
 				return
 			}
 			r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(buf)), int64(len(buf))
@@ -240,11 +240,18 @@ func (l *Limits) write413(w http.ResponseWriter, route string) {
 	msg := fmt.Sprintf("%s: the limit is %d bytes", TooLarge, l.Max)
 	// The rest of the body is not read: close rather than drain it.
 	w.Header().Set("Connection", "close")
+	writeRouteError(w, route, http.StatusRequestEntityTooLarge, connect.CodeResourceExhausted, msg)
+}
+
+// writeRouteError answers an error in the REST API's JSON on a REST
+// route, in plain text on the others (a booting machine's iPXE and the
+// agent's config fetch read text).
+func writeRouteError(w http.ResponseWriter, route string, status int, code connect.Code, msg string) {
 	if route == "rest" {
-		writeRESTError(w, http.StatusRequestEntityTooLarge, connect.CodeResourceExhausted, msg)
+		writeRESTError(w, status, code, msg)
 		return
 	}
-	http.Error(w, msg, http.StatusRequestEntityTooLarge)
+	http.Error(w, msg, status)
 }
 
 // errorBody stands in for a body that is not to be read: reading it fails
