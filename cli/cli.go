@@ -66,6 +66,9 @@ type Env struct {
 	Stderr io.Writer
 	// Getenv reads the environment (os.Getenv outside tests).
 	Getenv func(string) string
+
+	// machineFilters are the extensions' flags of machines list.
+	machineFilters []*machineFilter
 }
 
 // ClientOptions are the Connect options every API client of the CLI uses:
@@ -144,6 +147,7 @@ func RunWith(ctx context.Context, o Options) (code int) {
 	}
 	root := newRootCommand(env)
 	addExtensionCommands(root, env, exts, stderr)
+	addMachineSelectors(root, env, exts, stderr)
 	defer func() {
 		if p := recover(); p != nil {
 			x, ok := p.(exit)
@@ -176,6 +180,7 @@ func NewRootCommand() *cobra.Command {
 	env := &Env{Getenv: os.Getenv, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
 	root := newRootCommand(env)
 	addExtensionCommands(root, env, extensions.All(), os.Stderr)
+	addMachineSelectors(root, env, extensions.All(), os.Stderr)
 	return root
 }
 

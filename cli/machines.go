@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -49,7 +50,8 @@ func machinesListCommand(env *Env) *cobra.Command {
 		Use:   "list",
 		Short: "List machines",
 		Long: `List every machine known to the control plane in registration order,
-optionally only those in one state or with one role.`,
+optionally only those in one state or with one role. Extensions add flags
+of their own (the tags extension: --tag KEY or --tag KEY=VALUE).`,
 		Example: `  attestation machines list
   attestation machines list --state attested
   attestation machines list --role worker -o json`,
@@ -68,6 +70,10 @@ optionally only those in one state or with one role.`,
 					break
 				}
 				req.PageToken = resp.Msg.NextPageToken
+			}
+			all, err := env.filterMachines(cmd.Context(), all)
+			if err != nil {
+				return err
 			}
 			return env.Print(messages(all), env.list(len(all), "machines", func(w io.Writer) error { return machineTable(w, all) }))
 		},
@@ -222,6 +228,26 @@ func machinesReinstateCommand(env *Env) *cobra.Command {
 			return env.printMachine(resp.Msg.Machine)
 		},
 	}
+}
+
+// filterMachines keeps the machines that every extension flag given to
+// machines list (--tag ...) matches.
+func (e *Env) filterMachines(ctx context.Context, ms []*attestationv1.Machine) ([]*attestationv1.Machine, error) {
+	for _, f := range e.machineFilters {
+		if len(f.values) == 0 {
+			continue
+		}
+		ids, err := f.Select(ctx, f.values)
+		if err != nil {
+			return nil, fmt.Errorf("--%s: %w", f.Flag, err)
+		}
+		keep := make(map[string]bool, len(ids))
+		for _, id := range ids {
+			keep[strings.ToLower(id)] = true
+		}
+		ms = slices.DeleteFunc(ms, func(m *attestationv1.Machine) bool { return !keep[m.Id] })
+	}
+	return ms, nil
 }
 
 // printMachine prints one machine: key: value lines, or the machine's JSON

@@ -133,6 +133,37 @@ func addExtensionCommands(root *cobra.Command, env *Env, exts []extensions.Exten
 
 const extensionsGroup = "extensions"
 
+// machineFilter is an extension's flag of machines list and the values
+// given to it.
+type machineFilter struct {
+	extensions.Selector
+	values []string
+}
+
+// addMachineSelectors adds the flags of every MachineSelector to machines
+// list; one whose flag is taken is reported on stderr and left out.
+func addMachineSelectors(root *cobra.Command, env *Env, exts []extensions.Extension, stderr io.Writer) {
+	list, _, err := root.Find([]string{"machines", "list"})
+	if err != nil {
+		return
+	}
+	for _, e := range exts {
+		ms, ok := e.(extensions.MachineSelector)
+		if !ok {
+			continue
+		}
+		for _, sel := range ms.MachineSelectors(pluginCLI{env: env}) {
+			if sel.Flag == "" || sel.Select == nil || list.Flags().Lookup(sel.Flag) != nil {
+				fmt.Fprintf(stderr, "attestation: extension %s: machines list flag %q is empty or taken; left out\n", e.Info().Name, sel.Flag)
+				continue
+			}
+			f := &machineFilter{Selector: sel}
+			env.machineFilters = append(env.machineFilters, f)
+			list.Flags().StringArrayVar(&f.values, sel.Flag, nil, sel.Usage)
+		}
+	}
+}
+
 // groupsRunHelp makes every command of the tree that only groups others
 // behave like the core's groups: help without arguments, a usage error
 // naming an unknown subcommand.

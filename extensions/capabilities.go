@@ -96,6 +96,26 @@ type Commander interface {
 	Commands(cli CLI) ([]*cobra.Command, error)
 }
 
+// MachineSelector adds flags to `attestation machines list` that narrow
+// the list by what the extension knows of machines (the tags extension's
+// --tag rack=r12). The CLI lists the machines, asks each given flag's
+// Select for the IDs it matches, and keeps the machines every one matched.
+type MachineSelector interface {
+	MachineSelectors(cli CLI) []Selector
+}
+
+// Selector is one repeatable string flag of `attestation machines list`.
+type Selector struct {
+	// Flag is the flag's name, like "tag"; a name the command has already
+	// is reported and left out.
+	Flag string
+	// Usage is the flag's help text.
+	Usage string
+	// Select returns the IDs of the machines that match every value given
+	// (all of the flag's values at once, so one request can answer them).
+	Select func(ctx context.Context, values []string) ([]string, error)
+}
+
 // CLI is what an extension's commands get from the attestation CLI. Its
 // values are settled when a command runs (after flags are parsed), so read
 // them in RunE, not when building the commands.

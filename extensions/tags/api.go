@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -55,6 +56,7 @@ func check(key, value string) error {
 
 // Routes implements extensions.Router.
 func (e *Extension) Routes(mux *http.ServeMux) {
+	mux.Handle("GET /machines", e.handler(e.selectMachines))
 	mux.Handle("GET /machines/{machine_id}/tags", e.handler(e.list))
 	mux.Handle("POST /machines/{machine_id}/tags", e.handler(e.add))
 	mux.Handle("DELETE /machines/{machine_id}/tags/{tag_id}", e.handler(e.remove))
@@ -118,6 +120,60 @@ func (e *Extension) machine(r *http.Request) (string, error) {
 		return "", fmt.Errorf("look up machine %s: %w", id, err)
 	}
 	return id, nil
+}
+
+// parseSelector reads KEY or KEY=VALUE: a machine with the key (any
+// value), or with the key set to the value.
+func parseSelector(sel string) (key, value string, any bool, err error) {
+	key, value, hasValue := strings.Cut(sel, "=")
+	if err := check(key, value); err != nil {
+		return "", "", false, fmt.Errorf("tag %q: %w", sel, err)
+	}
+	return key, value, !hasValue, nil
+}
+
+// selectMachines answers {"machine_ids": [...]}: the machines that carry
+// every ?tag=KEY or ?tag=KEY=VALUE given, sorted.
+func (e *Extension) selectMachines(w http.ResponseWriter, r *http.Request) error {
+	sels := r.URL.Query()["tag"]
+	if len(sels) == 0 {
+		return badRequest("give at least one tag: ?tag=KEY or ?tag=KEY=VALUE")
+	}
+	var ids map[string]bool
+	for _, sel := range sels {
+		key, value, anyValue, err := parseSelector(sel)
+		if err != nil {
+			return badRequest("%v", err)
+		}
+		rows, err := e.db.QueryContext(r.Context(), `SELECT machine_id FROM extension_tags_tags
+			WHERE key = ? AND (? OR value = ?)`, key, anyValue, value)
+		if err != nil {
+			return fmt.Errorf("select machines tagged %s: %w", sel, err)
+		}
+		matched := map[string]bool{}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return fmt.Errorf("select machines tagged %s: %w", sel, err)
+			}
+			if ids == nil || ids[id] {
+				matched[id] = true
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("select machines tagged %s: %w", sel, err)
+		}
+		ids = matched
+	}
+	out := make([]string, 0, len(ids))
+	for id := range ids {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	writeJSON(w, http.StatusOK, map[string][]string{"machine_ids": out})
+	return nil
 }
 
 // list answers {"tags": [...]}, sorted by key.

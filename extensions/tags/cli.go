@@ -45,6 +45,27 @@ machine has each key once, and adding a key it has changes its value.`,
 	return []*cobra.Command{cmd}, nil
 }
 
+var _ extensions.MachineSelector = (*Extension)(nil)
+
+// MachineSelectors implements extensions.MachineSelector: --tag on
+// `attestation machines list`.
+func (*Extension) MachineSelectors(c extensions.CLI) []extensions.Selector {
+	return []extensions.Selector{{
+		Flag:  "tag",
+		Usage: "only machines with this tag: KEY (any value) or KEY=VALUE (repeatable: all of them)",
+		Select: func(ctx context.Context, values []string) ([]string, error) {
+			q := url.Values{"tag": values}
+			var resp struct {
+				MachineIDs []string `json:"machine_ids"`
+			}
+			if err := call(ctx, c, http.MethodGet, "/machines?"+q.Encode(), nil, &resp); err != nil {
+				return nil, err
+			}
+			return resp.MachineIDs, nil
+		},
+	}}
+}
+
 func listCommand(c extensions.CLI) *cobra.Command {
 	return &cobra.Command{
 		Use:   "list MACHINE_ID",
@@ -57,7 +78,7 @@ func listCommand(c extensions.CLI) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return c.Print(tags, func(w io.Writer) error { return tagTable(w, tags) })
+			return extensions.PrintList(c, tags, len(tags), "tags", func(w io.Writer) error { return tagTable(w, tags) })
 		},
 	}
 }
@@ -225,9 +246,6 @@ func answerError(c extensions.CLI, req *http.Request, resp *http.Response) error
 }
 
 func tagTable(w io.Writer, tags []Tag) error {
-	if len(tags) == 0 {
-		return nil
-	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tKEY\tVALUE\tCREATED BY\tCREATED")
 	for _, t := range tags {

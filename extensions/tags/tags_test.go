@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -416,12 +417,68 @@ func TestCLI(t *testing.T) {
 		t.Errorf("after removing rack and gpu: got %s, want note=a=b c", got)
 	}
 	bare := kit.RegisterMachine(t)
-	if out := run(t, kit, "tag", "list", bare); out != "" {
-		t.Errorf("tag list of a machine without tags: got %q, want nothing", out)
+	if res := kit.CLI("tag", "list", bare); res.Code != 0 || !strings.HasPrefix(res.Stdout, "ID ") || strings.Count(res.Stdout, "\n") != 1 || res.Stderr != "no tags\n" {
+		t.Errorf("tag list of a machine without tags: got exit %d, stdout %q, stderr %q; want the header and \"no tags\" on stderr", res.Code, res.Stdout, res.Stderr)
 	}
 	if out := run(t, kit, "tag", "list", bare, "-o", "json"); strings.TrimSpace(out) != "[]" {
 		t.Errorf("tag list -o json of a machine without tags: got %q, want []", out)
 	}
+}
+
+// machines list --tag, a flag the extension adds to a core command.
+func TestMachinesListByTag(t *testing.T) {
+	kit := extensiontest.Start(t, &tags.Extension{})
+	r1a, r1b, r2, none := kit.RegisterMachine(t), kit.RegisterMachine(t), kit.RegisterMachine(t), kit.RegisterMachine(t)
+	run(t, kit, "tag", "add", r1a, "rack=r1", "gpu")
+	run(t, kit, "tag", "add", r1b, "rack=r1")
+	run(t, kit, "tag", "add", r2, "rack=r2", "gpu")
+	ids := func(args ...string) string {
+		t.Helper()
+		var ms []struct {
+			ID string `json:"id"`
+		}
+		if err := json.Unmarshal([]byte(run(t, kit, append([]string{"machines", "list", "-o", "json"}, args...)...)), &ms); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, m := range ms {
+			out = append(out, m.ID)
+		}
+		slices.Sort(out)
+		return strings.Join(out, " ")
+	}
+	sorted := func(xs ...string) string {
+		slices.Sort(xs)
+		return strings.Join(xs, " ")
+	}
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no tag", nil, sorted(r1a, r1b, r2, none)},
+		{"key and value", []string{"--tag", "rack=r1"}, sorted(r1a, r1b)},
+		{"key alone", []string{"--tag", "gpu"}, sorted(r1a, r2)},
+		{"both", []string{"--tag", "rack=r1", "--tag", "gpu"}, r1a},
+		{"an empty value", []string{"--tag", "gpu="}, sorted(r1a, r2)},
+		{"none match", []string{"--tag", "rack=r9"}, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ids(tt.args...); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+	res := kit.CLI("machines", "list", "--tag", "Rack=r1")
+	if res.Code != 1 || !strings.Contains(res.Stderr, `--tag: tag "Rack=r1": key "Rack": want`) {
+		t.Errorf("a bad tag: exit %d, stderr %q; want 1 naming the tag and what a key must be", res.Code, res.Stderr)
+	}
+	res = kit.CLI("machines", "list", "--help")
+	if !strings.Contains(res.Stdout, "--tag stringArray") || !strings.Contains(res.Stdout, "KEY=VALUE") {
+		t.Errorf("machines list --help: want the --tag flag in\n%s", res.Stdout)
+	}
+	status, body := kit.Do(t, http.MethodGet, "/api/v1/tags/machines", nil)
+	wantError(t, status, body, http.StatusBadRequest, 3, "give at least one tag")
 }
 
 func TestCLIErrors(t *testing.T) {

@@ -59,7 +59,7 @@ pending, delivered and failed.`,
 			if err := call(cmd.Context(), cli, http.MethodGet, "/targets", &out); err != nil {
 				return fmt.Errorf("list webhook targets: %w", err)
 			}
-			return cli.Print(out.Targets, func(w io.Writer) error { return targetTable(w, out.Targets) })
+			return extensions.PrintList(cli, out.Targets, len(out.Targets), "webhook targets", func(w io.Writer) error { return targetTable(w, out.Targets) })
 		},
 	}
 }
@@ -92,7 +92,7 @@ failed), how many attempts it took, and the last HTTP status or error.`,
 			if err := call(cmd.Context(), cli, http.MethodGet, "/deliveries?"+q.Encode(), &out); err != nil {
 				return fmt.Errorf("list webhook deliveries: %w", err)
 			}
-			return cli.Print(out.Deliveries, func(w io.Writer) error { return deliveryTable(w, out.Deliveries) })
+			return extensions.PrintList(cli, out.Deliveries, len(out.Deliveries), "deliveries", func(w io.Writer) error { return deliveryTable(w, out.Deliveries) })
 		},
 	}
 	f := cmd.Flags()
@@ -193,9 +193,6 @@ func orDash(s string) string {
 }
 
 func targetTable(w io.Writer, ts []Target) error {
-	if len(ts) == 0 {
-		return nil
-	}
 	tw := newTable(w)
 	fmt.Fprintln(tw, "NAME\tURL\tEVENTS\tTIMEOUT\tPENDING\tDELIVERED\tFAILED")
 	for _, t := range ts {
@@ -209,9 +206,6 @@ func targetTable(w io.Writer, ts []Target) error {
 }
 
 func deliveryTable(w io.Writer, ds []Delivery) error {
-	if len(ds) == 0 {
-		return nil
-	}
 	tw := newTable(w)
 	fmt.Fprintln(tw, "ID\tCREATED\tTARGET\tEVENT\tMACHINE\tSTATUS\tATTEMPTS\tHTTP\tERROR")
 	for _, d := range ds {

@@ -284,8 +284,8 @@ func TestDeliversSignedEventsToMatchingTargets(t *testing.T) {
 		t.Errorf("webhook deliveries -o json: got %+v, want 3 delivered on the first attempt", printed)
 	}
 	res = kit.CLI("webhook", "deliveries", "--status", "failed")
-	if res.Code != 0 || strings.TrimSpace(res.Stdout) != "" {
-		t.Errorf("webhook deliveries --status failed: got exit %d, %q, want nothing", res.Code, res.Stdout)
+	if res.Code != 0 || !strings.HasPrefix(res.Stdout, "ID ") || strings.Count(res.Stdout, "\n") != 1 || res.Stderr != "no deliveries\n" {
+		t.Errorf("webhook deliveries --status failed: got exit %d, stdout %q, stderr %q; want the header and \"no deliveries\" on stderr", res.Code, res.Stdout, res.Stderr)
 	}
 }
 
@@ -745,7 +745,10 @@ func TestNoTargets(t *testing.T) {
 		t.Errorf("targets: got %#v, want []", ts)
 	}
 	res := kit.CLI("webhook", "list")
-	if res.Code != 0 || strings.TrimSpace(res.Stdout) != "" {
-		t.Errorf("webhook list: got exit %d, %q, want nothing", res.Code, res.Stdout)
+	if res.Code != 0 || !strings.HasPrefix(res.Stdout, "NAME ") || strings.Count(res.Stdout, "\n") != 1 || res.Stderr != "no webhook targets\n" {
+		t.Errorf("webhook list: got exit %d, stdout %q, stderr %q; want the header and \"no webhook targets\" on stderr", res.Code, res.Stdout, res.Stderr)
+	}
+	if res := kit.CLI("webhook", "list", "-o", "json"); res.Code != 0 || strings.TrimSpace(res.Stdout) != "[]" {
+		t.Errorf("webhook list -o json: got exit %d, %q, want []", res.Code, res.Stdout)
 	}
 }
