@@ -5,135 +5,119 @@ package config
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"net"
 	"net/url"
-	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
-	"sigs.k8s.io/yaml"
 )
 
 // Duration is a time.Duration written as "10s" in YAML.
 type Duration time.Duration
 
-// UnmarshalJSON implements json.Unmarshaler (sigs.k8s.io/yaml goes through JSON).
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("want a duration like \"10s\", got %s", b)
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return err
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// MarshalJSON implements json.Marshaler.
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
-
 // Config is every setting of attestationd.
 type Config struct {
 	// Listen is the API's address (Connect, gRPC, REST, metrics).
-	Listen string `json:"listen"`
+	Listen string `yaml:"listen"`
 	// DataDir holds the database and the generated admin token.
-	DataDir string `json:"data_dir"`
+	DataDir string `yaml:"data_dir"`
 	// AdminToken is the operators' static bearer token; when empty one is
 	// generated into DataDir/admin-token on first start.
-	AdminToken string `json:"admin_token,omitempty"`
+	AdminToken string `yaml:"admin_token"`
 	// LogLevel is debug, info, warn or error.
-	LogLevel string `json:"log_level"`
+	LogLevel string `yaml:"log_level"`
 	// LogFormat is text or json.
-	LogFormat string `json:"log_format"`
+	LogFormat string `yaml:"log_format"`
 	// EventHandlerTimeout bounds each event handler call.
-	EventHandlerTimeout Duration `json:"event_handler_timeout"`
+	EventHandlerTimeout Duration `yaml:"event_handler_timeout"`
 	// Extensions holds each extension's own settings, by extension name,
 	// as written in the file (only the file sets them).
-	Extensions map[string]json.RawMessage `json:"extensions,omitempty"`
+	Extensions map[string]json.RawMessage `yaml:"extensions"`
 
 	// PublicURL is the daemon's URL as agents reach it; config URLs start
 	// with it. Empty: derived from the listen address.
-	PublicURL string `json:"public_url,omitempty"`
+	PublicURL string `yaml:"public_url"`
 	// EKPolicy says which EKs may attest: verify (an EK certificate that
 	// chains to EKRoots), allowlist (EKAllowlist or pre-registered EKs) or
 	// any (development only).
-	EKPolicy string `json:"ek_policy"`
+	EKPolicy string `yaml:"ek_policy"`
 	// EKRoots is a directory of the TPM manufacturers' CA certificates.
-	EKRoots string `json:"ek_roots,omitempty"`
+	EKRoots string `yaml:"ek_roots"`
 	// EKAllowlist holds EK fingerprints accepted in allowlist mode (only
 	// the file sets it).
-	EKAllowlist []string `json:"ek_allowlist,omitempty"`
+	EKAllowlist []string `yaml:"ek_allowlist"`
 	// AllowNoTPM accepts machines that report no TPM. They prove nothing:
 	// for labs only.
-	AllowNoTPM bool `json:"allow_no_tpm,omitempty"`
+	AllowNoTPM bool `yaml:"allow_no_tpm"`
 	// PCRPolicy holds the expected SHA-256 PCR values by role, then by PCR
-	// index, in hex (only the file sets it; quote the values, or YAML reads
-	// an all-digit one as a number). A machine with that role whose quote
-	// differs is refused.
-	PCRPolicy map[string]map[int]string `json:"pcr_policy,omitempty"`
+	// index, in hex (only the file sets it). A machine with that role whose
+	// quote differs is refused.
+	PCRPolicy map[string]map[int]string `yaml:"pcr_policy"`
 	// ChallengeTTL is how long an attestation challenge can be answered.
-	ChallengeTTL Duration `json:"challenge_ttl"`
+	ChallengeTTL Duration `yaml:"challenge_ttl"`
 	// SessionTTL is how long an agent session lasts without a heartbeat.
-	SessionTTL Duration `json:"session_ttl"`
+	SessionTTL Duration `yaml:"session_ttl"`
 	// ConfigTokenTTL is how long a one-time config URL works.
-	ConfigTokenTTL Duration `json:"config_token_ttl"`
+	ConfigTokenTTL Duration `yaml:"config_token_ttl"`
 	// HeartbeatInterval is how often agents heartbeat; a machine that has
 	// not for three intervals gets node.heartbeat_missed.
-	HeartbeatInterval Duration `json:"heartbeat_interval"`
+	HeartbeatInterval Duration `yaml:"heartbeat_interval"`
 
 	// PXEInterface is the network interface DHCP for network boot serves;
 	// empty: no DHCP server.
-	PXEInterface string `json:"pxe_interface,omitempty"`
+	PXEInterface string `yaml:"pxe_interface"`
 	// DHCPMode is proxy (answer PXE clients only, beside the site's DHCP
 	// server, handing out no addresses) or full.
-	DHCPMode string `json:"dhcp_mode"`
+	DHCPMode string `yaml:"dhcp_mode"`
 	// DHCPRange is full mode's address pool, "FIRST-LAST" on the
 	// interface's subnet.
-	DHCPRange string `json:"dhcp_range,omitempty"`
+	DHCPRange string `yaml:"dhcp_range"`
 	// DHCPRouter and DHCPDNS are told to full mode's clients when set.
-	DHCPRouter string   `json:"dhcp_router,omitempty"`
-	DHCPDNS    []string `json:"dhcp_dns,omitempty"`
+	DHCPRouter string   `yaml:"dhcp_router"`
+	DHCPDNS    []string `yaml:"dhcp_dns"`
 	// DHCPMaxUnknown caps full mode's leases to clients without a
 	// reservation (0: no cap below the pool's size).
-	DHCPMaxUnknown int `json:"dhcp_max_unknown,omitempty"`
+	DHCPMaxUnknown int `yaml:"dhcp_max_unknown"`
 	// DHCPReservations give MACs their addresses in full mode (only the
 	// file sets them).
-	DHCPReservations map[string]string `json:"dhcp_reservations,omitempty"`
+	DHCPReservations map[string]string `yaml:"dhcp_reservations"`
 
 	// TFTPListen is the TFTP server's UDP address; empty: no TFTP server.
-	TFTPListen string `json:"tftp_listen,omitempty"`
+	TFTPListen string `yaml:"tftp_listen"`
 	// BootAssets is the directory of files served for network boot;
 	// empty: DATA_DIR/boot.
-	BootAssets string `json:"boot_assets,omitempty"`
+	BootAssets string `yaml:"boot_assets"`
 	// IPXEDir holds the iPXE binaries (Debian's ipxe package).
-	IPXEDir string `json:"ipxe_dir"`
+	IPXEDir string `yaml:"ipxe_dir"`
 	// RegisterRate is how many Register calls a second one source address
 	// (an IPv6 one by its /64) may make on average, after a burst of
 	// RegisterBurst; 0: no limit.
-	RegisterRate  float64 `json:"register_rate"`
-	RegisterBurst int     `json:"register_burst"`
+	RegisterRate  float64 `yaml:"register_rate"`
+	RegisterBurst int     `yaml:"register_burst"`
 	// MaxChallenges bounds the attestation challenges outstanding at once,
 	// MaxChallengesPerSource those of one source address.
-	MaxChallenges          int `json:"max_challenges"`
-	MaxChallengesPerSource int `json:"max_challenges_per_source"`
+	MaxChallenges          int `yaml:"max_challenges"`
+	MaxChallengesPerSource int `yaml:"max_challenges_per_source"`
 
 	// MaxRequestBytes caps every request body, and what a compressed one
 	// decompresses to.
-	MaxRequestBytes int64 `json:"max_request_bytes"`
+	MaxRequestBytes int64 `yaml:"max_request_bytes"`
 
 	// BootKernelArgs are added to the kernel command line of the agent
 	// when a machine network-boots it, after attestation.url=.
-	BootKernelArgs string `json:"boot_kernel_args,omitempty"`
+	BootKernelArgs string `yaml:"boot_kernel_args"`
+
+	// origin says where each setting came from, for errors.
+	origin origin
 }
 
 // EK policies.
@@ -188,8 +172,11 @@ func intSetting(flag, env, key, help string, field func(*Config) *int) setting {
 		get: func(c *Config) string { return strconv.Itoa(*field(c)) },
 		set: func(c *Config, v string) error {
 			n, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("%q is not a whole number", v)
+			}
 			*field(c) = n
-			return err
+			return nil
 		}}
 }
 
@@ -199,8 +186,11 @@ func duration(flag, env, key, help string, field func(*Config) *Duration) settin
 		get: func(c *Config) string { return time.Duration(*field(c)).String() },
 		set: func(c *Config, v string) error {
 			d, err := time.ParseDuration(v)
+			if err != nil {
+				return fmt.Errorf("invalid duration %q (use 10s, 1m30s, ...)", v)
+			}
 			*field(c) = Duration(d)
-			return err
+			return nil
 		}}
 }
 
@@ -215,13 +205,8 @@ var settings = []setting{
 		func(c *Config) string { return c.LogLevel }, func(c *Config, v string) error { c.LogLevel = v; return nil }},
 	{"log-format", "ATTESTATION_LOG_FORMAT", "log_format", "log format: text or json",
 		func(c *Config) string { return c.LogFormat }, func(c *Config, v string) error { c.LogFormat = v; return nil }},
-	{"event-handler-timeout", "ATTESTATION_EVENT_HANDLER_TIMEOUT", "event_handler_timeout", "time limit of each event handler call",
-		func(c *Config) string { return time.Duration(c.EventHandlerTimeout).String() },
-		func(c *Config, v string) error {
-			d, err := time.ParseDuration(v)
-			c.EventHandlerTimeout = Duration(d)
-			return err
-		}},
+	duration("event-handler-timeout", "ATTESTATION_EVENT_HANDLER_TIMEOUT", "event_handler_timeout", "time limit of each event handler call",
+		func(c *Config) *Duration { return &c.EventHandlerTimeout }),
 	{flag: "public-url", env: "ATTESTATION_PUBLIC_URL", key: "public_url",
 		help: "the daemon's URL as agents reach it, the base of config URLs (default: from the listen address)",
 		get:  func(c *Config) string { return c.PublicURL }, set: func(c *Config, v string) error { c.PublicURL = v; return nil }},
@@ -236,8 +221,11 @@ var settings = []setting{
 		get:  func(c *Config) string { return strconv.FormatBool(c.AllowNoTPM) },
 		set: func(c *Config, v string) error {
 			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%q: want true or false", v)
+			}
 			c.AllowNoTPM = b
-			return err
+			return nil
 		}},
 	duration("challenge-ttl", "ATTESTATION_CHALLENGE_TTL", "challenge_ttl", "how long an attestation challenge can be answered",
 		func(c *Config) *Duration { return &c.ChallengeTTL }),
@@ -252,8 +240,11 @@ var settings = []setting{
 		get:  func(c *Config) string { return strconv.FormatFloat(c.RegisterRate, 'g', -1, 64) },
 		set: func(c *Config, v string) error {
 			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return fmt.Errorf("%q is not a number", v)
+			}
 			c.RegisterRate = f
-			return err
+			return nil
 		}},
 	intSetting("register-burst", "ATTESTATION_REGISTER_BURST", "register_burst", "agent Register calls one source address may make at once before --register-rate applies",
 		func(c *Config) *int { return &c.RegisterBurst }),
@@ -266,8 +257,11 @@ var settings = []setting{
 		get:  func(c *Config) string { return strconv.FormatInt(c.MaxRequestBytes, 10) },
 		set: func(c *Config, v string) error {
 			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return fmt.Errorf("%q is not a whole number", v)
+			}
 			c.MaxRequestBytes = n
-			return err
+			return nil
 		}},
 	{flag: "pxe-interface", env: "ATTESTATION_PXE_INTERFACE", key: "pxe_interface",
 		help: "network interface to serve DHCP for network boot on, ports 67 and 4011 (default: no DHCP server)",
@@ -337,7 +331,8 @@ YAML file named by --config or ATTESTATION_CONFIG, then built-in defaults; the
 first that sets a value wins.`
 
 // Load builds the config from the parsed flags, the environment (getenv)
-// and the config file.
+// and the config file. An error names the flag, the variable, or the
+// file, line and key of the bad setting.
 func Load(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
 	cfg := Default()
 	path, _ := fs.GetString(ConfigFlag)
@@ -349,75 +344,76 @@ func Load(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
 			return Config{}, err
 		}
 	}
+	cfg.origin.over = map[string]string{}
 	for _, s := range settings {
 		if v := getenv(s.env); v != "" {
 			if err := s.set(&cfg, v); err != nil {
-				return Config{}, fmt.Errorf("%s=%q: %w", s.env, v, err)
+				return Config{}, fmt.Errorf("%s: %w", s.env, err)
 			}
+			cfg.origin.over[s.key] = s.env
 		}
 		if f := fs.Lookup(s.flag); f != nil && f.Changed {
 			if err := s.set(&cfg, f.Value.String()); err != nil {
-				return Config{}, fmt.Errorf("--%s=%q: %w", s.flag, f.Value.String(), err)
+				return Config{}, fmt.Errorf("--%s: %w", s.flag, err)
 			}
+			cfg.origin.over[s.key] = "--" + s.flag
 		}
 	}
 	return cfg, cfg.Validate()
 }
 
-func (c *Config) loadFile(path string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("read config file: %w", err)
+// Validate checks every setting and says what is wrong with the first bad
+// one, starting with where it was set (see Origin).
+func (c *Config) Validate() error {
+	err := c.validate()
+	if ke, ok := err.(*keyError); ok {
+		return fmt.Errorf("%s: %s", c.Origin(ke.key), ke.msg)
 	}
-	if err := yaml.UnmarshalStrict(b, c); err != nil {
-		return fmt.Errorf("config file %s: %w", path, err)
-	}
-	return nil
+	return err
 }
 
-// Validate checks every setting and says what is wrong with the first bad one.
-func (c *Config) Validate() error {
+func (c *Config) validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		return fmt.Errorf("listen %q: want HOST:PORT or :PORT: %w", c.Listen, err)
+		return bad("listen", "%q: want HOST:PORT or :PORT", c.Listen)
 	}
 	if strings.TrimSpace(c.DataDir) == "" {
-		return errors.New("data_dir: must not be empty")
+		return bad("data_dir", "must not be empty")
 	}
 	if _, err := c.SlogLevel(); err != nil {
 		return err
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
-		return fmt.Errorf("log_format %q: want text or json", c.LogFormat)
+		return bad("log_format", "%q: want text or json", c.LogFormat)
 	}
 	if c.EventHandlerTimeout <= 0 {
-		return fmt.Errorf("event_handler_timeout %s: must be positive", time.Duration(c.EventHandlerTimeout))
+		return bad("event_handler_timeout", "%s: must be positive", time.Duration(c.EventHandlerTimeout))
 	}
 	if c.TFTPListen != "" {
 		if _, _, err := net.SplitHostPort(c.TFTPListen); err != nil {
-			return fmt.Errorf("tftp_listen %q: want HOST:PORT or :PORT: %w", c.TFTPListen, err)
+			return bad("tftp_listen", "%q: want HOST:PORT or :PORT", c.TFTPListen)
 		}
 	}
 	if c.DHCPMode != DHCPModeProxy && c.DHCPMode != DHCPModeFull {
-		return fmt.Errorf("dhcp_mode %q: want proxy or full", c.DHCPMode)
+		return bad("dhcp_mode", "%q: want proxy or full", c.DHCPMode)
 	}
 	if err := c.validateDHCP(); err != nil {
 		return err
 	}
 	switch {
 	case c.RegisterRate < 0 || math.IsNaN(c.RegisterRate) || math.IsInf(c.RegisterRate, 0):
-		return fmt.Errorf("register_rate %g: want 0 (no limit) or a positive number of calls a second", c.RegisterRate)
+		return bad("register_rate", "%g: want 0 (no limit) or a positive number of calls a second", c.RegisterRate)
 	case c.RegisterRate > 0 && c.RegisterBurst < 1:
-		return fmt.Errorf("register_burst %d: want at least 1 with a register_rate", c.RegisterBurst)
+		return bad("register_burst", "%d: want at least 1 with a register_rate", c.RegisterBurst)
 	case c.MaxChallenges < 1:
-		return fmt.Errorf("max_challenges %d: want at least 1", c.MaxChallenges)
+		return bad("max_challenges", "%d: want at least 1", c.MaxChallenges)
 	case c.MaxChallengesPerSource < 1 || c.MaxChallengesPerSource > c.MaxChallenges:
-		return fmt.Errorf("max_challenges_per_source %d: want 1 to max_challenges (%d)", c.MaxChallengesPerSource, c.MaxChallenges)
+		return bad("max_challenges_per_source", "%d: want 1 to max_challenges (%d)", c.MaxChallengesPerSource, c.MaxChallenges)
 	}
 	if c.MaxRequestBytes < 4<<10 || c.MaxRequestBytes > 1<<30 {
-		return fmt.Errorf("max_request_bytes %d: want 4096 to 1073741824", c.MaxRequestBytes)
+		return bad("max_request_bytes", "%d: want 4096 to 1073741824", c.MaxRequestBytes)
 	}
 	if c.AdminToken != "" && len(c.AdminToken) < 16 {
-		return errors.New("admin_token: must be at least 16 characters")
+		return bad("admin_token", "must be at least 16 characters")
 	}
 	return c.validateAttestation()
 }
@@ -431,29 +427,30 @@ func (c *Config) validateAttestation() error {
 	if c.PublicURL != "" {
 		u, err := url.Parse(c.PublicURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-			return fmt.Errorf("public_url %q: want http://HOST[:PORT] or https://HOST[:PORT]", c.PublicURL)
+			return bad("public_url", "%q: want http://HOST[:PORT] or https://HOST[:PORT]", c.PublicURL)
 		}
 	}
 	switch c.EKPolicy {
 	case EKPolicyVerify, EKPolicyAllowlist, EKPolicyAny:
 	default:
-		return fmt.Errorf("ek_policy %q: want verify, allowlist or any", c.EKPolicy)
+		return bad("ek_policy", "%q: want verify, allowlist or any", c.EKPolicy)
 	}
-	for _, fp := range c.EKAllowlist {
+	for i, fp := range c.EKAllowlist {
 		if !hex64.MatchString(fp) {
-			return fmt.Errorf("ek_allowlist: %q is not an EK fingerprint (64 hex digits)", fp)
+			return bad(fmt.Sprintf("ek_allowlist[%d]", i), "%q is not an EK fingerprint (64 hex digits)", fp)
 		}
 	}
-	for role, pcrs := range c.PCRPolicy {
+	for _, role := range slices.Sorted(maps.Keys(c.PCRPolicy)) {
 		if !roleRE.MatchString(role) {
-			return fmt.Errorf("pcr_policy: %q is not a role (lower-case letters, digits, '-' or '_', starting with a letter)", role)
+			return bad("pcr_policy."+role, "%q is not a role (lower-case letters, digits, '-' or '_', starting with a letter)", role)
 		}
-		for i, v := range pcrs {
+		for _, i := range slices.Sorted(maps.Keys(c.PCRPolicy[role])) {
+			key := fmt.Sprintf("pcr_policy.%s.%d", role, i)
 			if i < 0 || i > 23 {
-				return fmt.Errorf("pcr_policy: role %s: PCR %d out of range 0..23", role, i)
+				return bad(key, "PCR %d out of range 0..23", i)
 			}
-			if !hex64.MatchString(v) {
-				return fmt.Errorf("pcr_policy: role %s: PCR %d: %q is not a SHA-256 value (64 hex digits)", role, i, v)
+			if v := c.PCRPolicy[role][i]; !hex64.MatchString(v) {
+				return bad(key, "%q is not a SHA-256 value (64 hex digits; a PCR of role %s)", v, role)
 			}
 		}
 	}
@@ -467,7 +464,7 @@ func (c *Config) validateAttestation() error {
 		{"heartbeat_interval", c.HeartbeatInterval},
 	} {
 		if d.v <= 0 {
-			return fmt.Errorf("%s %s: must be positive", d.key, time.Duration(d.v))
+			return bad(d.key, "%s: must be positive", time.Duration(d.v))
 		}
 	}
 	return nil
@@ -486,36 +483,38 @@ func (c *Config) DHCPPool() (first, last net.IP, err error) {
 	a, b, ok := strings.Cut(c.DHCPRange, "-")
 	first, last = net.ParseIP(strings.TrimSpace(a)).To4(), net.ParseIP(strings.TrimSpace(b)).To4()
 	if !ok || first == nil || last == nil {
-		return nil, nil, fmt.Errorf("dhcp_range %q: want FIRST-LAST IPv4 addresses", c.DHCPRange)
+		return nil, nil, bad("dhcp_range", "%q: want FIRST-LAST IPv4 addresses", c.DHCPRange)
 	}
 	return first, last, nil
 }
 
 func (c *Config) validateDHCP() error {
 	if c.DHCPMode == DHCPModeFull && c.PXEInterface != "" && c.DHCPRange == "" {
-		return errors.New("dhcp_mode full needs dhcp_range (FIRST-LAST)")
+		return bad("dhcp_range", "required by dhcp_mode full (FIRST-LAST)")
 	}
 	if c.DHCPRange != "" {
 		if _, _, err := c.DHCPPool(); err != nil {
 			return err
 		}
 	}
-	for key, v := range map[string][]string{"dhcp_router": {c.DHCPRouter}, "dhcp_dns": c.DHCPDNS} {
-		for _, ip := range v {
-			if ip != "" && net.ParseIP(ip).To4() == nil {
-				return fmt.Errorf("%s %q: want an IPv4 address", key, ip)
-			}
+	if c.DHCPRouter != "" && net.ParseIP(c.DHCPRouter).To4() == nil {
+		return bad("dhcp_router", "%q: want an IPv4 address", c.DHCPRouter)
+	}
+	for i, ip := range c.DHCPDNS {
+		if net.ParseIP(ip).To4() == nil {
+			return bad(fmt.Sprintf("dhcp_dns[%d]", i), "%q: want an IPv4 address", ip)
 		}
 	}
 	if c.DHCPMaxUnknown < 0 {
-		return fmt.Errorf("dhcp_max_unknown %d: must not be negative", c.DHCPMaxUnknown)
+		return bad("dhcp_max_unknown", "%d: must not be negative", c.DHCPMaxUnknown)
 	}
-	for mac, ip := range c.DHCPReservations {
+	for _, mac := range slices.Sorted(maps.Keys(c.DHCPReservations)) {
+		key := "dhcp_reservations." + mac
 		if _, err := net.ParseMAC(mac); err != nil {
-			return fmt.Errorf("dhcp_reservations: %q is not a MAC address", mac)
+			return bad(key, "%q is not a MAC address", mac)
 		}
-		if net.ParseIP(ip).To4() == nil {
-			return fmt.Errorf("dhcp_reservations: %s: %q is not an IPv4 address", mac, ip)
+		if ip := c.DHCPReservations[mac]; net.ParseIP(ip).To4() == nil {
+			return bad(key, "%q is not an IPv4 address", ip)
 		}
 	}
 	return nil
@@ -525,7 +524,7 @@ func (c *Config) validateDHCP() error {
 func (c *Config) SlogLevel() (slog.Level, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
-		return 0, fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel)
+		return 0, bad("log_level", "%q: want debug, info, warn or error", c.LogLevel)
 	}
 	return l, nil
 }

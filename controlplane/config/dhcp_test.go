@@ -21,8 +21,8 @@ func TestDHCPSettings(t *testing.T) {
 		t.Errorf("got pxe_interface %q, dhcp_mode %q, want eth1 (flag) and full (env)", c.PXEInterface, c.DHCPMode)
 	}
 	_, err = load(t, []string{"--dhcp-mode", "relay"}, nil, "")
-	if err == nil || !strings.Contains(err.Error(), `dhcp_mode "relay"`) {
-		t.Errorf("got error %v, want one about dhcp_mode \"relay\"", err)
+	if err == nil || !strings.Contains(err.Error(), `--dhcp-mode: "relay"`) {
+		t.Errorf("got error %v, want one about --dhcp-mode \"relay\"", err)
 	}
 }
 
@@ -45,10 +45,10 @@ func TestDHCPFullSettings(t *testing.T) {
 		file string
 		want string
 	}{
-		"full without range": {args: []string{"--pxe-interface", "eth1", "--dhcp-mode", "full"}, want: "dhcp_range"},
-		"bad range":          {args: []string{"--dhcp-range", "10.0.0.1"}, want: "dhcp_range"},
-		"bad dns":            {args: []string{"--dhcp-dns", "ns1"}, want: "dhcp_dns"},
-		"bad reservation":    {file: "dhcp_reservations: {nomac: 10.0.0.5}\n", want: "dhcp_reservations"},
+		"full without range": {args: []string{"--pxe-interface", "eth1", "--dhcp-mode", "full"}, want: "dhcp_range: required by dhcp_mode full"},
+		"bad range":          {args: []string{"--dhcp-range", "10.0.0.1"}, want: "--dhcp-range"},
+		"bad dns":            {args: []string{"--dhcp-dns", "ns1"}, want: "--dhcp-dns"},
+		"bad reservation":    {file: "dhcp_reservations: {nomac: 10.0.0.5}\n", want: "attestationd.yaml:1: dhcp_reservations.nomac: "},
 	} {
 		if _, err := load(t, tc.args, nil, tc.file); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: got error %v, want one about %s", name, err, tc.want)
