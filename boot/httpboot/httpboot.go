@@ -15,6 +15,12 @@
 // front of the API's mux, which would redirect a non-canonical path such
 // as /boot/assets/../x instead of refusing it.
 //
+// A machine that would boot the agent while the directory lacks its
+// kernel or initramfs gets a script that shows, on its console, what is
+// missing and how to build it, then leaves network boot, instead of one
+// that fetches files that are not there. The files are looked for at each
+// request, so building them fixes it without a restart.
+//
 // A decommissioned machine's script request gets 403 with a script body
 // that says why (iPXE runs no script it got with an error status, so the
 // firmware moves on to its next boot option); a store that cannot be read
@@ -54,17 +60,21 @@ type Options struct {
 	// IPXEDir, when set and present, holds the iPXE binaries: a name
 	// with no slash that is not in AssetsDir is looked up there.
 	IPXEDir string
-	Logger  *slog.Logger
+	// BuildHint says how to build missing boot assets, for the consoles
+	// of the machines that need them ("" says nothing).
+	BuildHint string
+	Logger    *slog.Logger
 	// Registerer receives the metrics (nil: none are exported).
 	Registerer prometheus.Registerer
 }
 
 // Server serves the boot routes.
 type Server struct {
-	resolver *boot.Resolver
-	assets   *os.Root
-	ipxe     *os.Root // nil: none
-	log      *slog.Logger
+	resolver  *boot.Resolver
+	assets    *os.Root
+	ipxe      *os.Root // nil: none
+	buildHint string
+	log       *slog.Logger
 
 	scripts  *prometheus.CounterVec
 	requests *prometheus.CounterVec
@@ -77,7 +87,7 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open boot assets directory: %w", err)
 	}
-	s := &Server{resolver: o.Resolver, assets: root, log: o.Logger}
+	s := &Server{resolver: o.Resolver, assets: root, buildHint: o.BuildHint, log: o.Logger}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -89,7 +99,7 @@ func New(o Options) (*Server, error) {
 	}
 	s.scripts = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "attestation_boot_scripts_total",
-		Help: "iPXE script requests by boot decision (agent, image, local_disk, refuse, error, bad_request) and architecture.",
+		Help: "iPXE script requests by boot decision (agent, image, local_disk, refuse, error, bad_request; no_assets: the agent's boot assets are missing) and architecture.",
 	}, []string{"action", "arch"})
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "attestation_boot_asset_requests_total",
@@ -193,6 +203,22 @@ func (s *Server) script(w http.ResponseWriter, r *http.Request) {
 		w.Write(ipxe.Error("the boot service cannot decide now, try again"))
 		return
 	}
+	if d.Action == boot.BootAgent {
+		if missing := s.MissingAgentAssets(c.Arch); len(missing) > 0 {
+			s.scripts.WithLabelValues("no_assets", arch).Inc()
+			list := strings.Join(missing, ", ")
+			s.log.Warn("boot script: boot assets missing, the machine cannot boot the agent", "mac", c.MAC.String(), "arch", arch,
+				"missing", list, "dir", s.assets.Name(), "build", s.buildHint, "remote", r.RemoteAddr)
+			lines := []string{fmt.Sprintf("cannot boot the agent: the server has no %s in its boot assets directory %s", list, s.assets.Name())}
+			if s.buildHint != "" {
+				lines = append(lines, "build them on the server: "+s.buildHint)
+			}
+			// 200: iPXE runs no script it got with an error status, and
+			// this one is for the console.
+			w.Write(ipxe.Unavailable(d, c, lines...))
+			return
+		}
+	}
 	s.scripts.WithLabelValues(d.Action.String(), arch).Inc()
 	s.log.Info("boot script", "mac", c.MAC.String(), "uuid", c.UUID, "arch", arch, "action", d.Action.String(),
 		"machine", d.MachineID, "state", d.State, "reason", d.Reason, "remote", r.RemoteAddr)
@@ -200,6 +226,18 @@ func (s *Server) script(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusForbidden)
 	}
 	w.Write(ipxe.Script(d, c))
+}
+
+// MissingAgentAssets names the agent's boot files for arch (its kernel
+// and initramfs, relative to the assets directory) that are not there.
+func (s *Server) MissingAgentAssets(arch boot.Arch) []string {
+	var missing []string
+	for _, name := range []string{boot.AgentKernel(arch), boot.AgentInitrd(arch)} {
+		if fi, err := s.assets.Stat(name); err != nil || !fi.Mode().IsRegular() {
+			missing = append(missing, name)
+		}
+	}
+	return missing
 }
 
 // validName reports whether name is a relative, clean, slash-separated

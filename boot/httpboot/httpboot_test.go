@@ -24,14 +24,17 @@ import (
 )
 
 // bootDaemon starts a daemon whose boot assets directory holds a kernel
-// (1 MiB of random bytes), an arm64 subdirectory, and a symlink to a file
-// outside the directory.
+// (1 MiB of random bytes), an initramfs, an arm64 subdirectory, and a
+// symlink to a file outside the directory.
 func bootDaemon(t *testing.T) (d *daemontest.Daemon, kernel []byte) {
 	t.Helper()
 	assets := t.TempDir()
 	kernel = make([]byte, 1<<20)
 	rand.Read(kernel)
 	if err := os.WriteFile(filepath.Join(assets, "vmlinuz"), kernel, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(assets, "initrd.img"), []byte("initramfs"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Mkdir(filepath.Join(assets, "arm64"), 0o755); err != nil {

@@ -58,6 +58,12 @@ func TestScripts(t *testing.T) {
 		cl := boot.Client{MAC: mac}
 		golden(t, "unknown-noarch", ipxe.Script(policy.Decide(nil, cl), cl))
 	})
+	t.Run("unavailable", func(t *testing.T) {
+		cl := client(boot.ArchX8664EFI)
+		golden(t, "unavailable", ipxe.Unavailable(policy.Decide(nil, cl), cl,
+			"the server has no vmlinuz, initrd.img in its boot assets directory /var/lib/attestation/boot",
+			"build them there; make boot-assets && done"))
+	})
 	t.Run("error", func(t *testing.T) {
 		golden(t, "error", ipxe.Error("the machine database cannot be read; ${evil} && reboot"))
 	})

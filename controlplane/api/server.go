@@ -62,6 +62,9 @@ type Options struct {
 	Registry *prometheus.Registry
 	// Ready reports whether the daemon can serve (nil: always).
 	Ready func(context.Context) error
+	// Notes are lines /readyz adds below its status: what works less
+	// than it could without making the daemon unready (nil: none).
+	Notes func() []string
 	// Images builds schematics' images (nil: BuildImage is refused and
 	// schematics' modules are not checked against the boot assets).
 	Images *cache.Cache
@@ -160,6 +163,11 @@ func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 			}
 		}
 		fmt.Fprintln(w, "ok")
+		if o.Notes != nil {
+			for _, n := range o.Notes() {
+				fmt.Fprintln(w, n)
+			}
+		}
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{Registry: o.Registry}))
 	return RouteErrors(mux), mux, nil

@@ -104,10 +104,10 @@ func buildOnApproval(imgs func() *cache.Cache, log *slog.Logger) events.Subscrip
 }
 
 // httpBoot builds the HTTP boot routes (always on: they cost nothing
-// until a machine boots), creating the boot assets directory on first
-// start.
-func httpBoot(cfg config.Config, resolver *boot.Resolver, log *slog.Logger, reg prometheus.Registerer) (*httpboot.Server, error) {
-	assets := cfg.BootAssetsDir()
+// until a machine boots) on the boot assets directory assets, creating it
+// on first start, and warns when the agent's kernel or initramfs is not
+// in it: machines would network-boot into nothing.
+func httpBoot(cfg config.Config, assets string, resolver *boot.Resolver, log *slog.Logger, reg prometheus.Registerer) (*httpboot.Server, error) {
 	if err := os.MkdirAll(assets, 0o755); err != nil {
 		return nil, fmt.Errorf("create boot assets directory: %w", err)
 	}
@@ -115,11 +115,33 @@ func httpBoot(cfg config.Config, resolver *boot.Resolver, log *slog.Logger, reg 
 	if _, err := os.Stat(ipxeDir); err != nil {
 		ipxeDir = ""
 	}
-	return httpboot.New(httpboot.Options{
+	srv, err := httpboot.New(httpboot.Options{
 		Resolver:   resolver,
 		AssetsDir:  assets,
 		IPXEDir:    ipxeDir,
+		BuildHint:  bootassets.BuildCommand(assets),
 		Logger:     log.With("component", "boot"),
 		Registerer: reg,
 	})
+	if err != nil {
+		return nil, err
+	}
+	if missing := srv.MissingAgentAssets(boot.ArchUnknown); len(missing) > 0 {
+		log.Warn("boot assets missing", "dir", assets, "missing", strings.Join(missing, ", "), "build", bootassets.BuildCommand(assets),
+			"effect", "machines cannot network-boot the agent until they are built")
+	}
+	return srv, nil
+}
+
+// bootNotes is what /readyz says about the boot assets: a line when the
+// agent's are missing, looked for at each request, so that building them
+// clears it.
+func bootNotes(srv *httpboot.Server, assets string) func() []string {
+	return func() []string {
+		missing := srv.MissingAgentAssets(boot.ArchUnknown)
+		if len(missing) == 0 {
+			return nil
+		}
+		return []string{fmt.Sprintf("boot assets: missing %s in %s (run %s)", strings.Join(missing, ", "), assets, bootassets.BuildCommand(assets))}
+	}
 }

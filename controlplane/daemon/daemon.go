@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -65,6 +66,13 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	// Before anything is written: a daemon that cannot have its address
+	// leaves no data directory or admin token behind.
+	ln, err := listen(cfg.Listen)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
 	dataDir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
 		return fmt.Errorf("data directory: %w", err)
@@ -121,17 +129,11 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		return err
 	}
 
-	// Listen before loading extensions, so they know the API's address.
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
-	}
-	defer ln.Close()
 	exts := opts.Extensions
 	if exts == nil {
 		exts = extensions.All()
 	}
-	host := &host{log: log.With("component", "extensions"), maxRequestBytes: cfg.MaxRequestBytes}
+	host := &host{log: log.With("component", "extensions"), maxRequestBytes: cfg.MaxRequestBytes, origin: cfg.Origin}
 	host.load(ctx, exts, st, baseURL(ln.Addr()), cfg.Extensions, dispatcher, reg)
 	for name := range cfg.Extensions {
 		if !host.has(name) {
@@ -184,6 +186,15 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
+	bootAssets, err := filepath.Abs(cfg.BootAssetsDir())
+	if err != nil {
+		return fmt.Errorf("boot assets directory: %w", err)
+	}
+	bootHTTP, err := httpBoot(cfg, bootAssets, bootResolver(cfg, st, publicURL, imgs), log, reg)
+	if err != nil {
+		return err
+	}
+	defer bootHTTP.Close()
 	limits := api.NewLimits(cfg.MaxRequestBytes, reg, log.With("component", "api"))
 	handler, mux, err := api.Handler(api.Options{
 		Store:      st,
@@ -196,6 +207,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Extensions: host.list,
 		Images:     imgs,
 		Registry:   reg,
+		Notes:      bootNotes(bootHTTP, bootAssets),
 		Limits:     limits,
 		Logger:     log.With("component", "api"),
 	})
@@ -203,11 +215,6 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		return err
 	}
 	mux.Handle(agentapi.ConfigPath, agent.ConfigHandler())
-	bootHTTP, err := httpBoot(cfg, bootResolver(cfg, st, publicURL, imgs), log, reg)
-	if err != nil {
-		return err
-	}
-	defer bootHTTP.Close()
 	// Unauthenticated, in front of the mux, which would redirect a
 	// non-canonical /boot/ or /images/ path rather than refuse it.
 	handler = bootHTTP.Handler(serveImages(imgs, handler))
@@ -277,6 +284,21 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	err = g.Wait()
 	log.Info("stopped")
 	return err
+}
+
+// listen opens the API's listener, saying what to do when the address
+// is taken or refused.
+func listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return nil, fmt.Errorf("listen on %s: %w: is another attestationd running? Stop it, or choose another address with --listen (ATTESTATION_LISTEN, listen in the config file)", addr, syscall.EADDRINUSE)
+	case errors.Is(err, syscall.EACCES):
+		return nil, fmt.Errorf("listen on %s: %w: a port below 1024 needs root or CAP_NET_BIND_SERVICE; choose another address with --listen", addr, syscall.EACCES)
+	case err != nil:
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	return ln, nil
 }
 
 // baseURL is the API's URL as the daemon itself reaches it.

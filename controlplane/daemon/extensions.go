@@ -66,6 +66,9 @@ type host struct {
 	exts []*loaded
 	// maxRequestBytes is told to extensions (Host.MaxRequestBytes).
 	maxRequestBytes int64
+	// origin names where a setting was set (config.Config.Origin), so
+	// that an extension refusing its settings points at them.
+	origin func(key string) string
 }
 
 // guard runs fn, turning a panic into an error.
@@ -109,6 +112,10 @@ func (h *host) loadOne(ctx context.Context, l *loaded, st *store.Store, baseURL 
 			Metrics:         prometheus.WrapRegistererWith(prometheus.Labels{"extension": name}, reg),
 		}
 		if err := guard("Provision", func() error { return p.Provision(ctx, hostInfo) }); err != nil {
+			// Settings read from a file: at its line.
+			if key := "extensions." + name; settings != nil && h.origin != nil && h.origin(key) != key {
+				return fmt.Errorf("provision: %s: %w", h.origin(key), err)
+			}
 			return fmt.Errorf("provision: %w", err)
 		}
 	}

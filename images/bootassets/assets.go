@@ -57,7 +57,7 @@ var ErrNotBuilt = errors.New("boot assets not built")
 func Open(dir string) (*Assets, error) {
 	b, err := os.ReadFile(filepath.Join(dir, ManifestFile))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w in %s (make boot-assets, or attestation images boot-assets --agent bin/attestation-agent --out %s)", ErrNotBuilt, dir, dir)
+		return nil, fmt.Errorf("%w in %s (%s)", ErrNotBuilt, dir, BuildCommand(dir))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("boot assets: %w", err)
@@ -70,6 +70,12 @@ func Open(dir string) (*Assets, error) {
 		return nil, fmt.Errorf("boot assets: %s: bad kernel release %q", filepath.Join(dir, ManifestFile), a.Release)
 	}
 	return a, nil
+}
+
+// BuildCommand says how to build the boot assets into dir: with make in
+// the source tree (into ./var/boot), or with the CLI.
+func BuildCommand(dir string) string {
+	return "make boot-assets, or attestation images boot-assets --agent bin/attestation-agent --out " + dir
 }
 
 // Path is the path of one of the directory's files.

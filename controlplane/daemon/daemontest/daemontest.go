@@ -5,6 +5,7 @@ package daemontest
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -115,6 +116,21 @@ func (d *Daemon) DatabasePath() string { return filepath.Join(d.DataDir, daemon.
 // AuthHeader returns the header that authenticates as admin.
 func (d *Daemon) AuthHeader() http.Header {
 	return http.Header{"Authorization": []string{"Bearer " + d.Token}}
+}
+
+// Get requests path without credentials and returns the status and body.
+func (d *Daemon) Get(t testing.TB, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(d.URL + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
 }
 
 // testWriter logs through t until the test's cleanup has stopped the
