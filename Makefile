@@ -8,6 +8,12 @@ LISTEN      ?= :9000
 DATA_DIR    ?= ./var
 # SQLite (github.com/mattn/go-sqlite3) needs cgo.
 export CGO_ENABLED := 1
+# The version every binary prints for --version and the agent reports:
+# git describe, once, unless given as make VERSION=v1.2.3.
+ifneq ($(origin VERSION),command line)
+VERSION     := $(shell git describe --tags --always --dirty 2>/dev/null)
+endif
+GO_LDFLAGS  := $(if $(VERSION),-X github.com/attestation/attestation/internal/version.Version=$(VERSION))
 
 .DEFAULT_GOAL := help
 
@@ -25,11 +31,11 @@ test-deps: deps ## Install what the integration tests use (swtpm, QEMU and a ker
 
 .PHONY: build
 build: deps ## Build attestationd and attestation into bin/
-	$(GO) build -o $(BIN)/ ./controlplane/cmd/attestationd ./cli/cmd/attestation
+	$(GO) build -ldflags='$(GO_LDFLAGS)' -o $(BIN)/ ./controlplane/cmd/attestationd ./cli/cmd/attestation
 
 .PHONY: agent
 agent: ## Build the static attestation-agent (CGO_ENABLED=0) into bin/ and print its size
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/attestation-agent ./agent/cmd/attestation-agent
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w $(GO_LDFLAGS)' -o $(BIN)/attestation-agent ./agent/cmd/attestation-agent
 	@stat -c '%n: %s bytes' $(BIN)/attestation-agent
 
 .PHONY: boot-assets

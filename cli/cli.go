@@ -25,6 +25,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/attestation/attestation/extensions"
+	"github.com/attestation/attestation/internal/version"
 	"github.com/attestation/attestation/proto/gen/attestation/v1/attestationv1connect"
 )
 
@@ -214,6 +215,11 @@ DATA_DIR/admin-token.`,
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	// cobra prints Version for --version, before anything resolves the
+	// environment: no daemon is needed.
+	root.Version = version.Get().Format(root.Name(), compiledIn())
+	root.SetVersionTemplate("{{.Version}}")
+	root.Flags().Bool("version", false, "print the version, its build, and the compiled-in extensions")
 	pf := root.PersistentFlags()
 	pf.StringVar(&env.URL, "url", DefaultURL, "daemon API URL (env "+EnvURL+")")
 	pf.StringVar(&env.Token, "token", "", "API bearer token (env "+EnvToken+")")
@@ -232,6 +238,15 @@ DATA_DIR/admin-token.`,
 }
 
 const coreGroup = "core"
+
+// compiledIn lists the registered extensions for --version.
+func compiledIn() []version.Extension {
+	exts := []version.Extension{}
+	for _, e := range extensions.All() {
+		exts = append(exts, version.Extension{Name: e.Info().Name, Version: e.Info().Version})
+	}
+	return exts
+}
 
 // groupRun runs a command that only groups others: it shows the group's
 // help, or reports an unknown subcommand (cobra does that only for the
