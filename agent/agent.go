@@ -16,6 +16,7 @@ import (
 	"github.com/attestation/attestation/agent/hardware"
 	"github.com/attestation/attestation/agent/tpm"
 	"github.com/attestation/attestation/internal/atomicfile"
+	"github.com/attestation/attestation/internal/version"
 	attestationv1 "github.com/attestation/attestation/proto/gen/attestation/v1"
 	"github.com/attestation/attestation/proto/gen/attestation/v1/attestationv1connect"
 )
@@ -31,13 +32,17 @@ const maxConfig = 16 << 20
 // one-time config and writes it to cfg.ConfigOut, then heartbeats until
 // ctx is done (or returns once the config is written, with cfg.Once).
 //
-// Failures along the way are retried, never given up on: the control
-// plane being unreachable with Backoff cfg.Retry, a refusal (a
-// decommissioned machine, a policy that rejects this TPM) with the slower
-// cfg.SlowRetry. A session the control plane no longer knows (it
-// restarted, or the session expired) is replaced by registering and
-// attesting again. Run returns an error only for a bad Config, or when ctx
-// ends before the config was written; otherwise nil once ctx is done.
+// Failures that may pass are retried: the control plane being
+// unreachable or overloaded with Backoff cfg.Retry, a refusal an operator
+// can lift (a decommissioned machine, a policy that rejects this TPM)
+// with the slower cfg.SlowRetry. A session the control plane no longer
+// knows (it restarted, or the session expired) is replaced by registering
+// and attesting again. Run returns an error for a bad Config, for a
+// failure that trying again cannot fix (a TPM that is not a device or may
+// not be opened, a required TPM missing, a registration the control plane
+// refuses as malformed, a server that does not serve the agent API), or
+// when ctx ends before the config was written; otherwise nil once ctx is
+// done. (As /init, RunInit runs it again.)
 func Run(ctx context.Context, cfg Config) error {
 	cfg.setDefaults()
 	httpClient, err := cfg.client()
@@ -52,7 +57,7 @@ func Run(ctx context.Context, cfg Config) error {
 		hw:   hardware.Collector{Root: cfg.SysRoot},
 	}
 	a.fast.b, a.slow.b, a.rejected.b, a.gone.b = cfg.Retry, cfg.SlowRetry, cfg.Retry, cfg.Retry
-	a.log.Info("agent starting", "version", VersionString(), "server", cfg.Server, "tpm", cfg.TPM, "config_out", cfg.ConfigOut)
+	a.log.Info("agent starting", "version", version.String(), "server", cfg.Server, "tpm", cfg.TPM, "config_out", cfg.ConfigOut)
 	if err := a.openTPM(ctx); err != nil {
 		return err
 	}
@@ -108,8 +113,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Once {
 		return nil
 	}
-	a.heartbeat(ctx)
-	return nil
+	return a.heartbeat(ctx)
 }
 
 // Sentinel outcomes of the steps.
@@ -144,7 +148,8 @@ type agent struct {
 }
 
 // openTPM opens the TPM and reads its keys. No TPM at all is not an error
-// (the control plane decides); a TPM that fails is retried.
+// (the control plane decides); a TPM that fails is retried, unless
+// retrying cannot help (tpm.Permanent).
 func (a *agent) openTPM(ctx context.Context) error {
 	r := retrier{b: a.cfg.Retry}
 	for {
@@ -170,6 +175,8 @@ func (a *agent) openTPM(ctx context.Context) error {
 				return nil
 			}
 			t.Close()
+		} else if tpm.Permanent(err) {
+			return err
 		}
 		d := r.next()
 		a.log.Error("tpm failed", "spec", a.cfg.TPM, "err", err, "retry_in", d.Round(time.Millisecond))
@@ -179,7 +186,8 @@ func (a *agent) openTPM(ctx context.Context) error {
 	}
 }
 
-// enroll registers and attests until it has a session.
+// enroll registers and attests until it has a session, or the control
+// plane refuses for good.
 func (a *agent) enroll(ctx context.Context) error {
 	for {
 		err := a.attestOnce(ctx)
@@ -190,6 +198,15 @@ func (a *agent) enroll(ctx context.Context) error {
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("stopped before the config was written: %w", ctx.Err())
+		}
+		switch connect.CodeOf(err) {
+		case connect.CodeUnimplemented:
+			return fmt.Errorf("%s does not serve the agent API (is it the control plane's URL?): %w", a.cfg.Server, err)
+		case connect.CodeInvalidArgument:
+			// This agent and this control plane disagree on the protocol,
+			// or the machine reports too little to be told apart: the
+			// same request would be refused again.
+			return fmt.Errorf("the control plane refused the registration as malformed: %w", err)
 		}
 		if !a.backoff(ctx, "registration failed", err) {
 			return fmt.Errorf("stopped before the config was written: %w", ctx.Err())
@@ -210,8 +227,8 @@ func (a *agent) backoff(ctx context.Context, msg string, err error) bool {
 		return sleep(ctx, d)
 	}
 	switch code {
-	case connect.CodeFailedPrecondition, connect.CodePermissionDenied, connect.CodeInvalidArgument,
-		connect.CodeNotFound, connect.CodeAlreadyExists, connect.CodeUnimplemented, connect.CodeUnauthenticated:
+	case connect.CodeFailedPrecondition, connect.CodePermissionDenied,
+		connect.CodeNotFound, connect.CodeAlreadyExists, connect.CodeUnauthenticated:
 		d = a.slow.next()
 		a.log.Error(msg+": refused by the control plane", "code", code.String(), "err", err, "retry_in", d.Round(time.Millisecond))
 	default:
@@ -232,7 +249,7 @@ func (a *agent) attestOnce(ctx context.Context) error {
 			Macs:       info.MACs(),
 			Ips:        info.IPs(),
 		},
-		AgentVersion: VersionString(),
+		AgentVersion: version.String(),
 		TpmAvailable: a.tpm != nil,
 	}
 	if a.tpm != nil {
@@ -525,8 +542,9 @@ func (a *agent) writeConfig(ctx context.Context, body []byte) error {
 
 // heartbeat tells the control plane the agent is alive until ctx is done,
 // every HeartbeatInterval ±20%, and sooner when the deadline it names
-// requires.
-func (a *agent) heartbeat(ctx context.Context) {
+// requires. It returns nil when ctx is done, or the error of attesting
+// again when the control plane refuses that for good.
+func (a *agent) heartbeat(ctx context.Context) error {
 	wait := time.Duration(0)
 	for sleep(ctx, wait) {
 		cctx, cancel := context.WithTimeout(ctx, callTimeout)
@@ -535,7 +553,7 @@ func (a *agent) heartbeat(ctx context.Context) {
 		res, err := a.api.Heartbeat(cctx, req)
 		cancel()
 		if ctx.Err() != nil {
-			return
+			return nil
 		}
 		switch {
 		case err == nil:
@@ -555,8 +573,14 @@ func (a *agent) heartbeat(ctx context.Context) {
 		case connect.CodeOf(err) == connect.CodeUnauthenticated:
 			d := a.rejected.next()
 			a.log.Warn("session rejected: attesting again", "machine", a.machineID, "err", err, "retry_in", d.Round(time.Millisecond))
-			if !sleep(ctx, d) || a.enroll(ctx) != nil {
-				return
+			if !sleep(ctx, d) {
+				return nil
+			}
+			if err := a.enroll(ctx); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
 			}
 			wait = 0
 		default:
@@ -564,4 +588,5 @@ func (a *agent) heartbeat(ctx context.Context) {
 			a.log.Warn("heartbeat failed", "err", err, "retry_in", wait.Round(time.Millisecond))
 		}
 	}
+	return nil
 }

@@ -140,13 +140,13 @@ func TestParseArgs(t *testing.T) {
 		},
 		{
 			name: "flags win over the environment",
-			args: []string{"--server=http://flag:1", "--tpm", "simulator", "--pcrs", "0-2", "--once=false", "--heartbeat-interval", "5s", "--config-out", "/flag/cfg"},
+			args: []string{"--server=http://flag:1", "--tpm", "tcp://flag:2321", "--pcrs", "0-2", "--once=false", "--heartbeat-interval", "5s", "--config-out", "/flag/cfg"},
 			env: map[string]string{
 				"ATTESTATION_SERVER": "http://env:2", "ATTESTATION_TPM": "/dev/tpm0", "ATTESTATION_PCRS": "9",
 				"ATTESTATION_ONCE": "1", "ATTESTATION_HEARTBEAT_INTERVAL": "1h", "ATTESTATION_CONFIG_OUT": "/env/cfg",
 			},
 			want: func(o *Options) {
-				o.Server, o.TPM, o.PCRs, o.HeartbeatInterval, o.ConfigOut = "http://flag:1", "simulator", []int{0, 1, 2}, 5*time.Second, "/flag/cfg"
+				o.Server, o.TPM, o.PCRs, o.HeartbeatInterval, o.ConfigOut = "http://flag:1", "tcp://flag:2321", []int{0, 1, 2}, 5*time.Second, "/flag/cfg"
 			},
 		},
 		{name: "no server", err: "no control plane URL"},
@@ -160,6 +160,8 @@ func TestParseArgs(t *testing.T) {
 		{name: "stray argument", args: []string{"--server", "http://x", "extra"}, err: `unexpected argument "extra"`},
 		{name: "unknown flag", args: []string{"--sever", "http://x"}, err: "flag provided but not defined"},
 		{name: "bad log level", args: []string{"--server", "http://x", "--log-level", "loud"}, err: "log level"},
+		{name: "unknown TPM scheme", args: []string{"--server", "http://x", "--tpm", "mssim://x:1"}, err: `TPM "mssim://x:1": unknown scheme`},
+		{name: "bad TPM address", env: map[string]string{"ATTESTATION_SERVER": "http://x", "ATTESTATION_TPM": "tcp://x"}, err: `TPM "tcp://x"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -234,6 +236,7 @@ func TestInitConfig(t *testing.T) {
 		},
 		{name: "no url", cmdline: "quiet", err: "attestation.url="},
 		{name: "bad pcrs", cmdline: "attestation.url=http://x attestation.pcrs=99", err: "attestation.pcrs"},
+		{name: "bad tpm", cmdline: "attestation.url=http://x attestation.tpm=mssim://x:1", err: "unknown scheme"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

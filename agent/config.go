@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"runtime/debug"
 	"time"
 
 	"github.com/attestation/attestation/agent/tpm"
@@ -23,29 +22,6 @@ const (
 	DefaultHeartbeatInterval = 30 * time.Second
 )
 
-// Version is the agent's version, sent at registration. Builds set it with
-// -ldflags "-X github.com/attestation/attestation/agent.Version=v1.2.3";
-// otherwise it comes from the build information.
-var Version string
-
-// VersionString is Version, or what the build information says.
-func VersionString() string {
-	if Version != "" {
-		return Version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		if v := bi.Main.Version; v != "" && v != "(devel)" {
-			return v
-		}
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				return "devel-" + s.Value[:12]
-			}
-		}
-	}
-	return "devel"
-}
-
 // Config is what Run needs. The zero value of every field but Server has a
 // default.
 type Config struct {
@@ -53,8 +29,8 @@ type Config struct {
 	Server string
 	// TPM is a tpm.Open spec (default /dev/tpmrm0).
 	TPM string
-	// RequireTPM: without a TPM, do not register (tpm_available=false);
-	// fail, to be retried, until one appears.
+	// RequireTPM: without a TPM, do not register (tpm_available=false):
+	// Run fails (and RunInit runs it again until one appears).
 	RequireTPM bool
 	// CAFile is a PEM bundle of CAs trusted for an https Server (default:
 	// the system's roots).
@@ -122,6 +98,9 @@ func (c Config) validate() error {
 	u, err := url.Parse(c.Server)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("control plane URL %q: want http://HOST[:PORT] or https://HOST[:PORT]", c.Server)
+	}
+	if err := tpm.CheckSpec(c.TPM); err != nil {
+		return err
 	}
 	for _, p := range c.PCRs {
 		if p < 0 || p > tpm.MaxPCR {

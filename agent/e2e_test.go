@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -69,106 +67,6 @@ func startDaemon(t *testing.T, o daemontest.Options, kv map[string]any) *daemont
 	}
 	o.Config = settings(t, all)
 	return daemontest.Start(t, o)
-}
-
-// logs records the agent's log lines so that the test can wait for steps.
-type logs struct {
-	t       *testing.T
-	mu      sync.Mutex
-	records []map[string]string
-	changed chan struct{}
-}
-
-func newLogs(t *testing.T) *logs {
-	l := &logs{t: t, changed: make(chan struct{})}
-	t.Cleanup(func() {
-		l.mu.Lock()
-		l.t = nil
-		l.mu.Unlock()
-	})
-	return l
-}
-
-func (l *logs) logger() *slog.Logger { return slog.New(&logHandler{l: l}) }
-
-type logHandler struct {
-	l     *logs
-	attrs []slog.Attr
-}
-
-func (h *logHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *logHandler) WithGroup(string) slog.Handler            { return h }
-func (h *logHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return &logHandler{l: h.l, attrs: append(append([]slog.Attr{}, h.attrs...), as...)}
-}
-
-func (h *logHandler) Handle(_ context.Context, r slog.Record) error {
-	rec := map[string]string{"msg": r.Message, "level": r.Level.String()}
-	line := []string{r.Level.String(), fmt.Sprintf("msg=%q", r.Message)}
-	add := func(a slog.Attr) bool {
-		rec[a.Key] = a.Value.String()
-		line = append(line, a.Key+"="+a.Value.String())
-		return true
-	}
-	for _, a := range h.attrs {
-		add(a)
-	}
-	r.Attrs(add)
-	l := h.l
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.t != nil {
-		l.t.Log("agent: " + strings.Join(line, " "))
-	}
-	l.records = append(l.records, rec)
-	close(l.changed)
-	l.changed = make(chan struct{})
-	return nil
-}
-
-// all returns every record so far.
-func (l *logs) all() []map[string]string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]map[string]string(nil), l.records...)
-}
-
-// wait returns the n-th (1-based) record with message msg, waiting up to
-// timeout for it.
-func (l *logs) wait(msg string, n int, timeout time.Duration) map[string]string {
-	l.t.Helper()
-	deadline := time.After(timeout)
-	for {
-		l.mu.Lock()
-		seen := 0
-		for _, r := range l.records {
-			if r["msg"] == msg {
-				if seen++; seen == n {
-					l.mu.Unlock()
-					return r
-				}
-			}
-		}
-		ch := l.changed
-		l.mu.Unlock()
-		select {
-		case <-ch:
-		case <-deadline:
-			l.t.Fatalf("no log line %q (#%d) within %s", msg, n, timeout)
-		}
-	}
-}
-
-func (l *logs) count(msg string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, r := range l.records {
-		if r["msg"] == msg {
-			n++
-		}
-	}
-	return n
 }
 
 // runAgent starts agent.Run with test timings and returns its result.
@@ -527,6 +425,52 @@ func TestEndToEndRequireTPM(t *testing.T) {
 	if len(resp.Msg.GetMachines()) != 0 {
 		t.Errorf("the daemon has %d machines, want none", len(resp.Msg.GetMachines()))
 	}
+}
+
+// A machine the control plane cannot tell apart (no TPM, and neither an
+// SMBIOS UUID nor a MAC address) is refused as malformed: the same
+// request would be refused again, so the agent stops at once with the
+// control plane's reason instead of retrying.
+func TestEndToEndRefusedForGood(t *testing.T) {
+	d := startDaemon(t, daemontest.Options{}, map[string]any{"allow_no_tpm": true})
+	l := newLogs(t)
+	cfg := agent.Config{Server: d.URL, TPM: filepath.Join(t.TempDir(), "tpmrm0"), SysRoot: t.TempDir(),
+		ConfigOut: filepath.Join(t.TempDir(), "config"), Logger: l.logger()}
+	done := runAgent(t, context.Background(), cfg)
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "refused the registration as malformed") || !strings.Contains(err.Error(), "SMBIOS UUID or a MAC") {
+			t.Fatalf("agent.Run = %v, want the refusal and the control plane's reason", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("agent.Run still retrying after 30s, want it to stop at once")
+	}
+	if n := l.count("registration failed"); n != 0 {
+		t.Errorf("registration retried %d times, want none", n)
+	}
+}
+
+// The session ends while the agent waits for approval (here: it outlives
+// its TTL, the agent heartbeating too seldom to renew it): the agent
+// attests again and says once more that it is waiting for approval.
+func TestEndToEndSessionExpiresWhileWaiting(t *testing.T) {
+	d := startDaemon(t, daemontest.Options{}, map[string]any{"session_ttl": "1500ms"})
+	l := newLogs(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := runAgent(t, ctx, agent.Config{
+		Server: d.URL, ConfigOut: filepath.Join(t.TempDir(), "config"), Logger: l.logger(),
+		HeartbeatInterval: time.Hour,
+	})
+	id := l.wait("waiting for approval", 1, time.Minute)["machine"]
+	l.wait("session rejected: attesting again", 1, 30*time.Second)
+	l.wait("attested", 2, 30*time.Second)
+	if got := l.wait("waiting for approval", 2, 30*time.Second)["machine"]; got != id {
+		t.Errorf("after attesting again the agent waits as machine %s, want %s", got, id)
+	}
+	approve(t, d, id, "patient-again")
+	l.wait("config written", 1, 30*time.Second)
+	stop(t, cancel, done)
 }
 
 // The session ends while the agent heartbeats (here: it outlives its TTL

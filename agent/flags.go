@@ -44,7 +44,7 @@ func ParseArgs(args []string, getenv func(string) string, out io.Writer) (Option
 	o.ConfigOut = DefaultConfigOut
 
 	fs.StringVar(&o.Server, "server", "", "control plane base `URL`, http://HOST:PORT or https://HOST:PORT (required)")
-	fs.BoolVar(&o.RequireTPM, "require-tpm", o.RequireTPM, "never register without a TPM: fail, and retry, until one is found")
+	fs.BoolVar(&o.RequireTPM, "require-tpm", o.RequireTPM, "never register without a TPM: fail without one (as /init: try again until one is found)")
 	fs.StringVar(&o.TPM, "tpm", o.TPM, "`TPM` to use: a device path, tcp://HOST:PORT (a TPM command socket such as swtpm's), or simulator[:SEED] (test builds with cgo only)")
 	fs.StringVar(&o.CAFile, "ca", "", "PEM `FILE` of the CAs to trust for an https server (default: the system's)")
 	fs.StringVar(&o.ConfigOut, "config-out", o.ConfigOut, "`PATH` to write the one-time config to (mode 0600, parent directories created)")
@@ -64,8 +64,10 @@ Steps, one log line each: tpm opened, ek read, registered, credential
 activated, quote sent, attested, waiting for approval, approved, config
 written, heartbeat. A machine without a TPM registers with
 tpm_available=false; the control plane decides whether to accept it.
-Failures are retried with backoff; refusals (a decommissioned machine)
-slowly.
+Failures that may pass are retried with backoff, refusals an operator can
+lift (a decommissioned machine) slowly. One that cannot pass (a TPM path
+that is not a device, the simulator in a build without it, a server that
+is not the control plane) ends the program with its reason.
 
 Run as /init (process 1) of a network-booted initramfs, it first mounts
 /proc, /sys, /dev and /run, loads the NIC modules listed in

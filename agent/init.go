@@ -15,6 +15,7 @@ import (
 	"github.com/attestation/attestation/agent/netconf"
 	"github.com/attestation/attestation/agent/sysinit"
 	"github.com/attestation/attestation/agent/tpm"
+	"github.com/attestation/attestation/internal/version"
 	"github.com/google/go-tpm/tpm2"
 )
 
@@ -55,9 +56,12 @@ func InitConfig(s sysinit.Settings, caExists bool) (Config, error) {
 // process 1 exiting panics the kernel. It mounts the kernel filesystems,
 // loads the NIC modules, reads its settings from the kernel command line,
 // configures the network by DHCP (retrying until it can), then runs Run,
-// again after restartDelay whenever it fails. A setting that is missing
-// or wrong cannot get better by retrying: it is logged and the machine is
-// powered off after fatalDelay, leaving time to read the console.
+// again after restartDelay whenever it returns, even for a failure that
+// ends an ordinary agent (a TPM it may not open, a refusal retrying
+// cannot change): the machine has nothing else to do, and the console
+// shows why. A setting that is missing or wrong cannot get better by
+// retrying: it is logged and the machine is powered off after fatalDelay,
+// leaving time to read the console.
 func RunInit(ctx context.Context, log *slog.Logger) {
 	if err := sysinit.MountAll(); err != nil {
 		log.Warn("mount", "err", err)
@@ -65,7 +69,7 @@ func RunInit(ctx context.Context, log *slog.Logger) {
 	if err := sysinit.AttachConsole(); err != nil {
 		log.Warn("console", "err", err)
 	}
-	log.Info("attestation-agent running as /init", "version", VersionString())
+	log.Info("attestation-agent running as /init", "version", version.String())
 
 	settings, err := sysinit.ReadCmdline()
 	if err != nil {
@@ -87,16 +91,25 @@ func RunInit(ctx context.Context, log *slog.Logger) {
 	link := bringUpNetwork(ctx, log, settings.Iface)
 	go link.Maintain(ctx)
 
+	keepRunning(ctx, cfg, log, restartDelay)
+	fatal(log, fmt.Errorf("agent stopped: %w", ctx.Err()))
+}
+
+// keepRunning runs Run, and again delay after it returns, until ctx is
+// done.
+func keepRunning(ctx context.Context, cfg Config, log *slog.Logger, delay time.Duration) {
 	for {
 		err := Run(ctx, cfg)
-		if err == nil && ctx.Err() != nil {
-			err = ctx.Err()
+		if ctx.Err() != nil {
+			return
 		}
 		if err == nil {
 			err = errors.New("agent returned")
 		}
-		log.Error("agent stopped: starting again", "err", err, "retry_in", restartDelay)
-		time.Sleep(restartDelay)
+		log.Error("agent stopped: starting again", "err", err, "retry_in", delay)
+		if !sleep(ctx, delay) {
+			return
+		}
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/google/go-tpm/tpm2/transport"
@@ -34,18 +35,83 @@ var ErrNoTPM = errors.New("no TPM")
 //     TPM; with a SEED its primary seeds are derived from SEED, so the same
 //     SEED gives the same EK and AK on every Open, like one machine
 //     rebooting. Never use a simulator outside tests.
+//
+// A spec that CheckSpec refuses fails with its error.
 func Open(spec string) (transport.TPMCloser, error) {
+	if err := CheckSpec(spec); err != nil {
+		return nil, fmt.Errorf("open %w", err)
+	}
+	switch kind, arg := splitSpec(spec); kind {
+	case simulatorSpec:
+		return openSimulator(arg)
+	case tcpSpec:
+		return openTCP(arg)
+	default:
+		return openDevice(arg)
+	}
+}
+
+// CheckSpec reports what makes spec unusable on any machine, without
+// opening anything: an unknown scheme, a tcp:// address that is not
+// HOST:PORT, a simulator seed that is not a number, or the simulator in a
+// binary built without it.
+func CheckSpec(spec string) error {
+	var err error
+	switch kind, arg := splitSpec(spec); kind {
+	case simulatorSpec:
+		err = checkSimulator(arg)
+	case tcpSpec:
+		_, _, err = net.SplitHostPort(arg)
+	case unknownSpec:
+		err = errors.New("unknown scheme (want a device path, tcp://HOST:PORT or simulator)")
+	}
+	if err != nil {
+		return &specError{spec: spec, err: err}
+	}
+	return nil
+}
+
+// specError is CheckSpec's error.
+type specError struct {
+	spec string
+	err  error
+}
+
+func (e *specError) Error() string { return fmt.Sprintf("TPM %q: %v", e.spec, e.err) }
+func (e *specError) Unwrap() error { return e.err }
+
+// Permanent reports whether err, from Open, is one that trying again
+// cannot fix: a spec CheckSpec refuses, a path that is not a device, or a
+// device this process may not open. A missing device (ErrNoTPM) is not:
+// its driver may still be probing.
+func Permanent(err error) bool {
+	var se *specError
+	return errors.As(err, &se) || errors.Is(err, linuxtpm.ErrFileIsNotDevice) ||
+		errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.ENOTDIR)
+}
+
+// The kinds of TPM spec.
+const (
+	deviceSpec = iota
+	tcpSpec
+	simulatorSpec
+	unknownSpec
+)
+
+// splitSpec returns the kind of spec and what follows its scheme (the
+// device's path for a device).
+func splitSpec(spec string) (kind int, arg string) {
 	switch {
 	case spec == "":
-		return openDevice(DefaultDevice)
+		return deviceSpec, DefaultDevice
 	case spec == "simulator" || strings.HasPrefix(spec, "simulator:"):
-		return openSimulator(strings.TrimPrefix(strings.TrimPrefix(spec, "simulator"), ":"))
+		return simulatorSpec, strings.TrimPrefix(strings.TrimPrefix(spec, "simulator"), ":")
 	case strings.HasPrefix(spec, "tcp://"):
-		return openTCP(strings.TrimPrefix(spec, "tcp://"))
+		return tcpSpec, strings.TrimPrefix(spec, "tcp://")
 	case strings.Contains(spec, "://"):
-		return nil, fmt.Errorf("open TPM %q: unknown scheme (want a device path, tcp://HOST:PORT or simulator)", spec)
+		return unknownSpec, spec
 	default:
-		return openDevice(spec)
+		return deviceSpec, spec
 	}
 }
 
@@ -95,9 +161,6 @@ type tcpTPM struct {
 }
 
 func openTCP(addr string) (transport.TPMCloser, error) {
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return nil, fmt.Errorf("open TPM tcp://%s: %w", addr, err)
-	}
 	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("open TPM tcp://%s: %w", addr, err)

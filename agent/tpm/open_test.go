@@ -39,6 +39,68 @@ func TestOpenUnknownScheme(t *testing.T) {
 	}
 }
 
+// CheckSpec refuses what no machine can open; Open fails the same way.
+func TestCheckSpec(t *testing.T) {
+	for _, c := range []struct {
+		name, spec string
+		want       string // in the error; "" for none
+	}{
+		{"default device", "", ""},
+		{"device path", "/nonexistent/tpm", ""},
+		{"tcp", "tcp://127.0.0.1:2321", ""},
+		{"tcp without a port", "tcp://127.0.0.1", "missing port"},
+		{"unknown scheme", "mssim://127.0.0.1:2321", "unknown scheme"},
+		{"simulator seed not a number", "simulator:abc", `TPM "simulator:abc"`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			err := CheckSpec(c.spec)
+			if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+				t.Errorf("CheckSpec(%q) = %v, want an error with %q (none if empty)", c.spec, err, c.want)
+			}
+			if _, oerr := Open(c.spec); c.want != "" && (oerr == nil || oerr.Error() != "open "+err.Error()) {
+				t.Errorf("Open(%q) = %v, want the error of CheckSpec", c.spec, oerr)
+			}
+		})
+	}
+}
+
+// Opening fails for good where no retry can help, and not where the TPM
+// may yet appear or answer.
+func TestPermanent(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed.Close()
+	for _, c := range []struct {
+		name, spec string
+		want       bool
+	}{
+		{"unknown scheme", "mssim://127.0.0.1:2321", true},
+		{"tcp without a port", "tcp://127.0.0.1", true},
+		{"a regular file", file, true},
+		{"a directory", dir, true},
+		{"below a regular file", filepath.Join(file, "tpm"), true},
+		{"no device there", filepath.Join(dir, "tpmrm0"), false},
+		{"nothing listening", "tcp://" + closed.Addr().String(), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Open(c.spec)
+			if err == nil {
+				t.Fatalf("Open(%q) succeeded", c.spec)
+			}
+			if got := Permanent(err); got != c.want {
+				t.Errorf("Permanent(%v) = %v, want %v", err, got, c.want)
+			}
+		})
+	}
+}
+
 // TestTCPFraming serves one command over loopback and answers with a
 // response split across several writes, as a stream may deliver it.
 func TestTCPFraming(t *testing.T) {

@@ -17,6 +17,18 @@ import (
 // second Get until the first is closed, which would hang instead of failing.
 var simulatorInUse sync.Mutex
 
+// checkSimulator reports whether seed is a number, or empty.
+func checkSimulator(seed string) error {
+	if seed == "" {
+		return nil
+	}
+	if _, err := strconv.ParseInt(seed, 10, 64); err != nil {
+		return fmt.Errorf("simulator seed %q: %w", seed, err)
+	}
+	return nil
+}
+
+// openSimulator opens the simulator; CheckSpec has checked seed.
 func openSimulator(seed string) (transport.TPMCloser, error) {
 	if !simulatorInUse.TryLock() {
 		return nil, errors.New("open TPM simulator: already open in this process")
@@ -28,11 +40,7 @@ func openSimulator(seed string) (transport.TPMCloser, error) {
 	if seed == "" {
 		sim, err = simulator.Get()
 	} else {
-		n, perr := strconv.ParseInt(seed, 10, 64)
-		if perr != nil {
-			simulatorInUse.Unlock()
-			return nil, fmt.Errorf("open TPM simulator: seed %q: %w", seed, perr)
-		}
+		n, _ := strconv.ParseInt(seed, 10, 64)
 		sim, err = simulator.GetWithFixedSeedInsecure(n)
 	}
 	if err != nil {

@@ -8,6 +8,9 @@ import (
 	"github.com/google/go-tpm/tpm2/transport"
 )
 
-func openSimulator(string) (transport.TPMCloser, error) {
-	return nil, errors.New("open TPM simulator: this binary was built without cgo; the simulator needs cgo (use a TPM device or tcp://HOST:PORT)")
-}
+var errNoSimulator = errors.New("this binary was built without cgo; the simulator needs cgo (use a TPM device or tcp://HOST:PORT)")
+
+func checkSimulator(string) error { return errNoSimulator }
+
+// openSimulator is never reached: CheckSpec refuses the simulator first.
+func openSimulator(string) (transport.TPMCloser, error) { return nil, errNoSimulator }

@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/attestation/attestation/agent"
+	"github.com/attestation/attestation/internal/version"
 )
 
 func main() {
@@ -32,7 +33,7 @@ func main() {
 		os.Exit(2)
 	}
 	if o.Version {
-		fmt.Println(agent.VersionString())
+		fmt.Print(version.Get().Format("attestation-agent", nil))
 		return
 	}
 	o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: o.LogLevel}))

@@ -1,0 +1,4 @@
+package agent
+
+// KeepRunning is keepRunning, for the tests of package agent_test.
+var KeepRunning = keepRunning
