@@ -5,7 +5,6 @@ package agent_test
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -15,12 +14,15 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/attestation/attestation/agent"
 	"github.com/attestation/attestation/controlplane/config"
@@ -34,25 +36,39 @@ import (
 // front door, with nothing faked.
 
 // settings adjusts the daemon's config by its file keys, so that the test
-// names settings (ek_policy, ...) the way an operator writes them.
+// names settings (ek_policy, ...) the way an operator writes them: kv is
+// loaded as a config file would be, and the settings it names are copied
+// over c's.
 func settings(t *testing.T, kv map[string]any) func(*config.Config) {
 	return func(c *config.Config) {
-		b, err := json.Marshal(c)
+		b, err := yaml.Marshal(kv)
 		if err != nil {
 			t.Fatal(err)
 		}
-		m := map[string]any{}
-		if err := json.Unmarshal(b, &m); err != nil {
+		path := filepath.Join(t.TempDir(), "attestationd.yaml")
+		if err := os.WriteFile(path, b, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		for k, v := range kv {
-			m[k] = v
-		}
-		if b, err = json.Marshal(m); err != nil {
+		fs := pflag.NewFlagSet("attestationd", pflag.ContinueOnError)
+		config.AddFlags(fs)
+		if err := fs.Parse([]string{"--" + config.ConfigFlag, path}); err != nil {
 			t.Fatal(err)
 		}
-		if err := json.Unmarshal(b, c); err != nil {
+		loaded, err := config.Load(fs, func(string) string { return "" })
+		if err != nil {
 			t.Fatal(err)
+		}
+		to, from := reflect.ValueOf(c).Elem(), reflect.ValueOf(&loaded).Elem()
+		copied := 0
+		for i := range to.NumField() {
+			key, _, _ := strings.Cut(to.Type().Field(i).Tag.Get("yaml"), ",")
+			if _, ok := kv[key]; ok {
+				to.Field(i).Set(from.Field(i))
+				copied++
+			}
+		}
+		if copied != len(kv) {
+			t.Fatalf("settings: %d of the keys %v are config fields", copied, kv)
 		}
 	}
 }
