@@ -217,7 +217,7 @@ DATA_DIR/admin-token.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	// cobra prints Version for --version, before anything resolves the
 	// environment: no daemon is needed.
-	root.Version = version.Get().Format(root.Name(), compiledIn())
+	root.Version = version.Get().Format(root.Name(), extensions.Versions())
 	root.SetVersionTemplate("{{.Version}}")
 	root.Flags().Bool("version", false, "print the version, its build, and the compiled-in extensions")
 	pf := root.PersistentFlags()
@@ -238,15 +238,6 @@ DATA_DIR/admin-token.`,
 }
 
 const coreGroup = "core"
-
-// compiledIn lists the registered extensions for --version.
-func compiledIn() []version.Extension {
-	exts := []version.Extension{}
-	for _, e := range extensions.All() {
-		exts = append(exts, version.Extension{Name: e.Info().Name, Version: e.Info().Version})
-	}
-	return exts
-}
 
 // groupRun runs a command that only groups others: it shows the group's
 // help, or reports an unknown subcommand (cobra does that only for the

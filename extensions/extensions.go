@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"sort"
 	"sync"
+
+	"github.com/attestation/attestation/internal/version"
 )
 
 // Info describes an extension.
@@ -62,6 +64,16 @@ func Register(e Extension) {
 }
 
 // All returns the registered extensions sorted by name.
+// Versions lists the registered extensions' names and versions, sorted,
+// for --version.
+func Versions() []version.Extension {
+	exts := []version.Extension{}
+	for _, e := range All() {
+		exts = append(exts, version.Extension{Name: e.Info().Name, Version: e.Info().Version})
+	}
+	return exts
+}
+
 func All() []Extension {
 	mu.RLock()
 	defer mu.RUnlock()

@@ -65,19 +65,10 @@ to the compiled-in extensions.
 	}
 	config.AddFlags(cmd.Flags())
 	// cobra prints Version for --version, before RunE loads any config.
-	cmd.Version = version.Get().Format(cmd.Name(), compiledIn())
+	cmd.Version = version.Get().Format(cmd.Name(), extensions.Versions())
 	cmd.SetVersionTemplate("{{.Version}}")
 	cmd.Flags().Bool("version", false, "print the version, its build, and the compiled-in extensions")
 	return cmd
-}
-
-// compiledIn lists the registered extensions for --version.
-func compiledIn() []version.Extension {
-	exts := []version.Extension{}
-	for _, e := range extensions.All() {
-		exts = append(exts, version.Extension{Name: e.Info().Name, Version: e.Info().Version})
-	}
-	return exts
 }
 
 // CPUProfileEnv names the environment variable that, when set to a path,
