@@ -63,7 +63,6 @@ func Register(e Extension) {
 	registry[info.Name] = e
 }
 
-// All returns the registered extensions sorted by name.
 // Versions lists the registered extensions' names and versions, sorted,
 // for --version.
 func Versions() []version.Extension {
@@ -74,6 +73,7 @@ func Versions() []version.Extension {
 	return exts
 }
 
+// All returns the registered extensions sorted by name.
 func All() []Extension {
 	mu.RLock()
 	defer mu.RUnlock()
