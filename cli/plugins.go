@@ -94,14 +94,7 @@ func addExtensionCommands(root *cobra.Command, env *Env, exts []extensions.Exten
 			continue
 		}
 		name := e.Info().Name
-		cmds, err := func() (cmds []*cobra.Command, err error) {
-			defer func() {
-				if p := recover(); p != nil {
-					err = fmt.Errorf("panicked: %v\n%s", p, firstLines(string(debug.Stack()), 8))
-				}
-			}()
-			return c.Commands(pluginCLI{env: env})
-		}()
+		cmds, err := guarded(func() ([]*cobra.Command, error) { return c.Commands(pluginCLI{env: env}) })
 		if err != nil {
 			fmt.Fprintf(stderr, "attestation: extension %s: cannot add its commands: %v\n", name, err)
 			continue
@@ -133,6 +126,17 @@ func addExtensionCommands(root *cobra.Command, env *Env, exts []extensions.Exten
 
 const extensionsGroup = "extensions"
 
+// guarded calls an extension's fn, turning a panic into an error so that
+// one broken extension leaves the rest of the CLI working.
+func guarded[T any](fn func() (T, error)) (v T, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panicked: %v\n%s", p, firstLines(string(debug.Stack()), 8))
+		}
+	}()
+	return fn()
+}
+
 // machineFilter is an extension's flag of machines list and the values
 // given to it.
 type machineFilter struct {
@@ -152,7 +156,12 @@ func addMachineSelectors(root *cobra.Command, env *Env, exts []extensions.Extens
 		if !ok {
 			continue
 		}
-		for _, sel := range ms.MachineSelectors(pluginCLI{env: env}) {
+		sels, err := guarded(func() ([]extensions.Selector, error) { return ms.MachineSelectors(pluginCLI{env: env}), nil })
+		if err != nil {
+			fmt.Fprintf(stderr, "attestation: extension %s: cannot add its machines list flags: %v\n", e.Info().Name, err)
+			continue
+		}
+		for _, sel := range sels {
 			if sel.Flag == "" || sel.Select == nil || list.Flags().Lookup(sel.Flag) != nil {
 				fmt.Fprintf(stderr, "attestation: extension %s: machines list flag %q is empty or taken; left out\n", e.Info().Name, sel.Flag)
 				continue
