@@ -342,12 +342,9 @@ func TestEventsWatch(t *testing.T) {
 	env := environ{cli.EnvURL: d.URL, cli.EnvToken: daemontest.Token}
 	before := register(t, ok, "before-watch")
 
-	watch := func(args ...string) (*syncBuffer, *syncBuffer, func() int) {
-		return startWatch(t, env, args...)
-	}
 
 	t.Run("new events", func(t *testing.T) {
-		stdout, stderr, stop := watch()
+		stdout, stderr, stop := startWatch(t, env)
 		// The watch only sends events committed after it is established,
 		// which the test cannot observe: register until one shows up.
 		var seen machineJSON
@@ -381,7 +378,7 @@ func TestEventsWatch(t *testing.T) {
 	})
 
 	t.Run("replay since", func(t *testing.T) {
-		stdout, stderr, stop := watch("--since", "0", "--machine", before.ID, "-o", "json")
+		stdout, stderr, stop := startWatch(t, env, "--since", "0", "--machine", before.ID, "-o", "json")
 		deadline := time.Now().Add(10 * time.Second)
 		for !strings.Contains(stdout.String(), "\n") && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
@@ -413,9 +410,6 @@ func TestEventsWatchReconnects(t *testing.T) {
 	env := environ{cli.EnvURL: d.URL, cli.EnvToken: daemontest.Token}
 	before := register(t, ok, "before-restart")
 
-	watch := func(args ...string) (*syncBuffer, *syncBuffer, func() int) {
-		return startWatch(t, env, append([]string{"-o", "json"}, args...)...)
-	}
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
 		for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
@@ -426,8 +420,8 @@ func TestEventsWatchReconnects(t *testing.T) {
 	}
 	// One watch replays the log from the start; the other starts from
 	// now and sees nothing before the restart.
-	replay, replayErr, stopReplay := watch("--since", "0")
-	quiet, quietErr, stopQuiet := watch()
+	replay, replayErr, stopReplay := startWatch(t, env, "-o", "json", "--since", "0")
+	quiet, quietErr, stopQuiet := startWatch(t, env, "-o", "json")
 	waitFor("the replayed event", func() bool { return strings.Contains(replay.String(), before.ID) })
 	time.Sleep(300 * time.Millisecond) // let the quiet watch connect
 
