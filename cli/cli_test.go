@@ -342,7 +342,6 @@ func TestEventsWatch(t *testing.T) {
 	env := environ{cli.EnvURL: d.URL, cli.EnvToken: daemontest.Token}
 	before := register(t, ok, "before-watch")
 
-
 	t.Run("new events", func(t *testing.T) {
 		stdout, stderr, stop := startWatch(t, env)
 		// The watch only sends events committed after it is established,

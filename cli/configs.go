@@ -136,7 +136,7 @@ func configsListCommand(env *Env) *cobra.Command {
 				return err
 			}
 			cs := resp.Msg.Configs
-			return env.Print(messages(cs), env.list(len(cs), "config templates", func(w io.Writer) error { return configTable(w, cs) }))
+			return env.printList(messages(cs), len(cs), "config templates", func(w io.Writer) error { return configTable(w, cs) })
 		},
 	}
 }

@@ -76,7 +76,7 @@ only those after a sequence number, or at most --limit of them.`,
 				}
 				req.AfterSeq = resp.Msg.NextAfterSeq
 			}
-			return env.Print(messages(all), env.list(len(all), "events", func(w io.Writer) error { return eventTable(w, all) }))
+			return env.printList(messages(all), len(all), "events", func(w io.Writer) error { return eventTable(w, all) })
 		},
 	}
 	f := cmd.Flags()

@@ -40,7 +40,7 @@ func extensionsCommand(env *Env) *cobra.Command {
 			for name, info := range exts {
 				byName[name] = info
 			}
-			return env.Print(byName, env.list(len(exts), "extensions compiled into the daemon", func(w io.Writer) error { return extensionTable(w, exts) }))
+			return env.printList(byName, len(exts), "extensions compiled into the daemon", func(w io.Writer) error { return extensionTable(w, exts) })
 		},
 	})
 	return cmd

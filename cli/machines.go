@@ -75,7 +75,7 @@ of their own (the tags extension: --tag KEY or --tag KEY=VALUE).`,
 			if err != nil {
 				return err
 			}
-			return env.Print(messages(all), env.list(len(all), "machines", func(w io.Writer) error { return machineTable(w, all) }))
+			return env.printList(messages(all), len(all), "machines", func(w io.Writer) error { return machineTable(w, all) })
 		},
 	}
 	f := cmd.Flags()

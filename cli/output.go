@@ -13,6 +13,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"sigs.k8s.io/yaml"
+
+	"github.com/attestation/attestation/extensions"
 )
 
 // jsonOptions write the proto field names and every field, as the REST
@@ -138,16 +140,8 @@ func orDash(s string) string {
 	return s
 }
 
-// list returns the table writer of a list of n items called what
-// ("machines"): the table, its header alone when n is 0, and then, so that
-// a person sees the list is empty while a script reading stdout gets only
-// the header, "no machines" on stderr.
-func (e *Env) list(n int, what string, table func(w io.Writer) error) func(w io.Writer) error {
-	return func(w io.Writer) error {
-		if err := table(w); err != nil || n > 0 {
-			return err
-		}
-		_, err := fmt.Fprintf(e.Stderr, "no %s\n", what)
-		return err
-	}
+// printList prints a list of n items called what ("machines") as every
+// list of the CLI prints, extensions' included (extensions.PrintList).
+func (e *Env) printList(data any, n int, what string, table func(w io.Writer) error) error {
+	return extensions.PrintList(pluginCLI{env: e}, data, n, what, table)
 }

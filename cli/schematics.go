@@ -152,7 +152,7 @@ func schematicsListCommand(env *Env) *cobra.Command {
 				return err
 			}
 			ss := resp.Msg.Schematics
-			return env.Print(messages(ss), env.list(len(ss), "schematics", func(w io.Writer) error {
+			return env.printList(messages(ss), len(ss), "schematics", func(w io.Writer) error {
 				tw := newTable(w)
 				fmt.Fprintln(tw, "ID\tBOOT\tLABELS\tCREATED")
 				for _, s := range ss {
@@ -168,7 +168,7 @@ func schematicsListCommand(env *Env) *cobra.Command {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Id, orDash(boot), orDash(strings.Join(labels, ",")), formatTime(s.CreatedAt))
 				}
 				return tw.Flush()
-			}))
+			})
 		},
 	}
 }
