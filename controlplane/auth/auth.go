@@ -33,9 +33,12 @@ const (
 
 // Principal is an authenticated caller.
 type Principal struct {
-	// Subject names the caller (a user, or "admin-token").
+	// Subject identifies the caller: the token's "sub", or "admin-token".
 	Subject string
-	Roles   []Role
+	// Name is what people call the caller (preferred_username, name or
+	// email; the Subject when the token has none of them).
+	Name  string
+	Roles []Role
 }
 
 // Has reports whether the principal holds role r.
@@ -93,7 +96,7 @@ func (s *StaticToken) Authenticate(_ context.Context, h http.Header) (*Principal
 	if subtle.ConstantTimeCompare(got[:], s.sum[:]) != 1 {
 		return nil, ErrBadCredentials
 	}
-	return &Principal{Subject: s.subject, Roles: []Role{Admin}}, nil
+	return &Principal{Subject: s.subject, Name: s.subject, Roles: []Role{Admin}}, nil
 }
 
 // Chain tries authenticators in order; the first that recognises the
