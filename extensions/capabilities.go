@@ -65,10 +65,44 @@ type Migrator interface {
 // mux are relative to the extension's prefix: "GET /machines/{id}/tags" is
 // served as GET /api/v1/<name>/machines/{id}/tags, behind the daemon's
 // operator authentication (Caller names who is calling) and its request
-// body limit (Host.MaxRequestBytes).
+// body limit (Host.MaxRequestBytes). Each handler declares the role its
+// callers need by being wrapped in Require; one that is not needs Admin.
 type Router interface {
 	Routes(mux *http.ServeMux)
 }
+
+// Role is what an operator may do: Viewer reads, Operator also changes
+// machines, Admin may do everything.
+type Role = auth.Role
+
+// The roles, weakest first; each holds what those before it do.
+const (
+	Viewer   = auth.Viewer
+	Operator = auth.Operator
+	Admin    = auth.Admin
+)
+
+// Require declares that callers of h need role: the daemon answers
+// others 403, naming the role, before h runs.
+//
+//	mux.Handle("GET /targets", extensions.Require(extensions.Viewer, http.HandlerFunc(a.targets)))
+func Require(role Role, h http.Handler) http.Handler { return roleHandler{role, h} }
+
+// RequiredRole is the role a handler a Router registered needs: what
+// Require declared, else Admin.
+func RequiredRole(h http.Handler) Role {
+	if r, ok := h.(roleHandler); ok {
+		return r.role
+	}
+	return Admin
+}
+
+type roleHandler struct {
+	role Role
+	h    http.Handler
+}
+
+func (r roleHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) { r.h.ServeHTTP(w, req) }
 
 // Starter is started after its migrations ran and its routes and event
 // handlers are in place. Start must return promptly (start goroutines for
@@ -142,6 +176,16 @@ type CLI interface {
 func Caller(ctx context.Context) string {
 	if p, ok := auth.PrincipalFrom(ctx); ok {
 		return p.Subject
+	}
+	return ""
+}
+
+// CallerName is what people call the caller (the token's
+// preferred_username, name or email), for handlers mounted by a Router;
+// "" outside one.
+func CallerName(ctx context.Context) string {
+	if p, ok := auth.PrincipalFrom(ctx); ok {
+		return p.Name
 	}
 	return ""
 }

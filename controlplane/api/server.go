@@ -60,6 +60,8 @@ type Options struct {
 	Extensions func() []Extension
 	// Registry receives the API metrics and is served on /metrics.
 	Registry *prometheus.Registry
+	// MetricsAuth makes /metrics require a viewer's token.
+	MetricsAuth bool
 	// Ready reports whether the daemon can serve (nil: always).
 	Ready func(context.Context) error
 	// Notes are lines /readyz adds below its status: what works less
@@ -108,7 +110,7 @@ func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 	validator := validate.NewInterceptor()
 	logErrors := errorLogger(o.Logger)
 	limits := o.Limits.HandlerOptions()
-	operator := connect.WithHandlerOptions(append(limits, connect.WithInterceptors(m, logErrors, auth.NewInterceptor(o.Auth), validator))...)
+	operator := connect.WithHandlerOptions(append(limits, connect.WithInterceptors(m, logErrors, auth.NewInterceptor(o.Auth, RequiredRole), validator))...)
 	agent := connect.WithHandlerOptions(append(limits, connect.WithInterceptors(m, logErrors, validator))...)
 
 	mux := http.NewServeMux()
@@ -169,7 +171,11 @@ func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 			}
 		}
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{Registry: o.Registry}))
+	var metrics http.Handler = promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{Registry: o.Registry})
+	if o.MetricsAuth {
+		metrics = auth.Middleware(o.Auth, func(*http.Request) auth.Role { return auth.Viewer }, metrics)
+	}
+	mux.Handle("GET /metrics", metrics)
 	return RouteErrors(mux), mux, nil
 }
 

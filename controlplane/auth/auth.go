@@ -16,6 +16,7 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 
 	"connectrpc.com/connect"
@@ -41,14 +42,53 @@ type Principal struct {
 	Roles []Role
 }
 
-// Has reports whether the principal holds role r.
+// Roles lists the roles weakest first: each holds what those before it do.
+var Roles = []Role{Viewer, Operator, Admin}
+
+// rank orders the roles; 0 is no role.
+func (r Role) rank() int { return slices.Index(Roles, r) + 1 }
+
+// ParseRole returns the role named s.
+func ParseRole(s string) (Role, error) {
+	if r := Role(s); r.rank() > 0 {
+		return r, nil
+	}
+	return "", fmt.Errorf("%q is not a role: want viewer, operator or admin", s)
+}
+
+// Has reports whether the principal holds role r or a stronger one.
 func (p *Principal) Has(r Role) bool {
 	for _, have := range p.Roles {
-		if have == r || have == Admin {
+		if have.rank() >= r.rank() {
 			return true
 		}
 	}
 	return false
+}
+
+// Require returns nil when p holds role, else a permission_denied error
+// that names what needs it, the role and what p holds.
+func Require(p *Principal, role Role, what string) error {
+	if p != nil && p.Has(role) {
+		return nil
+	}
+	held := "no role"
+	if p != nil && len(p.Roles) > 0 {
+		names := make([]string, len(p.Roles))
+		for i, r := range p.Roles {
+			names[i] = string(r)
+		}
+		held = "only " + strings.Join(names, ", ")
+	}
+	who := "the caller"
+	if p != nil {
+		who = p.Name
+		if p.Subject != p.Name {
+			who = fmt.Sprintf("%s (subject %s)", p.Name, p.Subject)
+		}
+	}
+	return connect.NewError(connect.CodePermissionDenied,
+		fmt.Errorf("%s needs the %s role; %s has %s", what, role, who, held))
 }
 
 // ErrNoCredentials: the request carried no bearer token.
@@ -56,6 +96,23 @@ var ErrNoCredentials = errors.New("no bearer token: pass one in the Authorizatio
 
 // ErrBadCredentials: the token was not accepted.
 var ErrBadCredentials = errors.New("invalid bearer token")
+
+// UnavailableError says credentials could not be checked because what
+// checks them (an OIDC issuer) cannot be reached: unavailable, not
+// unauthenticated, so that callers retry rather than log in again.
+type UnavailableError struct{ Err error }
+
+func (e *UnavailableError) Error() string { return e.Err.Error() }
+func (e *UnavailableError) Unwrap() error { return e.Err }
+
+// codeOf is the Connect code of an Authenticate error.
+func codeOf(err error) connect.Code {
+	var u *UnavailableError
+	if errors.As(err, &u) {
+		return connect.CodeUnavailable
+	}
+	return connect.CodeUnauthenticated
+}
 
 // Authenticator checks a request's credentials.
 type Authenticator interface {
@@ -132,17 +189,31 @@ func PrincipalFrom(ctx context.Context) (*Principal, bool) {
 }
 
 // NewInterceptor returns a Connect interceptor that authenticates every
-// call with a and puts the Principal in the handler's context.
-func NewInterceptor(a Authenticator) connect.Interceptor { return &interceptor{a: a} }
+// call with a, refuses callers without the role required(procedure)
+// names, and puts the Principal in the handler's context.
+func NewInterceptor(a Authenticator, required func(procedure string) Role) connect.Interceptor {
+	return &interceptor{a: a, required: required}
+}
 
-type interceptor struct{ a Authenticator }
+type interceptor struct {
+	a        Authenticator
+	required func(procedure string) Role
+}
 
-func (i *interceptor) authenticate(ctx context.Context, h http.Header) (context.Context, error) {
+func (i *interceptor) authenticate(ctx context.Context, procedure string, h http.Header) (context.Context, error) {
 	p, err := i.a.Authenticate(ctx, h)
 	if err != nil {
-		return nil, connect.NewError(connect.CodeUnauthenticated, err)
+		return nil, connect.NewError(codeOf(err), err)
+	}
+	if err := Require(p, i.required(procedure), procedureName(procedure)); err != nil {
+		return nil, err
 	}
 	return WithPrincipal(ctx, p), nil
+}
+
+// procedureName is the method of a procedure path (/pkg.Service/Method).
+func procedureName(procedure string) string {
+	return procedure[strings.LastIndex(procedure, "/")+1:]
 }
 
 func (i *interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
@@ -150,7 +221,7 @@ func (i *interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		if req.Spec().IsClient {
 			return next(ctx, req)
 		}
-		ctx, err := i.authenticate(ctx, req.Header())
+		ctx, err := i.authenticate(ctx, req.Spec().Procedure, req.Header())
 		if err != nil {
 			return nil, err
 		}
@@ -164,7 +235,7 @@ func (i *interceptor) WrapStreamingClient(next connect.StreamingClientFunc) conn
 
 func (i *interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		ctx, err := i.authenticate(ctx, conn.RequestHeader())
+		ctx, err := i.authenticate(ctx, conn.Spec().Procedure, conn.RequestHeader())
 		if err != nil {
 			return err
 		}
@@ -213,13 +284,23 @@ func LoadOrCreateToken(path string) (token string, created bool, err error) {
 
 // Middleware authenticates plain HTTP handlers (extensions' routes) like
 // the interceptor does Connect ones: 401 with a JSON error when the
-// request carries no accepted token, else the Principal in the context.
-func Middleware(a Authenticator, next http.Handler) http.Handler {
+// request carries no accepted token, 403 when the caller lacks the role
+// required(r) names, else the Principal in the context.
+func Middleware(a Authenticator, required func(r *http.Request) Role, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, err := a.Authenticate(r.Context(), r.Header)
 		if err != nil {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="attestation"`)
-			WriteJSONError(w, http.StatusUnauthorized, int(connect.CodeUnauthenticated), err.Error())
+			code := codeOf(err)
+			status := http.StatusServiceUnavailable
+			if code == connect.CodeUnauthenticated {
+				status = http.StatusUnauthorized
+				w.Header().Set("WWW-Authenticate", `Bearer realm="attestation"`)
+			}
+			WriteJSONError(w, status, int(code), err.Error())
+			return
+		}
+		if err := Require(p, required(r), r.Method+" "+r.URL.Path); err != nil {
+			WriteJSONError(w, http.StatusForbidden, int(connect.CodePermissionDenied), err.(*connect.Error).Message())
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), p)))

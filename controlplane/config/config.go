@@ -116,6 +116,22 @@ type Config struct {
 	// when a machine network-boots it, after attestation.url=.
 	BootKernelArgs string `yaml:"boot_kernel_args"`
 
+	// OIDCIssuer is the OIDC provider whose access tokens operators may
+	// use beside the admin token (Keycloak: https://HOST/realms/REALM);
+	// empty: none.
+	OIDCIssuer string `yaml:"oidc_issuer"`
+	// OIDCAudience must be in a token's aud, or be its azp.
+	OIDCAudience string `yaml:"oidc_audience"`
+	// OIDCRoleClaims are the dotted paths of the claims roles are read
+	// from; empty: realm_access.roles, resource_access.<audience>.roles
+	// and groups.
+	OIDCRoleClaims []string `yaml:"oidc_role_claims"`
+	// OIDCRoleMap maps claim values to roles (viewer, operator, admin);
+	// a value that is a role's name needs no entry.
+	OIDCRoleMap map[string]string `yaml:"oidc_role_map"`
+	// MetricsAuth makes /metrics require a viewer's token.
+	MetricsAuth bool `yaml:"metrics_auth"`
+
 	// origin says where each setting came from, for errors.
 	origin origin
 }
@@ -153,6 +169,7 @@ func Default() Config {
 		MaxChallengesPerSource: 64,
 		DHCPMode:               DHCPModeProxy,
 		IPXEDir:                "/usr/lib/ipxe",
+		OIDCAudience:           "attestation",
 	}
 }
 
@@ -164,7 +181,32 @@ type setting struct {
 }
 
 // booleans are the settings whose flags take no value (--allow-no-tpm).
-var booleans = map[string]bool{"allow-no-tpm": true}
+var booleans = map[string]bool{"allow-no-tpm": true, "metrics-auth": true}
+
+// boolSetting is a setting of a bool field.
+func boolSetting(flag, env, key, help string, field func(*Config) *bool) setting {
+	return setting{flag: flag, env: env, key: key, help: help,
+		get: func(c *Config) string { return strconv.FormatBool(*field(c)) },
+		set: func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%q: want true or false", v)
+			}
+			*field(c) = b
+			return nil
+		}}
+}
+
+// list splits a comma-separated value, dropping empty items.
+func list(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
 
 // intSetting is a setting of an int field.
 func intSetting(flag, env, key, help string, field func(*Config) *int) setting {
@@ -216,17 +258,8 @@ var settings = []setting{
 	{flag: "ek-roots", env: "ATTESTATION_EK_ROOTS", key: "ek_roots",
 		help: "directory of TPM manufacturer CA certificates (.pem, .crt, .cer, .der) that EK certificates must chain to",
 		get:  func(c *Config) string { return c.EKRoots }, set: func(c *Config, v string) error { c.EKRoots = v; return nil }},
-	{flag: "allow-no-tpm", env: "ATTESTATION_ALLOW_NO_TPM", key: "allow_no_tpm",
-		help: "accept machines that report no TPM (they prove nothing: labs only)",
-		get:  func(c *Config) string { return strconv.FormatBool(c.AllowNoTPM) },
-		set: func(c *Config, v string) error {
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return fmt.Errorf("%q: want true or false", v)
-			}
-			c.AllowNoTPM = b
-			return nil
-		}},
+	boolSetting("allow-no-tpm", "ATTESTATION_ALLOW_NO_TPM", "allow_no_tpm", "accept machines that report no TPM (they prove nothing: labs only)",
+		func(c *Config) *bool { return &c.AllowNoTPM }),
 	duration("challenge-ttl", "ATTESTATION_CHALLENGE_TTL", "challenge_ttl", "how long an attestation challenge can be answered",
 		func(c *Config) *Duration { return &c.ChallengeTTL }),
 	duration("session-ttl", "ATTESTATION_SESSION_TTL", "session_ttl", "how long an agent session lasts without a heartbeat",
@@ -302,6 +335,38 @@ var settings = []setting{
 	{flag: "boot-kernel-args", env: "ATTESTATION_BOOT_KERNEL_ARGS", key: "boot_kernel_args",
 		help: "arguments added to the network-booted agent's kernel command line, e.g. \"console=ttyS0\"",
 		get:  func(c *Config) string { return c.BootKernelArgs }, set: func(c *Config, v string) error { c.BootKernelArgs = v; return nil }},
+	{flag: "oidc-issuer", env: "ATTESTATION_OIDC_ISSUER", key: "oidc_issuer",
+		help: "OIDC issuer whose access tokens operators may use, e.g. https://keycloak.example/realms/infra (default: none, the admin token only)",
+		get:  func(c *Config) string { return c.OIDCIssuer }, set: func(c *Config, v string) error { c.OIDCIssuer = v; return nil }},
+	{flag: "oidc-audience", env: "ATTESTATION_OIDC_AUDIENCE", key: "oidc_audience",
+		help: "audience an OIDC access token must carry in aud (or as its azp)",
+		get:  func(c *Config) string { return c.OIDCAudience }, set: func(c *Config, v string) error { c.OIDCAudience = v; return nil }},
+	{flag: "oidc-role-claims", env: "ATTESTATION_OIDC_ROLE_CLAIMS", key: "oidc_role_claims",
+		help: "comma-separated dotted paths of the token claims roles are read from (default: realm_access.roles, resource_access.<audience>.roles, groups)",
+		get:  func(c *Config) string { return strings.Join(c.OIDCRoleClaims, ",") },
+		set:  func(c *Config, v string) error { c.OIDCRoleClaims = list(v); return nil }},
+	{flag: "oidc-role-map", env: "ATTESTATION_OIDC_ROLE_MAP", key: "oidc_role_map",
+		help: "comma-separated VALUE=ROLE pairs mapping claim values (groups, roles) to viewer, operator or admin, e.g. /ops=operator; a value named like a role needs none",
+		get: func(c *Config) string {
+			var pairs []string
+			for _, k := range slices.Sorted(maps.Keys(c.OIDCRoleMap)) {
+				pairs = append(pairs, k+"="+c.OIDCRoleMap[k])
+			}
+			return strings.Join(pairs, ",")
+		},
+		set: func(c *Config, v string) error {
+			c.OIDCRoleMap = map[string]string{}
+			for _, pair := range list(v) {
+				value, role, ok := strings.Cut(pair, "=")
+				if !ok || value == "" {
+					return fmt.Errorf("%q: want VALUE=ROLE", pair)
+				}
+				c.OIDCRoleMap[value] = role
+			}
+			return nil
+		}},
+	boolSetting("metrics-auth", "ATTESTATION_METRICS_AUTH", "metrics_auth", "require a viewer's token for /metrics (default: public, for scrapers)",
+		func(c *Config) *bool { return &c.MetricsAuth }),
 }
 
 // ConfigFlag names the config file flag; ConfigEnv its variable.
@@ -415,6 +480,9 @@ func (c *Config) validate() error {
 	if c.AdminToken != "" && len(c.AdminToken) < 16 {
 		return bad("admin_token", "must be at least 16 characters")
 	}
+	if err := c.validateOIDC(); err != nil {
+		return err
+	}
 	return c.validateAttestation()
 }
 
@@ -422,6 +490,33 @@ var (
 	hex64  = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
 	roleRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
 )
+
+func (c *Config) validateOIDC() error {
+	if c.OIDCIssuer == "" {
+		return nil
+	}
+	u, err := url.Parse(c.OIDCIssuer)
+	loopback := err == nil && (u.Hostname() == "localhost" || net.ParseIP(u.Hostname()).IsLoopback())
+	if err != nil || u.Host == "" || u.RawQuery != "" || !(u.Scheme == "https" || (u.Scheme == "http" && loopback)) {
+		return bad("oidc_issuer", "%q: want https://HOST[/PATH] (http only on loopback)", c.OIDCIssuer)
+	}
+	if strings.TrimSpace(c.OIDCAudience) == "" {
+		return bad("oidc_audience", "must not be empty with an oidc_issuer")
+	}
+	for i, p := range c.OIDCRoleClaims {
+		if p == "" || slices.Contains(strings.Split(p, "."), "") {
+			return bad(fmt.Sprintf("oidc_role_claims[%d]", i), "%q: want a dotted path such as realm_access.roles", p)
+		}
+	}
+	for _, v := range slices.Sorted(maps.Keys(c.OIDCRoleMap)) {
+		switch c.OIDCRoleMap[v] {
+		case "viewer", "operator", "admin":
+		default:
+			return bad("oidc_role_map."+v, "%q is not a role: want viewer, operator or admin", c.OIDCRoleMap[v])
+		}
+	}
+	return nil
+}
 
 func (c *Config) validateAttestation() error {
 	if c.PublicURL != "" {

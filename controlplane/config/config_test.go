@@ -137,6 +137,25 @@ func TestPrecedence(t *testing.T) {
 				c.TFTPListen, c.BootAssets, c.IPXEDir = "127.0.0.1:69", "/file/boot", "/env/ipxe"
 			}),
 		},
+		{
+			name: "oidc settings",
+			file: "oidc_issuer: https://kc.example/realms/infra\noidc_role_map: {/ops: operator}\noidc_role_claims: [groups]\n",
+			args: []string{"--oidc-role-claims", "realm_access.roles, groups", "--metrics-auth"},
+			env:  map[string]string{"ATTESTATION_OIDC_AUDIENCE": "attestation-api"},
+			want: with(func(c *Config) {
+				c.OIDCIssuer, c.OIDCAudience, c.MetricsAuth = "https://kc.example/realms/infra", "attestation-api", true
+				c.OIDCRoleClaims = []string{"realm_access.roles", "groups"}
+				c.OIDCRoleMap = map[string]string{"/ops": "operator"}
+			}),
+		},
+		{
+			name: "oidc role map flag",
+			args: []string{"--oidc-issuer", "http://127.0.0.1:5556", "--oidc-role-map", "/ops=operator,/admins=admin"},
+			want: with(func(c *Config) {
+				c.OIDCIssuer = "http://127.0.0.1:5556"
+				c.OIDCRoleMap = map[string]string{"/ops": "operator", "/admins": "admin"}
+			}),
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -194,6 +213,10 @@ func TestBadInput(t *testing.T) {
 		{name: "bad float env", env: map[string]string{"ATTESTATION_REGISTER_RATE": "fast"}, wantErr: `ATTESTATION_REGISTER_RATE: "fast" is not a number`},
 		{name: "zero challenge ttl", args: []string{"--challenge-ttl", "0s"}, wantErr: "--challenge-ttl: 0s: must be positive"},
 		{name: "bad tftp listen", args: []string{"--tftp-listen", "69"}, wantErr: `--tftp-listen: "69": want HOST:PORT or :PORT`},
+		{name: "plain http issuer", args: []string{"--oidc-issuer", "http://kc.example/realms/infra"}, wantErr: `--oidc-issuer: "http://kc.example/realms/infra": want https://HOST[/PATH] (http only on loopback)`},
+		{name: "bad role map pair", args: []string{"--oidc-role-map", "ops"}, wantErr: `--oidc-role-map: "ops": want VALUE=ROLE`},
+		{name: "bad mapped role", args: []string{"--oidc-issuer", "https://kc.example", "--oidc-role-map", "/ops=root"}, wantErr: `--oidc-role-map: "root" is not a role: want viewer, operator or admin`},
+		{name: "empty audience", args: []string{"--oidc-issuer", "https://kc.example", "--oidc-audience", ""}, wantErr: "--oidc-audience: must not be empty with an oidc_issuer"},
 		{name: "bad env over file", file: "log_format: json\n", env: map[string]string{"ATTESTATION_LOG_FORMAT": "yaml"}, wantErr: `ATTESTATION_LOG_FORMAT: "yaml": want text or json`},
 	}
 	for _, tc := range tests {

@@ -134,7 +134,7 @@ func (c *Config) loadFile(path string) error {
 				return d.errorf(v, key, "%v", err)
 			}
 			return nil
-		case isSetting && field.Kind() != reflect.Slice:
+		case isSetting && field.Kind() != reflect.Slice && field.Kind() != reflect.Map:
 			return d.errorf(v, key, "want %s, got %s", kindName(field.Type()), describe(v))
 		}
 		return d.value(v, field, key)

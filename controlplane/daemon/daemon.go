@@ -89,7 +89,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	version, _ := st.SchemaVersion(ctx, store.CoreTrack)
 	log.Info("database ready", "data_dir", dataDir, "database", dbPath, "schema_version", version)
 
-	authn, err := operatorAuth(cfg, dataDir, log)
+	authn, err := operatorAuth(ctx, cfg, dataDir, log)
 	if err != nil {
 		return err
 	}
@@ -197,19 +197,20 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	defer bootHTTP.Close()
 	limits := api.NewLimits(cfg.MaxRequestBytes, reg, log.With("component", "api"))
 	handler, mux, err := api.Handler(api.Options{
-		Store:      st,
-		Machines:   svc,
-		Configs:    cfgs,
-		Committed:  committed,
-		Stopping:   stopping,
-		Auth:       authn,
-		Agent:      agent,
-		Extensions: host.list,
-		Images:     imgs,
-		Registry:   reg,
-		Notes:      bootNotes(bootHTTP, bootAssets),
-		Limits:     limits,
-		Logger:     log.With("component", "api"),
+		Store:       st,
+		Machines:    svc,
+		Configs:     cfgs,
+		Committed:   committed,
+		Stopping:    stopping,
+		Auth:        authn,
+		Agent:       agent,
+		Extensions:  host.list,
+		Images:      imgs,
+		Registry:    reg,
+		MetricsAuth: cfg.MetricsAuth,
+		Notes:       bootNotes(bootHTTP, bootAssets),
+		Limits:      limits,
+		Logger:      log.With("component", "api"),
 	})
 	if err != nil {
 		return err
@@ -409,9 +410,36 @@ func decodePCRPolicy(in map[string]map[int]string) (map[string]map[int][]byte, e
 	return out, nil
 }
 
-// operatorAuth returns the static-token authenticator: the configured
-// token, or the one in the data directory (generated on first start).
-func operatorAuth(cfg config.Config, dataDir string, log *slog.Logger) (auth.Authenticator, error) {
+// operatorAuth returns the operators' authenticator: the static admin
+// token (the configured one, or the one in the data directory, generated
+// on first start), then OIDC access tokens when an issuer is configured.
+func operatorAuth(ctx context.Context, cfg config.Config, dataDir string, log *slog.Logger) (auth.Authenticator, error) {
+	static, err := adminToken(cfg, dataDir, log)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.OIDCIssuer == "" {
+		return static, nil
+	}
+	roleMap := map[string]auth.Role{}
+	for v, r := range cfg.OIDCRoleMap {
+		roleMap[v] = auth.Role(r)
+	}
+	oidc, err := auth.NewOIDC(ctx, auth.OIDCConfig{
+		Issuer:     cfg.OIDCIssuer,
+		Audience:   cfg.OIDCAudience,
+		RoleClaims: cfg.OIDCRoleClaims,
+		RoleMap:    roleMap,
+		Logger:     log.With("component", "oidc"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return auth.Chain{static, oidc}, nil
+}
+
+// adminToken returns the static-token authenticator.
+func adminToken(cfg config.Config, dataDir string, log *slog.Logger) (auth.Authenticator, error) {
 	if cfg.AdminToken != "" {
 		log.Info("admin token set by configuration")
 		return auth.NewStaticToken(cfg.AdminToken, "admin-token"), nil

@@ -5,13 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
 	"io/fs"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/attestation/attestation/controlplane/api"
 	"github.com/attestation/attestation/controlplane/auth"
@@ -34,6 +36,7 @@ type loaded struct {
 	err     error // why it failed to load or start; nil when running
 	started bool
 	routes  http.Handler
+	mux     *http.ServeMux
 }
 
 func (l *loaded) fail(err error) {
@@ -161,7 +164,7 @@ func (h *host) loadOne(ctx context.Context, l *loaded, st *store.Store, baseURL 
 		if err := guard("Routes", func() error { r.Routes(mux); return nil }); err != nil {
 			return err
 		}
-		l.routes = api.RouteErrors(mux)
+		l.mux, l.routes = mux, api.RouteErrors(mux)
 	}
 	return nil
 }
@@ -192,7 +195,7 @@ func (h *host) mount(mux *http.ServeMux, authn auth.Authenticator) {
 		}
 		prefix := "/api/v1/" + l.info.Name
 		inner := http.StripPrefix(prefix, routes)
-		mux.Handle(prefix+"/", auth.Middleware(authn, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mux.Handle(prefix+"/", auth.Middleware(authn, func(r *http.Request) auth.Role { return l.requiredRole(prefix, r) }, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if err := l.failed(); err != nil {
 				auth.WriteJSONError(w, http.StatusServiceUnavailable, 14, fmt.Sprintf("extension %s is not running: %v", l.info.Name, err))
 				return
@@ -200,6 +203,23 @@ func (h *host) mount(mux *http.ServeMux, authn auth.Authenticator) {
 			inner.ServeHTTP(w, r)
 		})))
 	}
+}
+
+// requiredRole is the role the route r asks for needs, as the extension
+// declared it (extensions.Require; Admin undeclared). A path no route
+// serves needs Viewer, so that any operator learns it is not there.
+func (l *loaded) requiredRole(prefix string, r *http.Request) auth.Role {
+	if l.mux == nil {
+		return auth.Viewer
+	}
+	inner := r.Clone(r.Context())
+	inner.URL.Path = strings.TrimPrefix(r.URL.Path, prefix)
+	inner.URL.RawPath = ""
+	h, pattern := l.mux.Handler(inner)
+	if pattern == "" {
+		return auth.Viewer
+	}
+	return extensions.RequiredRole(h)
 }
 
 // start starts the extensions that loaded, in order.

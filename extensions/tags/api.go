@@ -56,10 +56,10 @@ func check(key, value string) error {
 
 // Routes implements extensions.Router.
 func (e *Extension) Routes(mux *http.ServeMux) {
-	mux.Handle("GET /machines", e.handler(e.selectMachines))
-	mux.Handle("GET /machines/{machine_id}/tags", e.handler(e.list))
-	mux.Handle("POST /machines/{machine_id}/tags", e.handler(e.add))
-	mux.Handle("DELETE /machines/{machine_id}/tags/{tag_id}", e.handler(e.remove))
+	mux.Handle("GET /machines", extensions.Require(extensions.Viewer, e.handler(e.selectMachines)))
+	mux.Handle("GET /machines/{machine_id}/tags", extensions.Require(extensions.Viewer, e.handler(e.list)))
+	mux.Handle("POST /machines/{machine_id}/tags", extensions.Require(extensions.Operator, e.handler(e.add)))
+	mux.Handle("DELETE /machines/{machine_id}/tags/{tag_id}", extensions.Require(extensions.Operator, e.handler(e.remove)))
 }
 
 // apiError is an error the caller made, with its HTTP status.

@@ -287,9 +287,10 @@ func (e *Extension) Stop(ctx context.Context) error {
 // Routes implements extensions.Router.
 func (e *Extension) Routes(mux *http.ServeMux) {
 	api := &api{ext: e}
-	mux.HandleFunc("GET /targets", api.targets)
-	mux.HandleFunc("GET /deliveries", api.deliveries)
-	mux.HandleFunc("POST /targets/{name}/test", api.test)
+	mux.Handle("GET /targets", extensions.Require(extensions.Viewer, http.HandlerFunc(api.targets)))
+	mux.Handle("GET /deliveries", extensions.Require(extensions.Viewer, http.HandlerFunc(api.deliveries)))
+	// Sends a request to a site's endpoint: an admin's call.
+	mux.Handle("POST /targets/{name}/test", extensions.Require(extensions.Admin, http.HandlerFunc(api.test)))
 }
 
 // withoutConfigURL returns env without the config_url of a node.provisioned
