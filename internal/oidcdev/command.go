@@ -66,6 +66,8 @@ the --user users on the page at /device, so keep it on loopback.`,
 				o.Users = append(o.Users, u)
 			}
 			o.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+			// op logs refused requests through the default logger.
+			slog.SetDefault(o.Logger)
 			p, err := New(o)
 			if err != nil {
 				return err

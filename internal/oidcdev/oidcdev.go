@@ -23,6 +23,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -122,6 +123,9 @@ func (o *Options) setDefaults() error {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	// The users get their defaults in a copy: the caller's slice is
+	// theirs, and may be shared by other providers.
+	o.Users = slices.Clone(o.Users)
 	seen := make(map[string]bool)
 	for i := range o.Users {
 		u := &o.Users[i]
@@ -248,6 +252,10 @@ func (p *Provider) Close() error {
 // Issuer is the provider's issuer URL; discovery is at
 // Issuer()+"/.well-known/openid-configuration".
 func (p *Provider) Issuer() string { return p.issuer }
+
+// Addr is the address the provider listens on, HOST:PORT; it differs
+// from the issuer's when Options.Issuer names a proxy in front.
+func (p *Provider) Addr() string { return p.ln.Addr().String() }
 
 // ClientID is the ID of the provider's public client.
 func (p *Provider) ClientID() string { return p.opts.ClientID }

@@ -410,7 +410,7 @@ func (s *storage) SetIntrospectionFromToken(_ context.Context, resp *oidc.Intros
 
 func (s *storage) GetClientByClientID(_ context.Context, clientID string) (op.Client, error) {
 	if clientID != s.client.id {
-		return nil, fmt.Errorf("unknown client %q", clientID)
+		return nil, oidc.ErrInvalidClient().WithDescription("unknown client %q", clientID)
 	}
 	return s.client, nil
 }
