@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 
 	"connectrpc.com/connect"
@@ -55,7 +56,8 @@ const (
 type Env struct {
 	// URL is the daemon's API base URL, like http://localhost:9000.
 	URL string
-	// Token is the bearer token sent with every request (may be empty).
+	// Token is --token or ATTESTATION_TOKEN; when empty, requests carry
+	// the access token of the login cache (bearerToken).
 	Token string
 	// Output is table, json or yaml.
 	Output string
@@ -70,12 +72,20 @@ type Env struct {
 
 	// machineFilters are the extensions' flags of machines list.
 	machineFilters []*machineFilter
+
+	// ctx is the running command's context, for extensions' Token,
+	// which takes none.
+	ctx context.Context
+	// login is the login whose access token is being sent, once read.
+	tokenMu sync.Mutex
+	login   *login
 }
 
 // ClientOptions are the Connect options every API client of the CLI uses:
-// the Connect protocol (plain HTTP/1.1 works) and the bearer token.
+// the Connect protocol (plain HTTP/1.1 works) and the bearer token, found
+// when the first call is made.
 func (e *Env) ClientOptions() []connect.ClientOption {
-	return []connect.ClientOption{connect.WithInterceptors(bearer(e.Token))}
+	return []connect.ClientOption{connect.WithInterceptors(bearerInterceptor{e})}
 }
 
 func (e *Env) httpClient() connect.HTTPClient {
@@ -198,11 +208,12 @@ machines you expect, approve attested ones, revoke and reinstate them, change
 roles, and read or follow the event log.
 
 It talks to the daemon's API at --url (or ATTESTATION_API_URL, default
-` + DefaultURL + `) with the bearer token from --token (or ATTESTATION_TOKEN).
+` + DefaultURL + `) with the bearer token from --token (or ATTESTATION_TOKEN),
+else with the login of 'attestation auth login' (OpenID Connect: Keycloak).
 A daemon started without a configured token generates one and keeps it in
 DATA_DIR/admin-token.`,
 		Example: `  export ATTESTATION_API_URL=http://attestation.example:9000
-  export ATTESTATION_TOKEN=$(cat /var/lib/attestation/admin-token)
+  attestation auth login --issuer https://keycloak.example/realms/ops
   attestation machines list --state attested
   attestation machines approve 0b7e4a3c-5c1e-4d8e-9f3a-2b1c0d9e8f7a --role worker --hostname node-1
   attestation events watch`,
@@ -222,13 +233,13 @@ DATA_DIR/admin-token.`,
 	root.Flags().Bool("version", false, "print the version, its build, and the compiled-in extensions")
 	pf := root.PersistentFlags()
 	pf.StringVar(&env.URL, "url", DefaultURL, "daemon API URL (env "+EnvURL+")")
-	pf.StringVar(&env.Token, "token", "", "API bearer token (env "+EnvToken+")")
+	pf.StringVar(&env.Token, "token", "", "API bearer token (env "+EnvToken+"; default: the login of auth login)")
 	pf.StringVarP(&env.Output, "output", "o", OutputTable, "output format: table, json or yaml")
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(
 		[]string{OutputTable, OutputJSON, OutputYAML}, cobra.ShellCompDirectiveNoFileComp))
 
 	root.AddGroup(&cobra.Group{ID: coreGroup, Title: "Commands:"})
-	for _, c := range []*cobra.Command{machinesCommand(env), configsCommand(env), schematicsCommand(env), eventsCommand(env), extensionsCommand(env), imagesCommand(env)} {
+	for _, c := range []*cobra.Command{machinesCommand(env), configsCommand(env), schematicsCommand(env), eventsCommand(env), extensionsCommand(env), imagesCommand(env), authCommand(env)} {
 		c.GroupID = coreGroup
 		root.AddCommand(c)
 	}
@@ -270,6 +281,7 @@ func (e *Env) resolve(cmd *cobra.Command) error {
 	}
 	e.Token = strings.TrimSpace(e.Token)
 	e.Stdin, e.Stdout, e.Stderr = cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()
+	e.ctx = cmd.Context()
 
 	u, err := url.Parse(e.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -284,29 +296,29 @@ func (e *Env) resolve(cmd *cobra.Command) error {
 	return nil
 }
 
-// bearer returns an interceptor that sends token as a bearer token on
-// every call, unary or streaming.
-func bearer(token string) connect.Interceptor { return bearerInterceptor(token) }
-
-type bearerInterceptor string
-
-func (b bearerInterceptor) set(h http.Header) {
-	if b != "" {
-		h.Set("Authorization", "Bearer "+string(b))
-	}
-}
+// bearerInterceptor sends the token of bearerToken on every call, unary
+// or streaming; a call without one fails before it is sent.
+type bearerInterceptor struct{ env *Env }
 
 func (b bearerInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		b.set(req.Header())
+		tok, err := b.env.bearerToken(ctx)
+		if err != nil {
+			return nil, err
+		}
+		req.Header().Set("Authorization", "Bearer "+tok)
 		return next(ctx, req)
 	}
 }
 
 func (b bearerInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
 	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		tok, err := b.env.bearerToken(ctx)
+		if err != nil {
+			return failedStream{spec: spec, err: err}
+		}
 		conn := next(ctx, spec)
-		b.set(conn.RequestHeader())
+		conn.RequestHeader().Set("Authorization", "Bearer "+tok)
 		return conn
 	}
 }
@@ -314,3 +326,20 @@ func (b bearerInterceptor) WrapStreamingClient(next connect.StreamingClientFunc)
 func (b bearerInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return next
 }
+
+// failedStream is a stream that could not be opened: sending on it or
+// receiving from it returns why.
+type failedStream struct {
+	spec connect.Spec
+	err  error
+}
+
+func (f failedStream) Spec() connect.Spec           { return f.spec }
+func (f failedStream) Peer() connect.Peer           { return connect.Peer{} }
+func (f failedStream) Send(any) error               { return f.err }
+func (f failedStream) RequestHeader() http.Header   { return http.Header{} }
+func (f failedStream) CloseRequest() error          { return nil }
+func (f failedStream) Receive(any) error            { return f.err }
+func (f failedStream) ResponseHeader() http.Header  { return http.Header{} }
+func (f failedStream) ResponseTrailer() http.Header { return http.Header{} }
+func (f failedStream) CloseResponse() error         { return nil }

@@ -63,16 +63,29 @@ func describe(err error, env *Env, cmd *cobra.Command) string {
 }
 
 func describeMultiline(err error, env *Env, cmd *cobra.Command) string {
+	var ae *authError
+	if errors.As(err, &ae) {
+		return ae.Error()
+	}
 	var ce *connect.Error
 	if !errors.As(err, &ce) {
 		return err.Error()
 	}
 	switch ce.Code() {
 	case connect.CodeUnavailable:
+		if connect.IsWireError(ce) {
+			// The daemon answered: something it depends on (an OIDC
+			// issuer, say) is down.
+			return fmt.Sprintf("the daemon at %s is unavailable: %s", env.URL, ce.Message())
+		}
 		return fmt.Sprintf("cannot reach the daemon at %s: %s (is attestationd running? set --url or %s)",
 			env.URL, transportCause(ce), EnvURL)
 	case connect.CodeUnauthenticated:
 		how := fmt.Sprintf("pass --token or set %s; a daemon started without one keeps its generated admin token in DATA_DIR/admin-token", EnvToken)
+		if env.Token == "" && env.loggedIn() {
+			return fmt.Sprintf("the daemon at %s did not accept your login token (%s): is it configured for this issuer and audience (--oidc-issuer, --oidc-audience)? Run `attestation auth login` again, or %s",
+				env.URL, ce.Message(), how)
+		}
 		if env.Token == "" {
 			return fmt.Sprintf("the daemon at %s requires a token: %s", env.URL, how)
 		}

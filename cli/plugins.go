@@ -1,12 +1,10 @@
 package cli
 
 import (
-	"errors"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"runtime/debug"
 	"strings"
 
@@ -14,15 +12,6 @@ import (
 
 	"github.com/attestation/attestation/extensions"
 )
-
-// TokenCacheFile is where a login keeps the operator's token, under the
-// user's config directory ($XDG_CONFIG_HOME, else ~/.config).
-const TokenCacheFile = "attestation/token"
-
-// errNotLoggedIn ends a command whose extension asked for a token when
-// there is none.
-var errNotLoggedIn = errors.New("not logged in: pass --token or set " + EnvToken +
-	" (a daemon started without one keeps its generated admin token in DATA_DIR/admin-token)")
 
 // exit carries an error out of an extension's command through a panic,
 // so that Token can end the command as its contract says.
@@ -42,46 +31,40 @@ func (p pluginCLI) Print(data any, table func(w io.Writer) error) error {
 	return p.env.Print(data, table)
 }
 
-// Token returns --token or ATTESTATION_TOKEN, else the login cache; with
-// none, the command ends with errNotLoggedIn.
+// Token returns the token of bearerToken; with none, the command ends
+// with its error, saying how to log in.
 func (p pluginCLI) Token() string {
-	if p.env.Token != "" {
-		return p.env.Token
+	ctx := p.env.ctx
+	if ctx == nil {
+		ctx = context.Background()
 	}
-	if tok := readTokenCache(p.env.Getenv); tok != "" {
-		return tok
+	tok, err := p.env.bearerToken(ctx)
+	if err != nil {
+		panic(exit{err})
 	}
-	panic(exit{errNotLoggedIn})
+	return tok
 }
 
-// HTTPClient sends the bearer token with every request.
+// HTTPClient sends the bearer token with every request. Without a token
+// the command ends here; a login's token is refreshed as it expires.
 func (p pluginCLI) HTTPClient() *http.Client {
-	return &http.Client{Transport: bearerTransport{token: p.Token()}}
+	p.Token()
+	return &http.Client{Transport: bearerTransport{env: p.env}}
 }
 
-type bearerTransport struct{ token string }
+type bearerTransport struct{ env *Env }
 
 func (t bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+t.token)
-	return http.DefaultTransport.RoundTrip(r)
-}
-
-// readTokenCache returns the cached login token, or "".
-func readTokenCache(getenv func(string) string) string {
-	dir := getenv("XDG_CONFIG_HOME")
-	if dir == "" {
-		home := getenv("HOME")
-		if home == "" {
-			return ""
-		}
-		dir = filepath.Join(home, ".config")
-	}
-	b, err := os.ReadFile(filepath.Join(dir, TokenCacheFile))
+	tok, err := t.env.bearerToken(r.Context())
 	if err != nil {
-		return ""
+		if r.Body != nil {
+			r.Body.Close()
+		}
+		return nil, err
 	}
-	return strings.TrimSpace(string(b))
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+tok)
+	return http.DefaultTransport.RoundTrip(r)
 }
 
 // addExtensionCommands adds the command groups of every Commander. One
