@@ -594,6 +594,7 @@ func TestAuth(t *testing.T) {
 				}
 				want := []string{
 					attestationv1connect.AgentServiceName,
+					attestationv1connect.AuditServiceName,
 					attestationv1connect.ConfigServiceName,
 					attestationv1connect.EventServiceName,
 					attestationv1connect.ExtensionServiceName,

@@ -70,7 +70,7 @@ func eventToProto(e events.Envelope) (*attestationv1.Event, error) {
 	if err != nil {
 		return nil, fmt.Errorf("convert payload of event %d: %w", e.Seq, err)
 	}
-	return &attestationv1.Event{
+	pe := &attestationv1.Event{
 		Seq:           e.Seq,
 		Id:            e.ID,
 		Type:          string(e.Type),
@@ -78,7 +78,11 @@ func eventToProto(e events.Envelope) (*attestationv1.Event, error) {
 		EkFingerprint: e.EKFingerprint,
 		Time:          timestamppb.New(e.Time),
 		Payload:       payload,
-	}, nil
+	}
+	if e.Actor != nil {
+		pe.Actor = &attestationv1.Actor{Subject: e.Actor.Subject, Name: e.Actor.Name}
+	}
+	return pe, nil
 }
 
 // pageToken encodes a machine list position.

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/attestation/attestation/controlplane/audit"
 	"github.com/attestation/attestation/controlplane/store"
 	"github.com/attestation/attestation/images/bootassets"
 	"github.com/attestation/attestation/images/cache"
@@ -48,8 +50,10 @@ func (s *schematicService) CreateSchematic(ctx context.Context, req *connect.Req
 	row := &store.Schematic{ID: sc.ID(), Document: sc.Canonical()}
 	var created bool
 	if _, err := s.store.Update(ctx, func(tx *store.Tx) error {
-		created, err = tx.PutSchematic(ctx, row)
-		return err
+		if created, err = tx.PutSchematic(ctx, row); err != nil {
+			return err
+		}
+		return tx.Audit(ctx, audit.Record{Action: audit.SchematicCreate, Detail: schematicDetail(row.ID, created)})
 	}); err != nil {
 		return nil, ToConnect(err)
 	}
@@ -91,6 +95,14 @@ func (s *schematicService) ListSchematics(ctx context.Context, _ *connect.Reques
 	return connect.NewResponse(resp), nil
 }
 
+// schematicDetail is the detail of a schematic's creation's audit record.
+func schematicDetail(id string, created bool) string {
+	if created {
+		return audit.Detail("schematic", id)
+	}
+	return audit.Detail("schematic", id, "existed", "true")
+}
+
 func schematicToProto(row *store.Schematic) (*attestationv1.Schematic, error) {
 	doc := &structpb.Struct{}
 	if err := doc.UnmarshalJSON(row.Document); err != nil {
@@ -111,6 +123,13 @@ func (s *schematicService) BuildImage(ctx context.Context, req *connect.Request[
 	case errors.Is(err, bootassets.ErrNotBuilt):
 		return nil, connect.NewError(connect.CodeFailedPrecondition, err)
 	case err != nil:
+		return nil, ToConnect(err)
+	}
+	// The image is files, not rows: its record commits on its own, after
+	// the build (whose node.image_created names the actor too).
+	if _, err := s.store.Update(ctx, func(tx *store.Tx) error {
+		return tx.Audit(ctx, audit.Record{Action: audit.ImageBuild, Detail: audit.Detail("schematic", id, "built", strconv.FormatBool(img.Fresh))})
+	}); err != nil {
 		return nil, ToConnect(err)
 	}
 	resp := &attestationv1.BuildImageResponse{Id: id, Built: img.Fresh, BuildTime: durationpb.New(img.BuildTime), IsoUrl: s.images.ISOURL(id)}

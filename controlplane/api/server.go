@@ -34,6 +34,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
+	"github.com/attestation/attestation/controlplane/audit"
 	"github.com/attestation/attestation/controlplane/auth"
 	"github.com/attestation/attestation/controlplane/configs"
 	"github.com/attestation/attestation/controlplane/events"
@@ -83,10 +84,12 @@ var OperatorServices = []string{
 	attestationv1connect.ExtensionServiceName,
 	attestationv1connect.ConfigServiceName,
 	attestationv1connect.SchematicServiceName,
+	attestationv1connect.AuditServiceName,
 }
 
 // Handler returns the API's HTTP handler and a mux under it on which more
-// routes (extensions', boot's) can be mounted.
+// routes (extensions', boot's) can be mounted. Every request through the
+// handler gets an ID (audit.RequestIDs).
 func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -107,10 +110,14 @@ func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 		o.Limits = NewLimits(DefaultMaxRequestBytes, o.Registry, o.Logger)
 	}
 	m := newMetrics(o.Registry, o.Store)
+	if o.Auth != nil {
+		o.Auth = RecordActors(o.Auth) // names the audit trail's actors
+	}
+	audited := &auditor{store: o.Store, log: o.Logger}
 	validator := validate.NewInterceptor()
 	logErrors := errorLogger(o.Logger)
 	limits := o.Limits.HandlerOptions()
-	operator := connect.WithHandlerOptions(append(limits, connect.WithInterceptors(m, logErrors, auth.NewInterceptor(o.Auth, RequiredRole), validator))...)
+	operator := connect.WithHandlerOptions(append(limits, connect.WithInterceptors(m, logErrors, audited, auth.NewInterceptor(o.Auth, RequiredRole), validator))...)
 	agent := connect.WithHandlerOptions(append(limits, connect.WithInterceptors(m, logErrors, validator))...)
 
 	mux := http.NewServeMux()
@@ -125,6 +132,7 @@ func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 	mount(attestationv1connect.NewExtensionServiceHandler(&extensionService{list: o.Extensions}, operator))
 	mount(attestationv1connect.NewConfigServiceHandler(&configService{configs: o.Configs}, operator))
 	mount(attestationv1connect.NewSchematicServiceHandler(&schematicService{store: o.Store, images: o.Images}, operator))
+	mount(attestationv1connect.NewAuditServiceHandler(&auditService{store: o.Store}, operator))
 	// Agent messages are small; compressing them costs more than it saves.
 	procedures(attestationv1connect.NewAgentServiceHandler(o.Agent, agent, connect.WithCompressMinBytes(4<<10)))
 
@@ -176,7 +184,7 @@ func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 		metrics = auth.Middleware(o.Auth, func(*http.Request) auth.Role { return auth.Viewer }, metrics)
 	}
 	mux.Handle("GET /metrics", metrics)
-	return RouteErrors(mux), mux, nil
+	return audit.RequestIDs(RouteErrors(mux)), mux, nil
 }
 
 // handleProcedures registers h, a Connect handler serving the service at
@@ -338,7 +346,7 @@ func (h *errorHider) hide(ctx context.Context, procedure string, err error) erro
 	if ctx.Err() != nil {
 		return err // the caller hung up: nobody to tell, nothing went wrong here
 	}
-	h.log.Error("request failed", "procedure", procedure, "err", err)
+	h.log.Error("request failed", "procedure", procedure, "request_id", audit.RequestID(ctx), "err", err)
 	return connect.NewError(connect.CodeInternal, errors.New(internalMessage))
 }
 

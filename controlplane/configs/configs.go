@@ -22,6 +22,7 @@ import (
 
 	"go.yaml.in/yaml/v2"
 
+	"github.com/attestation/attestation/controlplane/audit"
 	"github.com/attestation/attestation/controlplane/store"
 )
 
@@ -225,6 +226,8 @@ func NewService(st *store.Store) *Service { return &Service{store: st} }
 
 // Set checks a template and stores it as the role's, replacing the one
 // before; an invalid template fails with *InvalidError and changes nothing.
+// An operator's Set (and Delete) writes its audit record in the same
+// transaction (see package audit).
 //
 // schematicID, when not empty, is the role's default schematic: machines
 // approved with the role and no schematic of their own get it. It must
@@ -244,11 +247,19 @@ func (s *Service) Set(ctx context.Context, role, text, schematicID string) (*sto
 				return err
 			}
 		}
-		return tx.PutConfigTemplate(ctx, c)
+		if err := tx.PutConfigTemplate(ctx, c); err != nil {
+			return err
+		}
+		return tx.Audit(ctx, audit.Record{Action: audit.ConfigSet, Detail: SetDetail(role, c.SchematicID)})
 	}); err != nil {
 		return nil, fmt.Errorf("set config template of role %s: %w", role, err)
 	}
 	return c, nil
+}
+
+// SetDetail is the detail of the audit record of setting a role's template.
+func SetDetail(role, schematicID string) string {
+	return audit.Detail("role", role, "schematic", strings.ToLower(schematicID))
 }
 
 // ErrNoTemplate: the role has no config template.
@@ -273,8 +284,10 @@ func (s *Service) Delete(ctx context.Context, role string) (*store.ConfigTemplat
 	var c *store.ConfigTemplate
 	_, err := s.store.Update(ctx, func(tx *store.Tx) error {
 		var err error
-		c, err = tx.DeleteConfigTemplate(ctx, role)
-		return err
+		if c, err = tx.DeleteConfigTemplate(ctx, role); err != nil {
+			return err
+		}
+		return tx.Audit(ctx, audit.Record{Action: audit.ConfigDelete, Detail: audit.Detail("role", role)})
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("role %s: %w", role, ErrNoTemplate)

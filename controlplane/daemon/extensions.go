@@ -24,7 +24,7 @@ import (
 
 // reservedNames are path segments of the core REST API under /api/v1: an
 // extension with one of these names would shadow core routes.
-var reservedNames = map[string]bool{"machines": true, "events": true, "extensions": true, "register": true, "configs": true, "schematics": true}
+var reservedNames = map[string]bool{"machines": true, "events": true, "extensions": true, "register": true, "configs": true, "schematics": true, "audit": true}
 
 // loaded is an extension as the host runs it.
 type loaded struct {
@@ -72,6 +72,9 @@ type host struct {
 	// origin names where a setting was set (config.Config.Origin), so
 	// that an extension refusing its settings points at them.
 	origin func(key string) string
+	// store is where load found the database: the calls of the
+	// extensions' routes are recorded in its audit trail.
+	store *store.Store
 }
 
 // guard runs fn, turning a panic into an error.
@@ -87,6 +90,7 @@ func guard(what string, fn func() error) (err error) {
 // load provisions every extension, applies its migrations and collects
 // its event subscriptions, in name order.
 func (h *host) load(ctx context.Context, list []extensions.Extension, st *store.Store, baseURL string, settings map[string]json.RawMessage, dispatcher *events.Dispatcher, reg prometheus.Registerer) {
+	h.store = st
 	for _, e := range list {
 		info := e.Info()
 		l := &loaded{ext: e, info: info, log: h.log.With("extension", info.Name)}
@@ -181,8 +185,10 @@ func (l *loaded) gate(next events.Handler) events.Handler {
 }
 
 // mount serves each extension's routes under /api/v1/<name>/, behind the
-// operator authentication.
+// operator authentication, recording the calls of their mutating routes
+// in the audit trail (api.AuditRoutes).
 func (h *host) mount(mux *http.ServeMux, authn auth.Authenticator) {
+	authn = api.RecordActors(authn)
 	for _, l := range h.exts {
 		_, isRouter := l.ext.(extensions.Router)
 		if !isRouter || reservedNames[l.info.Name] {
@@ -195,13 +201,13 @@ func (h *host) mount(mux *http.ServeMux, authn auth.Authenticator) {
 		}
 		prefix := "/api/v1/" + l.info.Name
 		inner := http.StripPrefix(prefix, routes)
-		mux.Handle(prefix+"/", auth.Middleware(authn, func(r *http.Request) auth.Role { return l.requiredRole(prefix, r) }, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mux.Handle(prefix+"/", api.AuditRoutes(h.store, l.info.Name, prefix, l.mux, l.log, auth.Middleware(authn, func(r *http.Request) auth.Role { return l.requiredRole(prefix, r) }, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if err := l.failed(); err != nil {
 				auth.WriteJSONError(w, http.StatusServiceUnavailable, 14, fmt.Sprintf("extension %s is not running: %v", l.info.Name, err))
 				return
 			}
 			inner.ServeHTTP(w, r)
-		})))
+		}))))
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/attestation/attestation/controlplane/audit"
 )
 
 // Type names a lifecycle event, as it appears on the wire and in the log.
@@ -58,6 +60,9 @@ type Common struct {
 	MachineID     string    `json:"machine_id"`
 	EKFingerprint string    `json:"ek_fingerprint"`
 	Timestamp     time.Time `json:"timestamp"`
+	// Actor is the operator whose action wrote the event; nil for the
+	// events of agents and of the daemon itself (the heartbeat sweeper).
+	Actor *audit.Actor `json:"actor,omitempty"`
 	// Raw is the payload exactly as stored, for handlers that forward it.
 	Raw json.RawMessage `json:"-"`
 }
@@ -204,7 +209,9 @@ type Envelope struct {
 	MachineID     string
 	EKFingerprint string
 	Time          time.Time
-	Payload       json.RawMessage
+	// Actor is the operator whose action wrote the event (nil: none).
+	Actor   *audit.Actor
+	Payload json.RawMessage
 }
 
 // Decode returns the typed payload of e, with Common filled from the
@@ -220,7 +227,7 @@ func (e Envelope) Decode() (Event, error) {
 	h := ev.Header()
 	h.Event, h.ID, h.Seq = e.Type, e.ID, e.Seq
 	h.MachineID, h.EKFingerprint, h.Timestamp = e.MachineID, e.EKFingerprint, e.Time
-	h.Raw = e.Payload
+	h.Actor, h.Raw = e.Actor, e.Payload
 	return ev, nil
 }
 

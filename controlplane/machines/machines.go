@@ -1,6 +1,10 @@
 // Package machines applies the machine lifecycle: each operation loads the
 // machine, asks package lifecycle whether the transition is legal, writes
 // the change and its event in one transaction, and wakes the dispatcher.
+//
+// An operation an operator asks for (its context carries an actor, see
+// package audit) also writes its audit record in that transaction, and
+// its events name the actor.
 package machines
 
 import (
@@ -12,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/attestation/attestation/controlplane/audit"
 	"github.com/attestation/attestation/controlplane/events"
 	"github.com/attestation/attestation/controlplane/lifecycle"
 	"github.com/attestation/attestation/controlplane/store"
@@ -189,13 +194,28 @@ func (s *Service) Register(ctx context.Context, r Registration) (*store.Machine,
 		if len(m.MACs) > 0 {
 			ev.MAC = m.MACs[0]
 		}
-		return tx.Emit(ctx, m, ev)
+		if err := tx.Emit(ctx, m, ev); err != nil {
+			return err
+		}
+		return record(ctx, tx, audit.MachineRegister, m, RegistrationDetail(r))
 	})
 	if err != nil {
 		return nil, fmt.Errorf("register machine %s: %w", fp, err)
 	}
 	s.committed(evs)
 	return m, nil
+}
+
+// RegistrationDetail is the detail of a pre-registration's audit record.
+func RegistrationDetail(r Registration) string {
+	return audit.Detail("ek_fingerprint", NormalizeFingerprint(r.EKFingerprint), "role", r.Role,
+		"hostname", r.Hostname, "schematic", strings.ToLower(r.SchematicID))
+}
+
+// record writes the audit record of an operator's action on m, in tx
+// (nothing when ctx carries no actor: see store.Tx.Audit).
+func record(ctx context.Context, tx *store.Tx, action string, m *store.Machine, detail string) error {
+	return tx.Audit(ctx, audit.Record{Action: action, MachineID: m.ID, Detail: detail})
 }
 
 // UnknownSchematicError: an approval or pre-registration names a
@@ -250,8 +270,16 @@ func (s *Service) Approve(ctx context.Context, id string, a Approval) (*store.Ma
 		if err := checkSchematic(ctx, tx, a.SchematicID); err != nil {
 			return err
 		}
-		return s.approve(ctx, tx, m, a)
+		if err := s.approve(ctx, tx, m, a); err != nil {
+			return err
+		}
+		return record(ctx, tx, audit.MachineApprove, m, ApprovalDetail(Approval{Role: m.Role, Hostname: m.Hostname, SchematicID: m.SchematicID}))
 	})
+}
+
+// ApprovalDetail is the detail of an approval's audit record.
+func ApprovalDetail(a Approval) string {
+	return audit.Detail("role", a.Role, "hostname", a.Hostname, "schematic", strings.ToLower(a.SchematicID))
 }
 
 // approve assigns what the approval says and, when the Service mints config
@@ -329,28 +357,41 @@ func (s *Service) Revoke(ctx context.Context, id, reason string) (*store.Machine
 		if err := tx.RevokeConfigTokens(ctx, m.ID); err != nil {
 			return err
 		}
-		return tx.Emit(ctx, m, &events.Decommissioned{Hostname: m.Hostname, Role: m.Role, Reason: m.DecommissionReason})
+		if err := tx.Emit(ctx, m, &events.Decommissioned{Hostname: m.Hostname, Role: m.Role, Reason: m.DecommissionReason}); err != nil {
+			return err
+		}
+		return record(ctx, tx, audit.MachineRevoke, m, RevocationDetail(m.DecommissionReason))
 	})
 }
 
-// SetRole changes a machine's role; setting the role it has is a no-op
-// that emits nothing.
+// RevocationDetail is the detail of a revocation's audit record.
+func RevocationDetail(reason string) string { return audit.Detail("reason", strings.TrimSpace(reason)) }
+
+// SetRole changes a machine's role; setting the role it has changes
+// nothing and emits nothing (an operator's request for it is still
+// recorded in the audit trail).
 func (s *Service) SetRole(ctx context.Context, id, role string) (*store.Machine, error) {
 	return s.update(ctx, "set role of", id, func(tx *store.Tx, m *store.Machine) error {
 		if err := transition(m, lifecycle.SetRole); err != nil {
 			return err
 		}
-		if m.Role == role {
-			return nil
+		if m.Role != role {
+			old := m.Role
+			m.Role = role
+			if err := tx.UpdateMachine(ctx, m); err != nil {
+				return err
+			}
+			if err := tx.Emit(ctx, m, &events.RoleChanged{Hostname: m.Hostname, OldRole: old, NewRole: role}); err != nil {
+				return err
+			}
 		}
-		old := m.Role
-		m.Role = role
-		if err := tx.UpdateMachine(ctx, m); err != nil {
-			return err
-		}
-		return tx.Emit(ctx, m, &events.RoleChanged{Hostname: m.Hostname, OldRole: old, NewRole: role})
+		// Asked for, so recorded, even when the role was already set.
+		return record(ctx, tx, audit.MachineSetRole, m, RoleDetail(role))
 	})
 }
+
+// RoleDetail is the detail of a role change's audit record.
+func RoleDetail(role string) string { return audit.Detail("role", role) }
 
 // Reinstate lifts a decommissioned machine's tombstone; it returns to
 // registered and must attest again.
@@ -377,7 +418,10 @@ func (s *Service) Reinstate(ctx context.Context, id string) (*store.Machine, err
 		if len(m.MACs) > 0 {
 			ev.MAC = m.MACs[0]
 		}
-		return tx.Emit(ctx, m, ev)
+		if err := tx.Emit(ctx, m, ev); err != nil {
+			return err
+		}
+		return record(ctx, tx, audit.MachineReinstate, m, "")
 	})
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/attestation/attestation/controlplane/audit"
 	"github.com/attestation/attestation/controlplane/events"
 )
 
@@ -28,7 +29,7 @@ func (s *Store) ListEvents(ctx context.Context, f EventFilter) ([]events.Envelop
 	if f.Type != "" {
 		where, args = append(where, "type = ?"), append(args, f.Type)
 	}
-	q := `SELECT seq, id, type, COALESCE(machine_id, ''), ek_fingerprint, created_at, payload FROM events WHERE ` +
+	q := `SELECT seq, id, type, COALESCE(machine_id, ''), ek_fingerprint, created_at, payload, actor_subject, actor_name FROM events WHERE ` +
 		strings.Join(where, " AND ") + ` ORDER BY seq`
 	if f.Limit > 0 {
 		q += fmt.Sprintf(" LIMIT %d", f.Limit)
@@ -41,14 +42,18 @@ func (s *Store) ListEvents(ctx context.Context, f EventFilter) ([]events.Envelop
 	var out []events.Envelope
 	for rows.Next() {
 		var (
-			e       events.Envelope
-			at      int64
-			payload string
+			e             events.Envelope
+			at            int64
+			payload       string
+			subject, name sql.NullString
 		)
-		if err := rows.Scan(&e.Seq, &e.ID, &e.Type, &e.MachineID, &e.EKFingerprint, &at, &payload); err != nil {
+		if err := rows.Scan(&e.Seq, &e.ID, &e.Type, &e.MachineID, &e.EKFingerprint, &at, &payload, &subject, &name); err != nil {
 			return nil, fmt.Errorf("list events: %w", err)
 		}
 		e.Time, e.Payload = fromNanos(at), []byte(payload)
+		if subject.Valid {
+			e.Actor = &audit.Actor{Subject: subject.String, Name: name.String}
+		}
 		out = append(out, e)
 	}
 	return out, rows.Err()

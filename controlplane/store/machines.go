@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/attestation/attestation/controlplane/audit"
 	"github.com/attestation/attestation/controlplane/events"
 	"github.com/attestation/attestation/controlplane/lifecycle"
 	"github.com/google/uuid"
@@ -234,7 +235,9 @@ func (t *Tx) UpdateMachine(ctx context.Context, m *Machine) error {
 }
 
 // Emit writes ev to the outbox in this transaction, stamping its ID,
-// type, machine and time from m.
+// type, machine and time from m, and its actor from ctx (audit.ActorFrom:
+// the operator whose request this is; none for an agent's or the
+// daemon's own change).
 func (t *Tx) Emit(ctx context.Context, m *Machine, ev events.Event) error {
 	h := ev.Header()
 	h.Event = events.TypeOf(ev)
@@ -249,19 +252,30 @@ func (t *Tx) Emit(ctx context.Context, m *Machine, ev events.Event) error {
 	if h.Timestamp.IsZero() {
 		h.Timestamp = t.now
 	}
+	var subject, name sql.NullString
+	if h.Actor == nil {
+		if a, ok := audit.ActorFrom(ctx); ok {
+			h.Actor = &a
+		}
+	}
+	if h.Actor != nil {
+		subject = sql.NullString{String: h.Actor.Subject, Valid: true}
+		name = sql.NullString{String: h.Actor.Name, Valid: true}
+	}
 	payload, err := events.Encode(ev)
 	if err != nil {
 		return err
 	}
-	res, err := t.exec(ctx, `INSERT INTO events (id, type, machine_id, ek_fingerprint, created_at, payload)
-		VALUES (?, ?, NULLIF(?, ''), ?, ?, ?)`, h.ID, h.Event, h.MachineID, h.EKFingerprint, h.Timestamp.UnixNano(), string(payload))
+	res, err := t.exec(ctx, `INSERT INTO events (id, type, machine_id, ek_fingerprint, created_at, payload, actor_subject, actor_name)
+		VALUES (?, ?, NULLIF(?, ''), ?, ?, ?, ?, ?)`,
+		h.ID, h.Event, h.MachineID, h.EKFingerprint, h.Timestamp.UnixNano(), string(payload), subject, name)
 	if err != nil {
 		return fmt.Errorf("write %s event to outbox: %w", h.Event, err)
 	}
 	h.Seq, _ = res.LastInsertId()
 	t.emitted = append(t.emitted, events.Envelope{
 		Seq: h.Seq, ID: h.ID, Type: h.Event, MachineID: h.MachineID,
-		EKFingerprint: h.EKFingerprint, Time: h.Timestamp, Payload: payload,
+		EKFingerprint: h.EKFingerprint, Time: h.Timestamp, Actor: h.Actor, Payload: payload,
 	})
 	return nil
 }

@@ -49,9 +49,13 @@
 //	X-Attestation-Attempt: <1, 2, ...>
 //	X-Attestation-Signature: sha256=<hex HMAC-SHA256 of the body, keyed with the secret>
 //
-//	{"event":"node.provisioned","id":"<event id>","machine_id":"...","ek_fingerprint":"...","timestamp":"...",...}
+//	{"event":"node.provisioned","id":"<event id>","machine_id":"...","ek_fingerprint":"...","timestamp":"...",
+//	 "actor":{"subject":"...","name":"..."},...}
 //
-// The body is the event's payload exactly as the daemon stored it. A 2xx
+// The body is the event's payload exactly as the daemon stored it; actor
+// names the operator whose action wrote the event, and is left out of an
+// agent's or the daemon's own events (node.online, node.heartbeat_missed,
+// ...). A 2xx
 // response delivers it; anything else (including a redirect, which is not
 // followed) or no response within the timeout is retried after
 // initial_backoff * 2^(n-1), capped at max_backoff, less up to half of it

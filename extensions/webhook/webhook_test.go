@@ -244,6 +244,10 @@ func TestDeliversSignedEventsToMatchingTargets(t *testing.T) {
 		if r.Event["machine_id"] != id || r.Event["ek_fingerprint"] == "" || r.Event["id"] == "" || r.Event["timestamp"] == "" {
 			t.Errorf("body %s: want event, id, machine_id %s, ek_fingerprint, timestamp", r.Body, id)
 		}
+		// Both events are the admin's doing: registered and revoked over the API.
+		if actor, _ := r.Event["actor"].(map[string]any); actor["subject"] != "admin-token" || actor["name"] != "admin-token" {
+			t.Errorf("body %s: want the actor {subject: admin-token, name: admin-token}", r.Body)
+		}
 	}
 	for _, r := range all.requests() {
 		d, ok := byDelivery[r.Header.Get("X-Attestation-Delivery")]

@@ -40,7 +40,10 @@ type Event struct {
 	EkFingerprint string                 `protobuf:"bytes,5,opt,name=ek_fingerprint,json=ekFingerprint,proto3" json:"ek_fingerprint,omitempty"`
 	Time          *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=time,proto3" json:"time,omitempty"`
 	// The event's typed payload as JSON.
-	Payload       *structpb.Struct `protobuf:"bytes,7,opt,name=payload,proto3" json:"payload,omitempty"`
+	Payload *structpb.Struct `protobuf:"bytes,7,opt,name=payload,proto3" json:"payload,omitempty"`
+	// The operator whose action wrote the event; unset for the events of
+	// agents and of the daemon itself.
+	Actor         *Actor `protobuf:"bytes,8,opt,name=actor,proto3" json:"actor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -120,6 +123,13 @@ func (x *Event) GetTime() *timestamppb.Timestamp {
 func (x *Event) GetPayload() *structpb.Struct {
 	if x != nil {
 		return x.Payload
+	}
+	return nil
+}
+
+func (x *Event) GetActor() *Actor {
+	if x != nil {
+		return x.Actor
 	}
 	return nil
 }
@@ -352,7 +362,7 @@ var File_attestation_v1_event_proto protoreflect.FileDescriptor
 
 const file_attestation_v1_event_proto_rawDesc = "" +
 	"\n" +
-	"\x1aattestation/v1/event.proto\x12\x0eattestation.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe6\x01\n" +
+	"\x1aattestation/v1/event.proto\x12\x0eattestation.v1\x1a\x1aattestation/v1/audit.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x02\n" +
 	"\x05Event\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x03R\x03seq\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
@@ -361,7 +371,8 @@ const file_attestation_v1_event_proto_rawDesc = "" +
 	"machine_id\x18\x04 \x01(\tR\tmachineId\x12%\n" +
 	"\x0eek_fingerprint\x18\x05 \x01(\tR\rekFingerprint\x12.\n" +
 	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x121\n" +
-	"\apayload\x18\a \x01(\v2\x17.google.protobuf.StructR\apayload\"\xb3\x06\n" +
+	"\apayload\x18\a \x01(\v2\x17.google.protobuf.StructR\apayload\x12+\n" +
+	"\x05actor\x18\b \x01(\v2\x15.attestation.v1.ActorR\x05actor\"\xb3\x06\n" +
 	"\x11ListEventsRequest\x12\x80\x02\n" +
 	"\amachine\x18\x01 \x01(\tB\xe5\x01\xbaH\xe1\x01\xba\x01\xdd\x01\n" +
 	"\amachine\x1a\xd1\x01this == '' || this.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$') ? '' : '\"' + this + '\" is not a machine ID: want a UUID such as 0b7e4a3c-5c1e-4d8e-9f3a-2b1c0d9e8f7a'R\amachine\x12\xcb\x03\n" +
@@ -407,21 +418,23 @@ var file_attestation_v1_event_proto_goTypes = []any{
 	(*WatchEventsResponse)(nil),   // 4: attestation.v1.WatchEventsResponse
 	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
 	(*structpb.Struct)(nil),       // 6: google.protobuf.Struct
+	(*Actor)(nil),                 // 7: attestation.v1.Actor
 }
 var file_attestation_v1_event_proto_depIdxs = []int32{
 	5, // 0: attestation.v1.Event.time:type_name -> google.protobuf.Timestamp
 	6, // 1: attestation.v1.Event.payload:type_name -> google.protobuf.Struct
-	0, // 2: attestation.v1.ListEventsResponse.events:type_name -> attestation.v1.Event
-	0, // 3: attestation.v1.WatchEventsResponse.event:type_name -> attestation.v1.Event
-	1, // 4: attestation.v1.EventService.ListEvents:input_type -> attestation.v1.ListEventsRequest
-	3, // 5: attestation.v1.EventService.WatchEvents:input_type -> attestation.v1.WatchEventsRequest
-	2, // 6: attestation.v1.EventService.ListEvents:output_type -> attestation.v1.ListEventsResponse
-	4, // 7: attestation.v1.EventService.WatchEvents:output_type -> attestation.v1.WatchEventsResponse
-	6, // [6:8] is the sub-list for method output_type
-	4, // [4:6] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	7, // 2: attestation.v1.Event.actor:type_name -> attestation.v1.Actor
+	0, // 3: attestation.v1.ListEventsResponse.events:type_name -> attestation.v1.Event
+	0, // 4: attestation.v1.WatchEventsResponse.event:type_name -> attestation.v1.Event
+	1, // 5: attestation.v1.EventService.ListEvents:input_type -> attestation.v1.ListEventsRequest
+	3, // 6: attestation.v1.EventService.WatchEvents:input_type -> attestation.v1.WatchEventsRequest
+	2, // 7: attestation.v1.EventService.ListEvents:output_type -> attestation.v1.ListEventsResponse
+	4, // 8: attestation.v1.EventService.WatchEvents:output_type -> attestation.v1.WatchEventsResponse
+	7, // [7:9] is the sub-list for method output_type
+	5, // [5:7] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_attestation_v1_event_proto_init() }
@@ -429,6 +442,7 @@ func file_attestation_v1_event_proto_init() {
 	if File_attestation_v1_event_proto != nil {
 		return
 	}
+	file_attestation_v1_audit_proto_init()
 	file_attestation_v1_event_proto_msgTypes[3].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
