@@ -239,7 +239,7 @@ DATA_DIR/admin-token.`,
 		[]string{OutputTable, OutputJSON, OutputYAML}, cobra.ShellCompDirectiveNoFileComp))
 
 	root.AddGroup(&cobra.Group{ID: coreGroup, Title: "Commands:"})
-	for _, c := range []*cobra.Command{machinesCommand(env), configsCommand(env), schematicsCommand(env), eventsCommand(env), extensionsCommand(env), imagesCommand(env), authCommand(env)} {
+	for _, c := range []*cobra.Command{machinesCommand(env), configsCommand(env), schematicsCommand(env), eventsCommand(env), auditCommand(env), extensionsCommand(env), imagesCommand(env), authCommand(env)} {
 		c.GroupID = coreGroup
 		root.AddCommand(c)
 	}

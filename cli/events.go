@@ -33,7 +33,9 @@ func eventsCommand(env *Env) *cobra.Command {
 		Short:   "Read or follow the lifecycle event log",
 		Long: `Every change of a machine's state writes an event (node.registered,
 node.online, node.provisioned, node.decommissioned, ...) in the same
-transaction, numbered in commit order (SEQ). List the log, or watch it live.`,
+transaction, numbered in commit order (SEQ). An event an operator's action
+wrote names the operator (ACTOR); an agent's or the daemon's own has none.
+List the log, or watch it live.`,
 		Example: `  attestation events list --machine 0b7e4a3c-5c1e-4d8e-9f3a-2b1c0d9e8f7a
   attestation events watch`,
 	}
@@ -239,17 +241,18 @@ func (e *Env) printEventLine(ev *attestationv1.Event) error {
 		return err
 	}
 	// Widths fit the longest type and a UUID, so that lines align without
-	// waiting for the next event.
-	_, err := fmt.Fprintf(e.Stdout, "%-6d  %-19s  %-21s  %-36s  %s\n",
-		ev.Seq, formatTime(ev.Time), ev.Type, orDash(ev.MachineId), eventDetails(ev.Payload))
+	// waiting for the next event (and most operators' names).
+	_, err := fmt.Fprintf(e.Stdout, "%-6d  %-19s  %-21s  %-36s  %-12s  %s\n",
+		ev.Seq, formatTime(ev.Time), ev.Type, orDash(ev.MachineId), orDash(ev.GetActor().GetName()), eventDetails(ev.Payload))
 	return err
 }
 
 func eventTable(w io.Writer, evs []*attestationv1.Event) error {
 	tw := newTable(w)
-	fmt.Fprintln(tw, "SEQ\tTIME\tTYPE\tMACHINE\tDETAILS")
+	fmt.Fprintln(tw, "SEQ\tTIME\tTYPE\tMACHINE\tACTOR\tDETAILS")
 	for _, ev := range evs {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", ev.Seq, formatTime(ev.Time), ev.Type, orDash(ev.MachineId), eventDetails(ev.Payload))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", ev.Seq, formatTime(ev.Time), ev.Type, orDash(ev.MachineId),
+			orDash(ev.GetActor().GetName()), eventDetails(ev.Payload))
 	}
 	return tw.Flush()
 }
@@ -257,7 +260,7 @@ func eventTable(w io.Writer, evs []*attestationv1.Event) error {
 // commonPayloadFields repeat the event's own columns; details leave them out.
 var commonPayloadFields = map[string]bool{
 	"event": true, "id": true, "seq": true, "machine_id": true,
-	"ek_fingerprint": true, "timestamp": true,
+	"ek_fingerprint": true, "timestamp": true, "actor": true,
 }
 
 // zeroTime is how an unset time.Time appears in a payload.
