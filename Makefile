@@ -46,6 +46,10 @@ boot-assets: build agent ## Fetch Debian's kernel (apt-get download) and build t
 run: build ## Build and start attestationd with its defaults (API on :9000, data in ./var)
 	$(BIN)/attestationd --listen $(LISTEN) --data-dir $(DATA_DIR)
 
+.PHONY: run-oidc-demo
+run-oidc-demo: build ## Start a development OIDC provider (alice: operator, bob: viewer, root: admin) on OIDC_LISTEN (127.0.0.1:9400) and attestationd trusting it
+	@LISTEN=$(LISTEN) DATA_DIR=$(DATA_DIR) BIN=$(BIN) tools/oidc-demo.sh
+
 .PHONY: demo
 demo: deps ## Enroll one machine on this one: daemon, agent with a TPM simulator (TPM=swtpm: swtpm and --ek-roots), approve, config, events
 	@tools/demo.sh $(TPM)

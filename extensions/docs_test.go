@@ -63,13 +63,13 @@ func TestExtensionsGuide(t *testing.T) {
 		t.Fatal(err)
 	}
 	files := snippets(t, filepath.Join(repo, "docs", "extensions.md"))
-	for _, want := range []string{"audit/audit.go", "audit/audit_test.go", "audit/migrations/0001_create_log.sql", "cmd/attestationd/main.go", "cmd/attestation/main.go"} {
+	for _, want := range []string{"history/history.go", "history/history_test.go", "history/migrations/0001_create_log.sql", "cmd/attestationd/main.go", "cmd/attestation/main.go"} {
 		if _, ok := files[want]; !ok {
 			t.Fatalf("docs/extensions.md has no snippet for %s (found %d snippets)", want, len(files))
 		}
 	}
 	dir := t.TempDir()
-	files["go.mod"] = "module example.com/audit\n\ngo 1.26\n\n" +
+	files["go.mod"] = "module example.com/history\n\ngo 1.26\n\n" +
 		"require github.com/attestation/attestation v0.0.0-00010101000000-000000000000\n\n" +
 		"replace github.com/attestation/attestation => " + repo + "\n" +
 		// As the guide says: this module's replace of go-diskfs, which
@@ -105,7 +105,7 @@ func TestExtensionsGuide(t *testing.T) {
 	run("build", "-o", dir+"/bin/", "./cmd/attestationd", "./cmd/attestation")
 	run("test", "-count=1", "./...")
 	out, err := exec.Command(filepath.Join(dir, "bin", "attestation"), "--help").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "audit") {
-		t.Fatalf("the built CLI's help does not list the audit command group: %v\n%s", err, out)
+	if err != nil || !strings.Contains(string(out), "history") {
+		t.Fatalf("the built CLI's help does not list the history command group: %v\n%s", err, out)
 	}
 }

@@ -8,7 +8,7 @@ import (
 )
 
 // procedureRoles is the role each operator procedure needs: viewers
-// read; operators also approve, revoke, reinstate, register and set
+// read (the audit trail too); operators also approve, revoke, reinstate, register and set
 // roles; admins also manage configs (which may hold secrets, so reading
 // them is theirs too) and schematics. A procedure not listed needs admin.
 var procedureRoles = map[string]auth.Role{
@@ -30,6 +30,7 @@ var procedureRoles = map[string]auth.Role{
 	attestationv1connect.ConfigServiceGetConfigProcedure:          auth.Admin,
 	attestationv1connect.ConfigServiceListConfigsProcedure:        auth.Admin,
 	attestationv1connect.ConfigServiceDeleteConfigProcedure:       auth.Admin,
+	attestationv1connect.AuditServiceListAuditRecordsProcedure:    auth.Viewer,
 }
 
 // RequiredRole is the role an operator procedure (/pkg.Service/Method)

@@ -496,7 +496,7 @@ func TestCLIErrors(t *testing.T) {
 		args []string
 		want string // the first line of stderr
 	}{
-		{"no token", noToken, []string{"tag", "list", id}, "attestation: not logged in: pass --token or set ATTESTATION_TOKEN"},
+		{"no token", noToken, []string{"tag", "list", id}, "attestation: not logged in: the daemon at "},
 		{"no token to add", noToken, []string{"tag", "add", id, "rack=r1"}, "attestation: not logged in:"},
 		{"wrong token", badToken, []string{"tag", "list", id}, "attestation: the daemon at " + kit.URL + " did not accept the token (invalid bearer token)"},
 		{"daemon unreachable", unreachable, []string{"tag", "list", id}, "attestation: cannot reach the daemon at http://127.0.0.1:1: dial tcp 127.0.0.1:1"},
