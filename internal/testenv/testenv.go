@@ -68,41 +68,48 @@ func Root(t testing.TB, why string) {
 
 // pkg names the package under test by its directory below the module
 // root (go test runs each test binary in its package's directory), the
-// root package by the root directory's name.
+// root package by the root directory's name. A module nested in the
+// repository's (its path below the outer one's) counts from the outer
+// root: packaging/deb, not deb.
 func pkg() string {
 	wd, err := os.Getwd()
 	if err != nil {
 		return "?"
 	}
+	root, mod := "", ""
 	for dir := wd; ; dir = filepath.Dir(dir) {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			if rel, err := filepath.Rel(dir, wd); err == nil {
-				if rel == "." {
-					return moduleName(filepath.Join(dir, "go.mod"))
-				}
-				return filepath.ToSlash(rel)
-			}
-			return wd
+		if p := modulePath(filepath.Join(dir, "go.mod")); p != "" && (root == "" || strings.HasPrefix(mod, p+"/")) {
+			root, mod = dir, p
 		}
 		if filepath.Dir(dir) == dir {
-			return wd
+			break
 		}
 	}
+	if root == "" {
+		return wd
+	}
+	rel, err := filepath.Rel(root, wd)
+	if err != nil {
+		return wd
+	}
+	if rel == "." {
+		return path.Base(mod)
+	}
+	return filepath.ToSlash(rel)
 }
 
-// moduleName is the last element of the module path in the go.mod file,
-// the name of the module's root package.
-func moduleName(gomod string) string {
+// modulePath is the module path in the go.mod file, "" when there is none.
+func modulePath(gomod string) string {
 	b, err := os.ReadFile(gomod)
 	if err != nil {
-		return "?"
+		return ""
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if mod, ok := strings.CutPrefix(strings.TrimSpace(line), "module "); ok {
-			return path.Base(strings.Trim(strings.TrimSpace(mod), `"`))
+			return strings.Trim(strings.TrimSpace(mod), `"`)
 		}
 	}
-	return "?"
+	return ""
 }
 
 // Integration marks t as an integration test proving what, for example

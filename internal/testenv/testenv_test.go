@@ -68,3 +68,41 @@ func TestMissing(t *testing.T) {
 		})
 	}
 }
+
+// TestNestedModuleName: in a module nested in the repository's (its path
+// below the outer module's), the integration log names the package from
+// the outer root; a go.mod above of another module does not count.
+func TestNestedModuleName(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	pkgDir := filepath.Join(tmp, "repo", "packaging", "deb")
+	if err := os.MkdirAll(pkgDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for dir, mod := range map[string]string{
+		tmp:                                     "example.com/unrelated",
+		filepath.Join(tmp, "repo"):              "example.com/repo",
+		filepath.Join(tmp, "repo", "packaging"): "example.com/repo/packaging",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module "+mod+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	log := filepath.Join(tmp, "integration.log")
+	cmd := exec.Command(exe, "-test.run", "^TestHelperMissing$")
+	cmd.Dir = pkgDir
+	cmd.Env = []string{"TESTENV_HELPER=1", "PATH=" + os.Getenv("PATH"), testenv.LogEnv + "=" + log}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Split(string(b), "\t")[0], "packaging/deb.TestHelperMissing"; got != want {
+		t.Errorf("logged as %q, want %q", got, want)
+	}
+}
