@@ -34,6 +34,7 @@ import (
 
 	"github.com/attestation/attestation/images/initramfs"
 	"github.com/attestation/attestation/internal/atomicfile"
+	"github.com/attestation/attestation/internal/debian"
 )
 
 // DefaultModules are the NIC drivers the agent's initramfs carries unless
@@ -103,8 +104,8 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	}
 	root := filepath.Join(o.Work, "root")
 	log.Info("extracting the kernel package", "deb", filepath.Base(deb))
-	if out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", deb, root).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("boot assets: dpkg-deb -x %s: %v\n%s", deb, err, out)
+	if err := debian.Extract(ctx, deb, root); err != nil {
+		return nil, fmt.Errorf("boot assets: %w", err)
 	}
 	kernels, _ := filepath.Glob(filepath.Join(root, "boot", "vmlinuz-*"))
 	if len(kernels) != 1 {
@@ -203,21 +204,11 @@ func download(ctx context.Context, dir, pkg string, log *slog.Logger) (string, e
 		return "", fmt.Errorf("boot assets: apt-cache depends %s: %v\n%s(run apt-get update first?)", pkg, err, out)
 	}
 	log.Info("downloading the kernel package", "package", pkg)
-	return aptDownload(ctx, dir, pkg)
-}
-
-// aptDownload fetches one package into dir and returns its .deb's path.
-func aptDownload(ctx context.Context, dir, pkg string) (string, error) {
-	cmd := exec.CommandContext(ctx, "apt-get", "download", "-q", pkg)
-	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("boot assets: apt-get download %s: %v\n%s", pkg, err, out)
+	deb, err := debian.Download(ctx, dir, pkg)
+	if err != nil {
+		return "", fmt.Errorf("boot assets: %w", err)
 	}
-	debs, _ := filepath.Glob(filepath.Join(dir, pkg+"_*.deb"))
-	if len(debs) != 1 {
-		return "", fmt.Errorf("boot assets: apt-get download %s left %d .deb files, want one", pkg, len(debs))
-	}
-	return debs[0], nil
+	return deb, nil
 }
 
 // loaders are the boot loader files an ISO needs: asset name, Debian
@@ -239,13 +230,13 @@ func fetchLoaders(ctx context.Context, work string, log *slog.Logger) (map[strin
 	got := map[string][]byte{}
 	for _, l := range loaders {
 		log.Info("downloading a boot loader", "package", l.pkg, "file", l.name)
-		deb, err := aptDownload(ctx, dir, l.pkg)
+		deb, err := debian.Download(ctx, dir, l.pkg)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("boot assets: %w", err)
 		}
 		root := filepath.Join(dir, l.pkg)
-		if out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", deb, root).CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("boot assets: dpkg-deb -x %s: %v\n%s", deb, err, out)
+		if err := debian.Extract(ctx, deb, root); err != nil {
+			return nil, fmt.Errorf("boot assets: %w", err)
 		}
 		b, err := os.ReadFile(filepath.Join(root, filepath.FromSlash(l.path)))
 		if err != nil {
