@@ -46,6 +46,18 @@ type Config struct {
 	// PublicURL is the daemon's URL as agents reach it; config URLs start
 	// with it. Empty: derived from the listen address.
 	PublicURL string `yaml:"public_url"`
+	// CACert and CAKey are the daemon's certificate authority, PEM files;
+	// empty: DATA_DIR/ca.crt and DATA_DIR/ca.key, created on first start.
+	// Its certificate is what agents pin (attestation.ca=).
+	CACert string `yaml:"ca_cert"`
+	CAKey  string `yaml:"ca_key"`
+	// TLSCert and TLSKey, PEM files, serve the API over TLS; they are read
+	// again on SIGHUP and when either changes.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// TLSSelfSigned serves the API over TLS with a certificate the
+	// daemon's CA issues into DATA_DIR/tls.crt and tls.key (development).
+	TLSSelfSigned bool `yaml:"tls_self_signed"`
 	// EKPolicy says which EKs may attest: verify (an EK certificate that
 	// chains to EKRoots), allowlist (EKAllowlist or pre-registered EKs) or
 	// any (development only).
@@ -181,7 +193,7 @@ type setting struct {
 }
 
 // booleans are the settings whose flags take no value (--allow-no-tpm).
-var booleans = map[string]bool{"allow-no-tpm": true, "metrics-auth": true}
+var booleans = map[string]bool{"allow-no-tpm": true, "metrics-auth": true, "tls-self-signed": true}
 
 // boolSetting is a setting of a bool field.
 func boolSetting(flag, env, key, help string, field func(*Config) *bool) setting {
@@ -252,6 +264,21 @@ var settings = []setting{
 	{flag: "public-url", env: "ATTESTATION_PUBLIC_URL", key: "public_url",
 		help: "the daemon's URL as agents reach it, the base of config URLs (default: from the listen address)",
 		get:  func(c *Config) string { return c.PublicURL }, set: func(c *Config, v string) error { c.PublicURL = v; return nil }},
+	{flag: "ca-cert", env: "ATTESTATION_CA_CERT", key: "ca_cert",
+		help: "PEM certificate of the daemon's CA, the one agents pin, with --ca-key (default: DATA_DIR/ca.crt, created on first start)",
+		get:  func(c *Config) string { return c.CACert }, set: func(c *Config, v string) error { c.CACert = v; return nil }},
+	{flag: "ca-key", env: "ATTESTATION_CA_KEY", key: "ca_key",
+		help: "PEM private key of --ca-cert, mode 0600 (default: DATA_DIR/ca.key)",
+		get:  func(c *Config) string { return c.CAKey }, set: func(c *Config, v string) error { c.CAKey = v; return nil }},
+	{flag: "tls-cert", env: "ATTESTATION_TLS_CERT", key: "tls_cert",
+		help: "PEM certificate (chain) to serve the API over TLS with, with --tls-key; read again on SIGHUP and when the file changes (default: no TLS)",
+		get:  func(c *Config) string { return c.TLSCert }, set: func(c *Config, v string) error { c.TLSCert = v; return nil }},
+	{flag: "tls-key", env: "ATTESTATION_TLS_KEY", key: "tls_key",
+		help: "PEM private key of --tls-cert",
+		get:  func(c *Config) string { return c.TLSKey }, set: func(c *Config, v string) error { c.TLSKey = v; return nil }},
+	boolSetting("tls-self-signed", "ATTESTATION_TLS_SELF_SIGNED", "tls_self_signed",
+		"serve the API over TLS with a certificate the daemon's CA issues into DATA_DIR/tls.crt for localhost and the listen and public URL hosts (development; not with --tls-cert)",
+		func(c *Config) *bool { return &c.TLSSelfSigned }),
 	{flag: "ek-policy", env: "ATTESTATION_EK_POLICY", key: "ek_policy",
 		help: "which TPM endorsement keys may attest: verify (EK certificate chains to --ek-roots), allowlist (ek_allowlist in the file, or pre-registered) or any (development only)",
 		get:  func(c *Config) string { return c.EKPolicy }, set: func(c *Config, v string) error { c.EKPolicy = v; return nil }},
@@ -483,7 +510,32 @@ func (c *Config) validate() error {
 	if err := c.validateOIDC(); err != nil {
 		return err
 	}
+	if err := c.validateTLS(); err != nil {
+		return err
+	}
 	return c.validateAttestation()
+}
+
+// TLS reports whether the API is served over TLS.
+func (c *Config) TLS() bool { return c.TLSCert != "" || c.TLSSelfSigned }
+
+// validateTLS checks that the CA and TLS files come in pairs and that
+// one TLS certificate is asked for, not two. Whether the files can be
+// read is for the daemon to say when it starts.
+func (c *Config) validateTLS() error {
+	switch {
+	case c.CACert != "" && c.CAKey == "":
+		return bad("ca_cert", "set ca_key too (the CA's private key)")
+	case c.CAKey != "" && c.CACert == "":
+		return bad("ca_key", "set ca_cert too (the CA's certificate)")
+	case c.TLSCert != "" && c.TLSKey == "":
+		return bad("tls_cert", "set tls_key too (the certificate's private key)")
+	case c.TLSKey != "" && c.TLSCert == "":
+		return bad("tls_key", "set tls_cert too (the key's certificate)")
+	case c.TLSSelfSigned && c.TLSCert != "":
+		return bad("tls_self_signed", "not with tls_cert: serve your certificate or one the daemon's CA issues, not both")
+	}
+	return nil
 }
 
 var (

@@ -149,6 +149,26 @@ func TestPrecedence(t *testing.T) {
 			}),
 		},
 		{
+			name: "tls and CA settings",
+			file: "tls_cert: /file/tls.crt\ntls_key: /file/tls.key\nca_cert: /file/ca.crt\nca_key: /file/ca.key\n",
+			args: []string{"--tls-cert", "/flag/tls.crt"},
+			env:  map[string]string{"ATTESTATION_CA_KEY": "/env/ca.key"},
+			want: with(func(c *Config) {
+				c.TLSCert, c.TLSKey = "/flag/tls.crt", "/file/tls.key"
+				c.CACert, c.CAKey = "/file/ca.crt", "/env/ca.key"
+			}),
+		},
+		{
+			name: "tls self-signed",
+			args: []string{"--tls-self-signed"},
+			want: with(func(c *Config) { c.TLSSelfSigned = true }),
+		},
+		{
+			name: "tls self-signed from the file",
+			file: "tls_self_signed: true\n",
+			want: with(func(c *Config) { c.TLSSelfSigned = true }),
+		},
+		{
 			name: "oidc role map flag",
 			args: []string{"--oidc-issuer", "http://127.0.0.1:5556", "--oidc-role-map", "/ops=operator,/admins=admin"},
 			want: with(func(c *Config) {
@@ -217,6 +237,12 @@ func TestBadInput(t *testing.T) {
 		{name: "bad role map pair", args: []string{"--oidc-role-map", "ops"}, wantErr: `--oidc-role-map: "ops": want VALUE=ROLE`},
 		{name: "bad mapped role", args: []string{"--oidc-issuer", "https://kc.example", "--oidc-role-map", "/ops=root"}, wantErr: `--oidc-role-map: "root" is not a role: want viewer, operator or admin`},
 		{name: "empty audience", args: []string{"--oidc-issuer", "https://kc.example", "--oidc-audience", ""}, wantErr: "--oidc-audience: must not be empty with an oidc_issuer"},
+		{name: "tls cert without key", args: []string{"--tls-cert", "/etc/tls.crt"}, wantErr: "--tls-cert: set tls_key too (the certificate's private key)"},
+		{name: "tls key without cert", env: map[string]string{"ATTESTATION_TLS_KEY": "/etc/tls.key"}, wantErr: "ATTESTATION_TLS_KEY: set tls_cert too (the key's certificate)"},
+		{name: "self-signed with cert", args: []string{"--tls-self-signed", "--tls-cert", "/etc/tls.crt", "--tls-key", "/etc/tls.key"}, wantErr: "--tls-self-signed: not with tls_cert: serve your certificate or one the daemon's CA issues, not both"},
+		{name: "bad self-signed env", env: map[string]string{"ATTESTATION_TLS_SELF_SIGNED": "yes please"}, wantErr: `ATTESTATION_TLS_SELF_SIGNED: "yes please": want true or false`},
+		{name: "ca cert without key", env: map[string]string{"ATTESTATION_CA_CERT": "/etc/ca.crt"}, wantErr: "ATTESTATION_CA_CERT: set ca_key too (the CA's private key)"},
+		{name: "ca key without cert", args: []string{"--ca-key", "/etc/ca.key"}, wantErr: "--ca-key: set ca_cert too (the CA's certificate)"},
 		{name: "bad env over file", file: "log_format: json\n", env: map[string]string{"ATTESTATION_LOG_FORMAT": "yaml"}, wantErr: `ATTESTATION_LOG_FORMAT: "yaml": want text or json`},
 	}
 	for _, tc := range tests {

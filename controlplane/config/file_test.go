@@ -72,6 +72,8 @@ func TestFileErrors(t *testing.T) {
 			`FILE:3: ek_allowlist[1]: "abc" is not an EK fingerprint (64 hex digits)`},
 		{"bad empty value", "data_dir: ''\n",
 			`FILE:1: data_dir: must not be empty`},
+		{"TLS certificate without key", "listen: :9000\ntls_cert: /etc/attestation/tls.crt\n",
+			`FILE:2: tls_cert: set tls_key too (the certificate's private key)`},
 		{"bad YAML syntax", "listen: :9000\nek_allowlist: [abc\n",
 			`FILE:2: YAML syntax: did not find expected ',' or ']'`},
 		{"bad YAML syntax on the first line", "listen: [\n",
