@@ -30,6 +30,8 @@ to the compiled-in extensions.
 ` + config.Help,
 		Example: `  attestationd                                   # :9000, data in ./var
   attestationd --listen 127.0.0.1:9000 --data-dir /var/lib/attestation
+  attestationd --tls-self-signed                 # https with a certificate from the CA in DATA_DIR/ca.crt
+  attestationd --tls-cert /etc/attestation/tls.crt --tls-key /etc/attestation/tls.key   # kill -HUP reloads them
   ATTESTATION_ADMIN_TOKEN=$(cat token) attestationd --config /etc/attestation/attestationd.yaml`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,

@@ -29,6 +29,7 @@ import (
 	"github.com/attestation/attestation/controlplane/config"
 	"github.com/attestation/attestation/controlplane/configs"
 	"github.com/attestation/attestation/controlplane/events"
+	"github.com/attestation/attestation/controlplane/listener"
 	"github.com/attestation/attestation/controlplane/machines"
 	"github.com/attestation/attestation/controlplane/store"
 	"github.com/attestation/attestation/extensions"
@@ -79,6 +80,31 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
+	}
+	// ca is the daemon's certificate authority: agents pin its
+	// certificate; it verifies the client certificates the API's TLS
+	// asks for (tlsConfig) and issues nodes' certificates.
+	ca, err := loadCA(cfg, dataDir, log)
+	if err != nil {
+		return err
+	}
+	scheme := "http"
+	if cfg.TLS() {
+		scheme = "https"
+	}
+	publicURL := cfg.PublicURL
+	if publicURL == "" {
+		publicURL = defaultPublicURL(ln.Addr(), scheme)
+	}
+	publicURL = strings.TrimRight(publicURL, "/")
+	// tlsConfig, nil when TLS is off, serves the API; a handler reads a
+	// client's verified certificate in r.TLS.PeerCertificates.
+	tlsConfig, certs, err := apiTLS(cfg, dataDir, ca, selfSignedHosts(ln.Addr(), publicURL), log)
+	if err != nil {
+		return err
+	}
+	if tlsConfig != nil {
+		warnPlainPublicURL(publicURL, log)
 	}
 	dbPath := filepath.Join(dataDir, DatabaseFile)
 	st, err := store.Open(ctx, dbPath)
@@ -134,7 +160,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		exts = extensions.All()
 	}
 	host := &host{log: log.With("component", "extensions"), maxRequestBytes: cfg.MaxRequestBytes, origin: cfg.Origin}
-	host.load(ctx, exts, st, baseURL(ln.Addr()), cfg.Extensions, dispatcher, reg)
+	host.load(ctx, exts, st, baseURL(ln.Addr(), tlsConfig != nil), cfg.Extensions, dispatcher, reg)
 	for name := range cfg.Extensions {
 		if !host.has(name) {
 			log.Warn("the config file has settings for an extension that is not compiled in", "extension", name)
@@ -147,11 +173,6 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		return err
 	}
 	committed := &events.Signal{}
-	publicURL := cfg.PublicURL
-	if publicURL == "" {
-		publicURL = defaultPublicURL(ln.Addr())
-	}
-	publicURL = strings.TrimRight(publicURL, "/")
 	imgs = images(cfg, dataDir, st, publicURL, func() *machines.Service { return svc }, log)
 	svc = machines.New(st, func(evs []events.Envelope) {
 		if len(evs) > 0 {
@@ -234,10 +255,16 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		Protocols:      new(http.Protocols),
 	}
-	// gRPC needs HTTP/2; without TLS that is h2c (prior knowledge).
+	// gRPC needs HTTP/2; without TLS that is h2c (prior knowledge),
+	// which loopback clients may still use with TLS on.
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetUnencryptedHTTP2(true)
 	srv.RegisterOnShutdown(func() { close(stopping) })
+	var apiLn net.Listener = ln
+	if tlsConfig != nil {
+		srv.Protocols.SetHTTP2(true)
+		apiLn = listener.New(ln, tlsConfig, log.With("component", "api"))
+	}
 
 	tftpSrv, err := tftpServer(cfg, log, reg)
 	if err != nil {
@@ -261,8 +288,11 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Logger:   log.With("component", "heartbeats"),
 	}
 	g.Go(func() error { return sweeper.Run(gctx) })
+	if certs != nil {
+		g.Go(func() error { return certs.Run(gctx) })
+	}
 	g.Go(func() error {
-		err := srv.Serve(ln)
+		err := srv.Serve(apiLn)
 		if errors.Is(err, http.ErrServerClosed) {
 			return nil
 		}
@@ -278,7 +308,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		}
 		return nil
 	})
-	log.Info("listening", "addr", ln.Addr().String(), "api", "http://"+ln.Addr().String()+"/api/v1/machines", "public_url", publicURL)
+	log.Info("listening", "addr", ln.Addr().String(), "api", scheme+"://"+ln.Addr().String()+"/api/v1/machines", "public_url", publicURL)
 	if opts.Listening != nil {
 		opts.Listening(ln.Addr())
 	}
@@ -302,28 +332,36 @@ func listen(addr string) (net.Listener, error) {
 	return ln, nil
 }
 
-// baseURL is the API's URL as the daemon itself reaches it.
-func baseURL(a net.Addr) string {
+// baseURL is the API's URL as the daemon itself reaches it: plain HTTP
+// over loopback, which the API serves with TLS on too, or https when it
+// listens on one address that is not loopback.
+func baseURL(a net.Addr, tls bool) string {
 	host, port, err := net.SplitHostPort(a.String())
 	if err != nil {
 		return "http://" + a.String()
 	}
-	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
-		host = "127.0.0.1"
+	ip := net.ParseIP(host)
+	if ip == nil || ip.IsUnspecified() {
+		host, ip = "127.0.0.1", net.IPv4(127, 0, 0, 1)
 	}
-	return "http://" + net.JoinHostPort(host, port)
+	scheme := "http"
+	if tls && !ip.IsLoopback() {
+		scheme = "https"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port)
 }
 
 // defaultPublicURL is the URL agents are told to fetch their config from
-// when no public_url is set: the listen address, or, when it is a wildcard,
-// this host's first global unicast IPv4 address (then loopback).
-func defaultPublicURL(a net.Addr) string {
+// when no public_url is set: scheme (http, or https with TLS on) and the
+// listen address, or, when it is a wildcard, this host's first global
+// unicast IPv4 address (then loopback).
+func defaultPublicURL(a net.Addr, scheme string) string {
 	host, port, err := net.SplitHostPort(a.String())
 	if err != nil {
-		return "http://" + a.String()
+		return scheme + "://" + a.String()
 	}
 	if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
-		return "http://" + net.JoinHostPort(host, port)
+		return scheme + "://" + net.JoinHostPort(host, port)
 	}
 	host = "127.0.0.1"
 	if addrs, err := net.InterfaceAddrs(); err == nil {
@@ -334,7 +372,7 @@ func defaultPublicURL(a net.Addr) string {
 			}
 		}
 	}
-	return "http://" + net.JoinHostPort(host, port)
+	return scheme + "://" + net.JoinHostPort(host, port)
 }
 
 // configTokenKey reads the config token key, hex in a file, creating it

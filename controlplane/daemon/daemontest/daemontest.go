@@ -5,10 +5,13 @@ package daemontest
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,6 +21,7 @@ import (
 	"github.com/attestation/attestation/controlplane/config"
 	"github.com/attestation/attestation/controlplane/daemon"
 	"github.com/attestation/attestation/controlplane/events"
+	"github.com/attestation/attestation/controlplane/pki"
 	"github.com/attestation/attestation/extensions"
 )
 
@@ -41,13 +45,23 @@ type Options struct {
 
 // Daemon is a running test daemon.
 type Daemon struct {
-	// URL is the API's base URL, like http://127.0.0.1:40123.
-	URL     string
-	Addr    net.Addr
-	DataDir string
-	Token   string
-	cancel  context.CancelFunc
-	done    chan error
+	// URL is the API's base URL, like http://127.0.0.1:40123, or
+	// https://127.0.0.1:40123 when the config turns TLS on.
+	URL string
+	// PlainURL is plain http:// on the same port, which a daemon serving
+	// TLS still serves to loopback clients.
+	PlainURL string
+	Addr     net.Addr
+	DataDir  string
+	Token    string
+	// CAFile is the daemon CA's certificate: DATA_DIR/ca.crt, or the
+	// configured ca_cert.
+	CAFile string
+	// Client reaches URL: with TLS on it trusts the daemon's CA (CAFile)
+	// and speaks HTTP/2.
+	Client *http.Client
+	cancel context.CancelFunc
+	done   chan error
 }
 
 // Start runs a daemon until the test ends (or Stop).
@@ -80,7 +94,7 @@ func Start(t testing.TB, o Options) *Daemon {
 	}()
 	select {
 	case a := <-addr:
-		d.Addr, d.URL = a, "http://"+a.String()
+		d.Addr, d.URL, d.PlainURL, d.Client = a, "http://"+a.String(), "http://"+a.String(), http.DefaultClient
 	case err := <-d.done:
 		cancel()
 		t.Fatalf("daemon did not start: %v", err)
@@ -89,7 +103,32 @@ func Start(t testing.TB, o Options) *Daemon {
 		t.Fatal("daemon did not start within 30s")
 	}
 	t.Cleanup(func() { d.Stop(t) })
+	d.CAFile = cfg.CACert
+	if d.CAFile == "" {
+		d.CAFile = filepath.Join(d.DataDir, pki.CertFile)
+	}
+	if cfg.TLS() {
+		d.URL = "https://" + d.Addr.String()
+		tr := &http.Transport{TLSClientConfig: d.TLSConfig(t), ForceAttemptHTTP2: true}
+		d.Client = &http.Client{Transport: tr}
+		t.Cleanup(tr.CloseIdleConnections)
+	}
 	return d
+}
+
+// TLSConfig is a client's TLS configuration trusting the daemon's CA
+// (CAFile) alone.
+func (d *Daemon) TLSConfig(t testing.TB) *tls.Config {
+	t.Helper()
+	b, err := os.ReadFile(d.CAFile)
+	if err != nil {
+		t.Fatalf("daemon CA: %v", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		t.Fatalf("daemon CA %s: no PEM certificate", d.CAFile)
+	}
+	return &tls.Config{RootCAs: pool}
 }
 
 // Stop shuts the daemon down and waits for it; calling it twice is fine.
@@ -121,7 +160,7 @@ func (d *Daemon) AuthHeader() http.Header {
 // Get requests path without credentials and returns the status and body.
 func (d *Daemon) Get(t testing.TB, path string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(d.URL + path)
+	resp, err := d.Client.Get(d.URL + path)
 	if err != nil {
 		t.Fatal(err)
 	}
