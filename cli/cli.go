@@ -11,6 +11,8 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -32,8 +34,9 @@ import (
 
 // Environment variables read by the CLI; a flag beats its variable.
 const (
-	EnvURL   = "ATTESTATION_API_URL"
-	EnvToken = "ATTESTATION_TOKEN"
+	EnvURL    = "ATTESTATION_API_URL"
+	EnvToken  = "ATTESTATION_TOKEN"
+	EnvCAFile = "ATTESTATION_CA_FILE"
 )
 
 // DefaultURL is where the CLI looks for the daemon when neither --url nor
@@ -61,8 +64,15 @@ type Env struct {
 	Token string
 	// Output is table, json or yaml.
 	Output string
-	// HTTPClient carries the API calls; nil means a plain http.Client.
+	// CAFile is --ca-file or ATTESTATION_CA_FILE: a PEM bundle of the CAs
+	// an https daemon's certificate must chain to, in place of the
+	// system's roots; empty: the system's roots.
+	CAFile string
+	// HTTPClient carries the API calls; nil means a plain http.Client,
+	// trusting CAFile when it is set.
 	HTTPClient connect.HTTPClient
+	// tlsTransport carries requests when CAFile is set.
+	tlsTransport *http.Transport
 
 	Stdin  io.Reader
 	Stdout io.Writer
@@ -92,7 +102,36 @@ func (e *Env) httpClient() connect.HTTPClient {
 	if e.HTTPClient != nil {
 		return e.HTTPClient
 	}
+	if e.tlsTransport != nil {
+		return &http.Client{Transport: e.tlsTransport}
+	}
 	return http.DefaultClient
+}
+
+// transport carries extensions' requests: trusting CAFile when it is set.
+func (e *Env) transport() http.RoundTripper {
+	if e.tlsTransport != nil {
+		return e.tlsTransport
+	}
+	return http.DefaultTransport
+}
+
+// trust makes requests trust the CAs of the PEM file path alone (from
+// the flag or variable named by from).
+func (e *Env) trust(path, from string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return usageErrorf("%s: %w", from, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return usageErrorf("%s %s: no PEM certificate in it (want the daemon's CA certificate, DATA_DIR/ca.crt on its machine)", from, path)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+	tr.ForceAttemptHTTP2 = true
+	e.tlsTransport = tr
+	return nil
 }
 
 // Machines returns a MachineService client for the configured daemon.
@@ -211,7 +250,9 @@ It talks to the daemon's API at --url (or ATTESTATION_API_URL, default
 ` + DefaultURL + `) with the bearer token from --token (or ATTESTATION_TOKEN),
 else with the login of 'attestation auth login' (OpenID Connect: Keycloak).
 A daemon started without a configured token generates one and keeps it in
-DATA_DIR/admin-token.`,
+DATA_DIR/admin-token. An https daemon's certificate must chain to the
+system's roots or, with --ca-file (or ATTESTATION_CA_FILE), to the CAs in that
+file instead: a daemon's own CA is DATA_DIR/ca.crt on its machine.`,
 		Example: `  export ATTESTATION_API_URL=http://attestation.example:9000
   attestation auth login --issuer https://keycloak.example/realms/ops
   attestation machines list --state attested
@@ -234,6 +275,7 @@ DATA_DIR/admin-token.`,
 	pf := root.PersistentFlags()
 	pf.StringVar(&env.URL, "url", DefaultURL, "daemon API URL (env "+EnvURL+")")
 	pf.StringVar(&env.Token, "token", "", "API bearer token (env "+EnvToken+"; default: the login of auth login)")
+	pf.StringVar(&env.CAFile, "ca-file", "", "PEM file of the CA certificates an https daemon's certificate must chain to, used instead of the system's roots, e.g. a copy of the daemon's DATA_DIR/ca.crt (env "+EnvCAFile+"; default: the system's roots)")
 	pf.StringVarP(&env.Output, "output", "o", OutputTable, "output format: table, json or yaml")
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(
 		[]string{OutputTable, OutputJSON, OutputYAML}, cobra.ShellCompDirectiveNoFileComp))
@@ -280,6 +322,15 @@ func (e *Env) resolve(cmd *cobra.Command) error {
 		e.Token = e.Getenv(EnvToken)
 	}
 	e.Token = strings.TrimSpace(e.Token)
+	caFrom := "--ca-file"
+	if !flags.Changed("ca-file") {
+		e.CAFile, caFrom = e.Getenv(EnvCAFile), EnvCAFile
+	}
+	if e.CAFile != "" {
+		if err := e.trust(e.CAFile, caFrom); err != nil {
+			return err
+		}
+	}
 	e.Stdin, e.Stdout, e.Stderr = cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()
 	e.ctx = cmd.Context()
 

@@ -1,9 +1,12 @@
 package cli
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"syscall"
 
@@ -67,6 +70,9 @@ func describeMultiline(err error, env *Env, cmd *cobra.Command) string {
 	if errors.As(err, &ae) {
 		return ae.Error()
 	}
+	if msg := tlsProblem(err, env); msg != "" {
+		return msg
+	}
 	var ce *connect.Error
 	if !errors.As(err, &ce) {
 		return err.Error()
@@ -118,6 +124,32 @@ func describeMultiline(err error, env *Env, cmd *cobra.Command) string {
 		return msg
 	}
 	return ce.Code().String()
+}
+
+// tlsProblem says why the daemon's TLS was not accepted, and what to do;
+// "" when err is not about TLS.
+func tlsProblem(err error, env *Env) string {
+	var (
+		unknown x509.UnknownAuthorityError
+		host    x509.HostnameError
+		invalid x509.CertificateInvalidError
+		record  tls.RecordHeaderError
+	)
+	switch {
+	case errors.As(err, &unknown) && env.CAFile != "":
+		return fmt.Sprintf("the daemon at %s presented a certificate that no CA in %s signed: is --ca-file the daemon's CA certificate (DATA_DIR/ca.crt on its machine, or its ca_cert)?",
+			env.URL, env.CAFile)
+	case errors.As(err, &unknown):
+		return fmt.Sprintf("the daemon at %s presented a certificate of a CA this machine does not trust: pass --ca-file with the daemon's CA certificate (DATA_DIR/ca.crt on its machine, or its ca_cert), or set %s",
+			env.URL, EnvCAFile)
+	case errors.As(err, &host):
+		return fmt.Sprintf("the daemon's certificate does not name the host of %s (%v): use a --url with a name it has", env.URL, host.Error())
+	case errors.As(err, &invalid):
+		return fmt.Sprintf("the daemon at %s presented a certificate that is not valid: %v", env.URL, invalid.Error())
+	case errors.As(err, &record), errors.Is(err, http.ErrSchemeMismatch):
+		return fmt.Sprintf("the daemon at %s does not speak TLS: use an http:// --url, or start attestationd with --tls-cert or --tls-self-signed", env.URL)
+	}
+	return ""
 }
 
 // transportCause names why a request did not reach the daemon, without

@@ -64,7 +64,7 @@ func (t bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	r = r.Clone(r.Context())
 	r.Header.Set("Authorization", "Bearer "+tok)
-	return http.DefaultTransport.RoundTrip(r)
+	return t.env.transport().RoundTrip(r)
 }
 
 // addExtensionCommands adds the command groups of every Commander. One
