@@ -26,7 +26,7 @@ deps: ## Install the Debian packages the build needs (gcc, libc and OpenSSL head
 	@tools/deps.sh build
 
 .PHONY: test-deps
-test-deps: deps ## Install what the integration tests use (swtpm, QEMU and a kernel, iPXE, OVMF, TFTP and DHCP clients, perfdhcp), when missing
+test-deps: deps ## Install what the integration tests use (swtpm, QEMU and a kernel, iPXE, OVMF, TFTP and DHCP clients, perfdhcp, systemd-analyze), when missing
 	@tools/deps.sh test
 
 .PHONY: build
@@ -37,6 +37,45 @@ build: deps ## Build attestationd and attestation into bin/
 agent: ## Build the static attestation-agent (CGO_ENABLED=0) into bin/ and print its size
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w $(GO_LDFLAGS)' -o $(BIN)/attestation-agent ./agent/cmd/attestation-agent
 	@stat -c '%n: %s bytes' $(BIN)/attestation-agent
+
+# The .deb and the image ship static binaries: SQLite's cgo linked with
+# glibc statically (the image has no libc; the package depends on none),
+# Go's own DNS resolver and user lookup (netgo, osusergo, which static
+# glibc cannot do), no SQLite extension loading (it would need dlopen).
+STATIC_TAGS    := netgo,osusergo,sqlite_omit_load_extension
+DIST           ?= $(CURDIR)/dist
+# The time of every file in the packages and the image: the last commit's.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+
+.PHONY: static
+static: deps ## Build static attestationd and attestation (cgo linked statically) into bin/static/, what the .deb and the image ship
+	$(GO) build -trimpath -tags $(STATIC_TAGS) -ldflags='-s -w -linkmode external -extldflags -static $(GO_LDFLAGS)' -o $(BIN)/static/ ./controlplane/cmd/attestationd ./cli/cmd/attestation
+	@stat -c '%n: %s bytes' $(BIN)/static/attestationd $(BIN)/static/attestation
+
+$(BIN)/nfpm: packaging/go.mod packaging/go.sum
+	cd packaging && $(GO) build -o $(BIN)/nfpm github.com/goreleaser/nfpm/v2/cmd/nfpm
+
+# The packages' version is VERSION as dpkg orders it (see the script).
+DEB_VERSION     = $(shell packaging/deb/version.sh '$(VERSION)')
+DEB_ARCH        = $(shell $(GO) env GOARCH)
+DEB_MAINTAINER ?= attestation maintainers <maintainers@attestation.invalid>
+
+.PHONY: deb
+deb: static agent $(BIN)/nfpm ## Build the Debian packages into dist/ with nfpm: attestation (daemon as a systemd service, CLI, agent) and attestation-cli (the CLI alone)
+	@mkdir -p $(DIST)
+	@for pkg in attestation attestation-cli; do \
+		BIN='$(BIN)' DEB_VERSION='$(DEB_VERSION)' DEB_ARCH='$(DEB_ARCH)' DEB_MAINTAINER='$(DEB_MAINTAINER)' SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) \
+			$(BIN)/nfpm package --config packaging/deb/$$pkg.yaml --packager deb --target $(DIST)/ || exit 1; \
+	done
+	@stat -c '%n: %s bytes' $(DIST)/attestation_$(DEB_VERSION)_$(DEB_ARCH).deb $(DIST)/attestation-cli_$(DEB_VERSION)_$(DEB_ARCH).deb
+
+IMAGE ?= attestationd:$(or $(VERSION),devel)
+
+.PHONY: image
+image: static ## Build the OCI image IMAGE (static binaries, non-root, port 9000, volume /var/lib/attestation) into dist/image (OCI layout) and dist/attestation-image.tar (docker load, podman load)
+	cd packaging && SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./cmd/attestation-image \
+		--bin $(BIN)/static --version '$(VERSION)' --tag '$(IMAGE)' --layout $(DIST)/image --tarball $(DIST)/attestation-image.tar
+	@du -sh $(DIST)/image $(DIST)/attestation-image.tar
 
 .PHONY: boot-assets
 boot-assets: build agent ## Fetch Debian's kernel (apt-get download) and build the agent's initramfs into DATA_DIR/boot, what network boot serves
@@ -55,12 +94,14 @@ demo: deps ## Enroll one machine on this one: daemon, agent with a TPM simulator
 	@tools/demo.sh $(TPM)
 
 .PHONY: test
-test: test-deps ## Run every test (unit, API through Connect/gRPC/REST, CLI, crash and durability)
+test: test-deps ## Run every test (unit, API through Connect/gRPC/REST, CLI, crash and durability, the .deb and the image)
 	$(GO) test -count=1 -timeout 20m ./...
+	cd packaging && $(GO) test -count=1 -timeout 20m ./...
 
 .PHONY: test-short
 test-short: deps ## Run the fast tests only
 	$(GO) test -short ./...
+	cd packaging && $(GO) test -short ./...
 
 .PHONY: bench
 bench: test-deps ## Print the figures: lifecycle throughput, event dispatch latency, enrollment storm, oversized bodies, initramfs, images (ISO beside xorriso), TFTP, HTTP boot, DHCP
@@ -105,8 +146,9 @@ lint: tools ## gofmt, go vet and buf lint (third_party/ is upstream code, left a
 	@out="$$(gofmt -l $$(git ls-files '*.go' ':!third_party'))"; \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	cd packaging && $(GO) vet ./...
 	cd proto && $(BIN)/buf lint
 
 .PHONY: clean
-clean: ## Remove bin/ (not the data in ./var)
-	rm -rf $(BIN)
+clean: ## Remove bin/ and dist/ (not the data in ./var)
+	rm -rf $(BIN) $(DIST)

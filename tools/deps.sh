@@ -4,7 +4,7 @@
 #   tools/deps.sh build   gcc and the C headers cgo links against (required)
 #   tools/deps.sh test    what the integration tests use (swtpm, QEMU, a
 #                         kernel, iPXE, OVMF, DHCP and TFTP clients, perfdhcp,
-#                         xorriso)
+#                         xorriso, systemd-analyze)
 #   tools/deps.sh bench   the reference servers and load generators of make bench
 #
 # A package is installed only when what it provides is missing. As root
@@ -41,6 +41,7 @@ want() {
 		echo "cmd:tftp tftp-hpa"
 		echo "cmd:atftp atftp"
 		echo "cmd:xorriso xorriso"
+		echo "cmd:systemd-analyze systemd"
 		;;
 	bench)
 		echo "cmd:wrk wrk"
