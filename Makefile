@@ -62,7 +62,7 @@ DEB_MAINTAINER ?= attestation maintainers <maintainers@attestation.invalid>
 
 .PHONY: deb
 deb: static agent $(BIN)/nfpm ## Build the Debian packages into dist/ with nfpm: attestation (daemon as a systemd service, CLI, agent) and attestation-cli (the CLI alone)
-	@mkdir -p $(DIST)
+	@mkdir -p $(DIST) && rm -f $(DIST)/attestation_*.deb $(DIST)/attestation-cli_*.deb
 	@for pkg in attestation attestation-cli; do \
 		BIN='$(BIN)' DEB_VERSION='$(DEB_VERSION)' DEB_ARCH='$(DEB_ARCH)' DEB_MAINTAINER='$(DEB_MAINTAINER)' SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) \
 			$(BIN)/nfpm package --config packaging/deb/$$pkg.yaml --packager deb --target $(DIST)/ || exit 1; \
