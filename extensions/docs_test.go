@@ -2,12 +2,15 @@ package extensions_test
 
 import (
 	"bufio"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/attestation/attestation/extensions/builder"
 )
 
 var fileMarker = regexp.MustCompile(`^(?://|--) file: (\S+)$`)
@@ -52,8 +55,10 @@ func snippets(t *testing.T, doc string) map[string]string {
 }
 
 // TestExtensionsGuide builds the guide's example as a third party would:
-// a module of its own requiring this one, its extension, its test and its
-// two mains; then runs its test.
+// a module of its own (the guide's go.mod, with this checkout for
+// ../attestation) requiring this one, its extension, its test and its two
+// mains; then runs its test, and builds the binaries again with
+// attestation-build from the module's directory, as the guide does.
 func TestExtensionsGuide(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and tests a separate module; skipped with -short")
@@ -63,18 +68,16 @@ func TestExtensionsGuide(t *testing.T) {
 		t.Fatal(err)
 	}
 	files := snippets(t, filepath.Join(repo, "docs", "extensions.md"))
-	for _, want := range []string{"history/history.go", "history/history_test.go", "history/migrations/0001_create_log.sql", "cmd/attestationd/main.go", "cmd/attestation/main.go"} {
+	for _, want := range []string{"go.mod", "history/history.go", "history/history_test.go", "history/migrations/0001_create_log.sql", "cmd/attestationd/main.go", "cmd/attestation/main.go"} {
 		if _, ok := files[want]; !ok {
 			t.Fatalf("docs/extensions.md has no snippet for %s (found %d snippets)", want, len(files))
 		}
 	}
 	dir := t.TempDir()
-	files["go.mod"] = "module example.com/history\n\ngo 1.26\n\n" +
-		"require github.com/attestation/attestation v0.0.0-00010101000000-000000000000\n\n" +
-		"replace github.com/attestation/attestation => " + repo + "\n" +
-		// As the guide says: this module's replace of go-diskfs, which
-		// Go applies only in the main module.
-		"replace github.com/diskfs/go-diskfs => " + filepath.Join(repo, "third_party", "go-diskfs") + "\n"
+	if !strings.Contains(files["go.mod"], "=> ../attestation/third_party/go-diskfs\n") {
+		t.Fatalf("the guide's go.mod does not carry attestation's replace of go-diskfs:\n%s", files["go.mod"])
+	}
+	files["go.mod"] = strings.ReplaceAll(files["go.mod"], "=> ../attestation", "=> "+repo)
 	sum, err := os.ReadFile(filepath.Join(repo, "go.sum"))
 	if err != nil {
 		t.Fatal(err)
@@ -107,5 +110,19 @@ func TestExtensionsGuide(t *testing.T) {
 	out, err := exec.Command(filepath.Join(dir, "bin", "attestation"), "--help").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "history") {
 		t.Fatalf("the built CLI's help does not list the history command group: %v\n%s", err, out)
+	}
+
+	var log strings.Builder
+	res, err := builder.Build(context.Background(), builder.Options{
+		With: []string{filepath.Join(dir, "history")}, Source: repo, Output: filepath.Join(dir, "custom"), Log: &log,
+	})
+	if err != nil {
+		t.Fatalf("attestation-build --with history: %v\n%s", err, log.String())
+	}
+	for _, bin := range res.Binaries {
+		out, err := exec.Command(bin, "--version").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "extensions: history v0.1.0, tags v") {
+			t.Errorf("%s --version: %v\n%s\nwant history v0.1.0 among the extensions", filepath.Base(bin), err, out)
+		}
 	}
 }
