@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/attestation/attestation/extensions/builder"
+	"github.com/attestation/attestation/internal/version"
 )
 
 // withs is the repeatable --with flag.
@@ -42,13 +43,18 @@ it).
 	fs.Var((*withs)(&o.With), "with", "an extension to add: `PACKAGE[@VERSION]` or a directory (./x, ../x, /x); repeatable")
 	fs.StringVar(&o.Output, "output", "bin", "the `directory` the binaries are written to")
 	fs.StringVar(&o.Source, "attestation-dir", "", "the checkout of attestation to build (default: the one holding the current directory)")
-	fs.StringVar(&o.Version, "version", "", "the version the binaries print (default: git describe of the checkout)")
+	fs.StringVar(&o.Version, "stamp", "", "the `version` the binaries print (default: git describe of the checkout)")
 	fs.StringVar(&o.WorkDir, "work", "", "keep the generated module in this `directory` (default: a temporary one, removed)")
+	showVersion := fs.Bool("version", false, "print attestation-build's own build and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return
 		}
 		os.Exit(2)
+	}
+	if *showVersion {
+		fmt.Print(version.Get().Format("attestation-build", nil))
+		return
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "attestation-build: unexpected argument %q (extensions are given with --with)\n", fs.Arg(0))
