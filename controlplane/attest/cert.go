@@ -36,8 +36,7 @@ func VerifyEKCertificate(der []byte, ek crypto.PublicKey, roots, intermediates *
 	if err != nil {
 		return nil, fmt.Errorf("verify EK certificate: %w", err)
 	}
-	k, ok := cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
-	if !ok || !k.Equal(ek) {
+	if !publicKeysEqual(cert.PublicKey, ek) {
 		return nil, errors.New("verify EK certificate: the certificate is for another key than the EK")
 	}
 	// Remove only the SAN from the unhandled critical extensions; any other

@@ -168,3 +168,30 @@ func TestDirectDecoders(t *testing.T) {
 		t.Error("a quote without TPM_GENERATED_VALUE was decoded directly")
 	}
 }
+
+// FuzzVerifyNodeKey feeds VerifyNodeKey what an agent could send as
+// key_public, certify_info, certify_signature and csr, against an AK of
+// each kind.
+func FuzzVerifyNodeKey(f *testing.F) {
+	eccAK, rsaAK := newSoftECCAK(f), newSoftRSAAK(f)
+	var aks []*AK
+	for _, k := range []softKey{eccAK, rsaAK} {
+		ak, err := ParseAKPublic(k.public())
+		if err != nil {
+			f.Fatal(err)
+		}
+		aks = append(aks, ak)
+		r := goodNodeKeyRequest(f, k, newSoftNodeKey(f, nodeKeyAttributes()))
+		f.Add(r.keyPublic, r.info, r.sig, r.csr)
+	}
+	f.Add([]byte{}, []byte{}, []byte{}, []byte{})
+
+	f.Fuzz(func(t *testing.T, keyPublic, info, sig, csr []byte) {
+		for _, ak := range aks {
+			k, err := ak.VerifyNodeKey(keyPublic, info, sig, csr)
+			if err == nil && (k.Key == nil || k.CSR == nil || len(k.Name) < 2+32) {
+				t.Errorf("accepted with key %v, CSR %v, name %x", k.Key, k.CSR, k.Name)
+			}
+		}
+	})
+}

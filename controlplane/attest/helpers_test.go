@@ -132,13 +132,16 @@ func (k softKey) sign(t testing.TB, msg []byte) []byte {
 	return nil
 }
 
-// quoteSpec describes a TPMS_ATTEST the way a TPM would build a quote.
+// quoteSpec describes a TPMS_ATTEST the way a TPM would build a quote,
+// or, of type TPM_ST_ATTEST_CERTIFY, a key's certification.
 type quoteSpec struct {
 	magic  tpm2.TPMGenerated
 	typ    tpm2.TPMST
 	nonce  []byte
 	banks  []tpm2.TPMSPCRSelection
 	digest []byte
+	// name is the certified key's name (a name of zeros when nil).
+	name []byte
 }
 
 func pcrSelect(pcrs ...int) []byte {
@@ -175,8 +178,12 @@ func (q quoteSpec) marshal() []byte {
 		PCRDigest: tpm2.TPM2BDigest{Buffer: q.digest},
 	})
 	if q.typ == tpm2.TPMSTAttestCertify {
+		name := q.name
+		if name == nil {
+			name = append([]byte{0, 0x0b}, make([]byte, 32)...)
+		}
 		attested = tpm2.NewTPMUAttest(tpm2.TPMSTAttestCertify, &tpm2.TPMSCertifyInfo{
-			Name:          tpm2.TPM2BName{Buffer: append([]byte{0, 0x0b}, make([]byte, 32)...)},
+			Name:          tpm2.TPM2BName{Buffer: name},
 			QualifiedName: tpm2.TPM2BName{Buffer: append([]byte{0, 0x0b}, make([]byte, 32)...)},
 		})
 	}

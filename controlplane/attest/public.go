@@ -312,11 +312,17 @@ func ParseAKPublic(tpmtPublic []byte) (*AK, error) {
 	if err != nil {
 		return nil, err
 	}
+	return &AK{Key: key, Name: tpmName(pub.NameAlg, h, tpmtPublic), scheme: scheme, hash: hash}, nil
+}
+
+// tpmName is the TPM name of an object: its name algorithm alg (hash h),
+// then the hash of its TPMT_PUBLIC.
+func tpmName(alg tpm2.TPMAlgID, h crypto.Hash, tpmtPublic []byte) []byte {
 	name := make([]byte, 2, 2+h.Size())
-	name[0], name[1] = byte(pub.NameAlg>>8), byte(pub.NameAlg)
+	name[0], name[1] = byte(alg>>8), byte(alg)
 	d := h.New()
 	d.Write(tpmtPublic)
-	return &AK{Key: key, Name: d.Sum(name), scheme: scheme, hash: hash}, nil
+	return d.Sum(name)
 }
 
 // akScheme returns the AK's signing scheme, which a restricted signing key
