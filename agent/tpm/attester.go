@@ -32,6 +32,9 @@ type Attester struct {
 	ekH    loaded
 	akH    loaded
 	closed bool
+
+	// node is the node key, made by NodeKey on first use.
+	node *NodeKey
 }
 
 // New reads the EK and its certificate and creates the AK. The Attester
@@ -226,5 +229,9 @@ func (a *Attester) Close() error {
 		return nil
 	}
 	a.closed = true
-	return errors.Join(flush(a.tpm, a.akH), flush(a.tpm, a.ekH), a.tpm.Close())
+	var node error
+	if a.node != nil {
+		node = flush(a.tpm, a.node.h)
+	}
+	return errors.Join(node, flush(a.tpm, a.akH), flush(a.tpm, a.ekH), a.tpm.Close())
 }
