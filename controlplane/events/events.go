@@ -167,12 +167,16 @@ type RoleChanged struct {
 	NewRole  string `json:"new_role"`
 }
 
-// CertRenewed: a machine's node certificate was renewed.
+// CertRenewed: a machine's node certificate was renewed: a new one was
+// issued while the previous one was still valid (it is superseded).
+// Serials are lower-case hex.
 type CertRenewed struct {
 	Common
-	Hostname string    `json:"hostname,omitempty"`
-	Serial   string    `json:"serial"`
-	NotAfter time.Time `json:"not_after"`
+	Hostname         string    `json:"hostname,omitempty"`
+	Serial           string    `json:"serial"`
+	NotAfter         time.Time `json:"not_after"`
+	PreviousSerial   string    `json:"previous_serial"`
+	PreviousNotAfter time.Time `json:"previous_not_after"`
 }
 
 // New returns an empty payload of type t, for decoding.

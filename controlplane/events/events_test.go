@@ -45,7 +45,7 @@ func samples() map[events.Type]events.Event {
 		events.TypeDecommissioned:  &events.Decommissioned{Hostname: "node-1", Role: "worker", Reason: "disk failed"},
 		events.TypeHeartbeatMissed: &events.HeartbeatMissed{Hostname: "node-1", Role: "worker", LastHeartbeat: t1, Deadline: t0},
 		events.TypeRoleChanged:     &events.RoleChanged{Hostname: "node-1", OldRole: "worker", NewRole: "control-plane"},
-		events.TypeCertRenewed:     &events.CertRenewed{Hostname: "node-1", Serial: "0a1b2c", NotAfter: t2},
+		events.TypeCertRenewed:     &events.CertRenewed{Hostname: "node-1", Serial: "0a1b2c", NotAfter: t2, PreviousSerial: "3d4e5f", PreviousNotAfter: t1},
 	}
 }
 

@@ -47,10 +47,14 @@ const (
 	SetRole Op = "set_role"
 	// Heartbeat: the agent reported in.
 	Heartbeat Op = "heartbeat"
+	// IssueCertificate: the agent got a node certificate (or renewed it).
+	IssueCertificate Op = "issue_certificate"
 )
 
 // Ops lists every operation.
-func Ops() []Op { return []Op{Attest, Approve, Configure, Revoke, Reinstate, SetRole, Heartbeat} }
+func Ops() []Op {
+	return []Op{Attest, Approve, Configure, Revoke, Reinstate, SetRole, Heartbeat, IssueCertificate}
+}
 
 // transitions maps (state, op) to the next state. A missing pair is illegal.
 var transitions = map[State]map[Op]State{
@@ -61,19 +65,21 @@ var transitions = map[State]map[Op]State{
 	},
 	Attested: {
 		// Re-attesting (every boot) keeps an attested machine attested.
-		Attest:    Attested,
-		Approve:   Provisioned,
-		Revoke:    Decommissioned,
-		SetRole:   Attested,
-		Heartbeat: Attested,
+		Attest:           Attested,
+		Approve:          Provisioned,
+		Revoke:           Decommissioned,
+		SetRole:          Attested,
+		Heartbeat:        Attested,
+		IssueCertificate: Attested,
 	},
 	Provisioned: {
 		// A provisioned machine re-attests on every boot and stays provisioned.
-		Attest:    Provisioned,
-		Configure: Provisioned,
-		Revoke:    Decommissioned,
-		SetRole:   Provisioned,
-		Heartbeat: Provisioned,
+		Attest:           Provisioned,
+		Configure:        Provisioned,
+		Revoke:           Decommissioned,
+		SetRole:          Provisioned,
+		Heartbeat:        Provisioned,
+		IssueCertificate: Provisioned,
 	},
 	Decommissioned: {
 		Reinstate: Registered,
@@ -88,6 +94,10 @@ type TransitionError struct {
 
 func (e *TransitionError) Error() string {
 	switch {
+	case e.Op == IssueCertificate && e.From == Decommissioned:
+		return "cannot issue a node certificate: machine is decommissioned; an operator must reinstate it, then it must attest again"
+	case e.Op == IssueCertificate:
+		return fmt.Sprintf("cannot issue a node certificate: machine is %s; it gets one once attested", e.From)
 	case e.From == Decommissioned && e.Op == Revoke:
 		return "cannot revoke: machine is already decommissioned"
 	case e.From == Decommissioned:

@@ -11,8 +11,8 @@ func TestNext(t *testing.T) {
 	// Every (state, op) pair, legal or not, with its expected outcome.
 	want := map[State]map[Op]State{
 		Registered:     {Attest: Attested, Revoke: Decommissioned, SetRole: Registered},
-		Attested:       {Attest: Attested, Approve: Provisioned, Revoke: Decommissioned, SetRole: Attested, Heartbeat: Attested},
-		Provisioned:    {Attest: Provisioned, Configure: Provisioned, Revoke: Decommissioned, SetRole: Provisioned, Heartbeat: Provisioned},
+		Attested:       {Attest: Attested, Approve: Provisioned, Revoke: Decommissioned, SetRole: Attested, Heartbeat: Attested, IssueCertificate: Attested},
+		Provisioned:    {Attest: Provisioned, Configure: Provisioned, Revoke: Decommissioned, SetRole: Provisioned, Heartbeat: Provisioned, IssueCertificate: Provisioned},
 		Decommissioned: {Reinstate: Registered},
 	}
 	for _, from := range States() {

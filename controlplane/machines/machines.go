@@ -350,11 +350,15 @@ func (s *Service) Revoke(ctx context.Context, id, reason string) (*store.Machine
 		if err := tx.UpdateMachine(ctx, m); err != nil {
 			return err
 		}
-		// Its agent's session and config URL stop working now.
+		// Its agent's session, config URL and node certificates stop
+		// working now.
 		if err := tx.EndSessions(ctx, m.ID); err != nil {
 			return err
 		}
 		if err := tx.RevokeConfigTokens(ctx, m.ID); err != nil {
+			return err
+		}
+		if err := tx.RevokeNodeCertificates(ctx, m.ID); err != nil {
 			return err
 		}
 		if err := tx.Emit(ctx, m, &events.Decommissioned{Hostname: m.Hostname, Role: m.Role, Reason: m.DecommissionReason}); err != nil {
