@@ -1,6 +1,6 @@
 // Package agentapi serves the API the booted agent talks to: AgentService
-// (Register, Attest, WatchApproval, Heartbeat) and GET /config/{token},
-// the one-time config fetch.
+// (Register, Attest, WatchApproval, Heartbeat, IssueCertificate) and GET
+// /config/{token}, the one-time config fetch.
 //
 // Register checks the EK and the AK, applies the EK policy and answers
 // with a credential-activation challenge bound to the AK name the daemon
@@ -11,7 +11,9 @@
 // the quote (signature, nonce, PCR digest, the role's expected PCR
 // values), records what the agent reported at Register, binds the AK to
 // the EK, moves the machine to attested and gives the agent a session
-// credential. WatchApproval and Heartbeat take that credential; nothing
+// credential. WatchApproval, Heartbeat and IssueCertificate take that
+// credential; IssueCertificate issues a node certificate to a key the
+// machine's TPM holds, as its attested AK certifies (nodecerts.go). Nothing
 // here ever trusts a MAC or an IP (the IP recorded is the TCP peer's;
 // X-Forwarded-For is ignored).
 //
@@ -43,6 +45,7 @@ import (
 	"github.com/attestation/attestation/controlplane/events"
 	"github.com/attestation/attestation/controlplane/lifecycle"
 	"github.com/attestation/attestation/controlplane/machines"
+	"github.com/attestation/attestation/controlplane/pki"
 	"github.com/attestation/attestation/controlplane/store"
 	attestationv1 "github.com/attestation/attestation/proto/gen/attestation/v1"
 	"github.com/attestation/attestation/proto/gen/attestation/v1/attestationv1connect"
@@ -78,6 +81,11 @@ type Options struct {
 	// Limits bound Register calls and outstanding challenges (zero:
 	// DefaultLimits).
 	Limits Limits
+	// CA issues node certificates (nil: IssueCertificate is
+	// Unimplemented), each valid for NodeCertLifetime (default
+	// DefaultNodeCertLifetime).
+	CA               *pki.CA
+	NodeCertLifetime time.Duration
 	// Registerer receives the agent API's metrics (nil: not registered).
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
@@ -109,6 +117,9 @@ func New(o Options) (*Server, error) {
 	}
 	if o.HeartbeatInterval <= 0 {
 		o.HeartbeatInterval = 30 * time.Second
+	}
+	if o.NodeCertLifetime <= 0 {
+		o.NodeCertLifetime = DefaultNodeCertLifetime
 	}
 	if o.Committed == nil {
 		o.Committed = &events.Signal{}

@@ -3,12 +3,14 @@ package agentapi_test
 // The whole enrollment with swtpm, a software TPM whose EK certificate is
 // issued by a local CA (swtpm_setup --create-ek-cert): the daemon runs the
 // verify policy with that CA as its roots bundle, so the certificate chain
-// is verified for real; the agent talks to `swtpm socket` over TCP.
+// is verified for real; the agent talks to `swtpm socket` over TCP. The
+// machine then gets a node certificate for a key in swtpm, and renews it.
 
 import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -74,12 +76,25 @@ func TestSwtpm(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Attest: %v", err)
 	}
+	// A node certificate for a key in swtpm, certified by its AK.
+	session := attested.Msg.SessionToken
+	first, err := h.issueCertificate(t, session, certify(t, a, ch.MachineId))
+	if err != nil {
+		t.Fatalf("IssueCertificate: %v", err)
+	}
+	wantNodeCertificate(t, first, a, ch.MachineId, 24*time.Hour)
 	h.approve(t, ch.MachineId, "worker", "swtpm-1")
 	url := h.configURL(t, attested.Msg.SessionToken)
 	if status, body := fetch(t, url); status != http.StatusOK || !strings.Contains(body, "swtpm-1") {
 		t.Errorf("GET config: %d %q, want 200 naming swtpm-1", status, body)
 	}
-	if got, want := h.eventTypes(t, ch.MachineId), "registered online provisioned configured"; got != want {
+	// And its renewal.
+	second, err := h.issueCertificate(t, session, certify(t, a, ch.MachineId))
+	if err != nil {
+		t.Fatalf("renew the certificate: %v", err)
+	}
+	wantNodeCertificate(t, second, a, ch.MachineId, 24*time.Hour)
+	if got, want := h.eventTypes(t, ch.MachineId), "registered online provisioned configured cert_renewed"; got != want {
 		t.Errorf("events %q, want %q", got, want)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"connectrpc.com/connect"
+	"github.com/google/go-tpm/tpm2/transport"
 
 	agenttpm "github.com/attestation/attestation/agent/tpm"
 	attestationv1 "github.com/attestation/attestation/proto/gen/attestation/v1"
@@ -18,6 +19,14 @@ import (
 // boot opens a simulated TPM (spec "simulator" or "simulator:SEED") and
 // the agent's Attester on it, closed when the test ends.
 func boot(t *testing.T, spec string) *agenttpm.Attester {
+	t.Helper()
+	a, _ := bootTPM(t, spec)
+	return a
+}
+
+// bootTPM is boot that also returns the TPM, for the test's own commands
+// (keys the agent would not make) until the test ends.
+func bootTPM(t *testing.T, spec string) (*agenttpm.Attester, transport.TPM) {
 	t.Helper()
 	tr, err := agenttpm.Open(spec)
 	if err != nil {
@@ -29,7 +38,7 @@ func boot(t *testing.T, spec string) *agenttpm.Attester {
 		t.Fatalf("attester: %v", err)
 	}
 	t.Cleanup(func() { a.Close() })
-	return a
+	return a, tr
 }
 
 // registration is what the agent sends.

@@ -639,9 +639,11 @@ func TestAuth(t *testing.T) {
 
 	// Agents do not hold operator tokens: Register and Attest are open
 	// (the TPM proof is their authentication) and answer about the
-	// request; WatchApproval and Heartbeat want a session credential, and
-	// an operator token is not one.
+	// request; WatchApproval, Heartbeat and IssueCertificate want a
+	// session credential, and an operator token is not one.
 	t.Run("agent", func(t *testing.T) {
+		x := []byte("x")
+		issueRequest := &attestationv1.IssueCertificateRequest{Csr: x, KeyPublic: x, CertifyInfo: x, CertifySignature: x}
 		for _, name := range []string{"connect", "grpc"} {
 			for _, c := range []struct {
 				proc          string
@@ -654,6 +656,8 @@ func TestAuth(t *testing.T) {
 				{attestationv1connect.AgentServiceAttestProcedure, &attestationv1.AttestRequest{}, "", connect.CodeInvalidArgument, "challenge_id"},
 				{attestationv1connect.AgentServiceHeartbeatProcedure, &attestationv1.HeartbeatRequest{}, "", connect.CodeUnauthenticated, "session"},
 				{attestationv1connect.AgentServiceHeartbeatProcedure, &attestationv1.HeartbeatRequest{}, bearer(daemontest.Token), connect.CodeUnauthenticated, "session"},
+				{attestationv1connect.AgentServiceIssueCertificateProcedure, &attestationv1.IssueCertificateRequest{}, "", connect.CodeInvalidArgument, "csr"},
+				{attestationv1connect.AgentServiceIssueCertificateProcedure, issueRequest, bearer(daemontest.Token), connect.CodeUnauthenticated, "session"},
 			} {
 				t.Run(fmt.Sprintf("%s%s/token=%v", name, c.proc, c.authorization != ""), func(t *testing.T) {
 					_, err := newTransport(t, name, e.d, c.authorization).Call(t.Context(), c.proc, c.req)

@@ -98,6 +98,8 @@ func newResponse(procedure string) proto.Message {
 		return &attestationv1.AttestResponse{}
 	case attestationv1connect.AgentServiceHeartbeatProcedure:
 		return &attestationv1.HeartbeatResponse{}
+	case attestationv1connect.AgentServiceIssueCertificateProcedure:
+		return &attestationv1.IssueCertificateResponse{}
 	}
 	panic("no response type for " + procedure)
 }
@@ -151,6 +153,8 @@ func (c *connectTransport) Call(ctx context.Context, procedure string, req proto
 		return connectCall(ctx, c.authorization, c.agent.Attest, req)
 	case attestationv1connect.AgentServiceHeartbeatProcedure:
 		return connectCall(ctx, c.authorization, c.agent.Heartbeat, req)
+	case attestationv1connect.AgentServiceIssueCertificateProcedure:
+		return connectCall(ctx, c.authorization, c.agent.IssueCertificate, req)
 	}
 	return nil, fmt.Errorf("connect transport: unknown procedure %s", procedure)
 }

@@ -83,6 +83,9 @@ type Config struct {
 	// HeartbeatInterval is how often agents heartbeat; a machine that has
 	// not for three intervals gets node.heartbeat_missed.
 	HeartbeatInterval Duration `yaml:"heartbeat_interval"`
+	// NodeCertLifetime is how long a node certificate is valid; agents
+	// renew theirs at two thirds of it.
+	NodeCertLifetime Duration `yaml:"node_cert_lifetime"`
 
 	// PXEInterface is the network interface DHCP for network boot serves;
 	// empty: no DHCP server.
@@ -174,6 +177,7 @@ func Default() Config {
 		SessionTTL:             Duration(15 * time.Minute),
 		ConfigTokenTTL:         Duration(24 * time.Hour),
 		HeartbeatInterval:      Duration(30 * time.Second),
+		NodeCertLifetime:       Duration(24 * time.Hour),
 		MaxRequestBytes:        1 << 20,
 		RegisterRate:           5,
 		RegisterBurst:          20,
@@ -295,6 +299,8 @@ var settings = []setting{
 		func(c *Config) *Duration { return &c.ConfigTokenTTL }),
 	duration("heartbeat-interval", "ATTESTATION_HEARTBEAT_INTERVAL", "heartbeat_interval", "how often agents heartbeat; three intervals without one emit node.heartbeat_missed",
 		func(c *Config) *Duration { return &c.HeartbeatInterval }),
+	duration("node-cert-lifetime", "ATTESTATION_NODE_CERT_LIFETIME", "node_cert_lifetime", "how long a node certificate (the TPM-bound client certificate an agent gets after attesting) is valid; agents renew at two thirds of it",
+		func(c *Config) *Duration { return &c.NodeCertLifetime }),
 	{flag: "register-rate", env: "ATTESTATION_REGISTER_RATE", key: "register_rate",
 		help: "agent Register calls a second one source address (IPv6: its /64) may make, after a burst of --register-burst; more get resource_exhausted (0: no limit)",
 		get:  func(c *Config) string { return strconv.FormatFloat(c.RegisterRate, 'g', -1, 64) },
@@ -609,6 +615,7 @@ func (c *Config) validateAttestation() error {
 		{"session_ttl", c.SessionTTL},
 		{"config_token_ttl", c.ConfigTokenTTL},
 		{"heartbeat_interval", c.HeartbeatInterval},
+		{"node_cert_lifetime", c.NodeCertLifetime},
 	} {
 		if d.v <= 0 {
 			return bad(d.key, "%s: must be positive", time.Duration(d.v))

@@ -195,6 +195,8 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		HeartbeatInterval: time.Duration(cfg.HeartbeatInterval),
 		Committed:         committed,
 		Stopping:          stopping,
+		CA:                ca,
+		NodeCertLifetime:  time.Duration(cfg.NodeCertLifetime),
 		Limits: agentapi.Limits{
 			RegisterRate:           cfg.RegisterRate,
 			RegisterBurst:          cfg.RegisterBurst,

@@ -648,6 +648,162 @@ func (x *HeartbeatResponse) GetNextDeadline() *timestamppb.Timestamp {
 	return nil
 }
 
+type IssueCertificateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// PKCS #10 certificate request (DER) signed by the key. Only its key
+	// counts: the control plane decides what the certificate says.
+	Csr []byte `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"`
+	// The key's public area (TPMT_PUBLIC): fixedTPM, fixedParent,
+	// sensitiveDataOrigin and sign set; decrypt and restricted clear.
+	KeyPublic []byte `protobuf:"bytes,2,opt,name=key_public,json=keyPublic,proto3" json:"key_public,omitempty"`
+	// TPMS_ATTEST from TPM2_Certify of the key by the AK, whose qualifying
+	// data is the SHA-256 of csr: the certification is good for this CSR
+	// only.
+	CertifyInfo []byte `protobuf:"bytes,3,opt,name=certify_info,json=certifyInfo,proto3" json:"certify_info,omitempty"`
+	// TPMT_SIGNATURE over certify_info by the AK.
+	CertifySignature []byte `protobuf:"bytes,4,opt,name=certify_signature,json=certifySignature,proto3" json:"certify_signature,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *IssueCertificateRequest) Reset() {
+	*x = IssueCertificateRequest{}
+	mi := &file_attestation_v1_agent_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueCertificateRequest) ProtoMessage() {}
+
+func (x *IssueCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_attestation_v1_agent_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueCertificateRequest.ProtoReflect.Descriptor instead.
+func (*IssueCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_attestation_v1_agent_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *IssueCertificateRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+func (x *IssueCertificateRequest) GetKeyPublic() []byte {
+	if x != nil {
+		return x.KeyPublic
+	}
+	return nil
+}
+
+func (x *IssueCertificateRequest) GetCertifyInfo() []byte {
+	if x != nil {
+		return x.CertifyInfo
+	}
+	return nil
+}
+
+func (x *IssueCertificateRequest) GetCertifySignature() []byte {
+	if x != nil {
+		return x.CertifySignature
+	}
+	return nil
+}
+
+type IssueCertificateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node certificate (DER).
+	Certificate []byte `protobuf:"bytes,1,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	// The control plane's CA certificate (DER), which issued it.
+	CaCertificate []byte `protobuf:"bytes,2,opt,name=ca_certificate,json=caCertificate,proto3" json:"ca_certificate,omitempty"`
+	// Its serial number, lower-case hex.
+	Serial string `protobuf:"bytes,3,opt,name=serial,proto3" json:"serial,omitempty"`
+	// When to renew: two thirds of the way to not_after.
+	RenewAfter    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=renew_after,json=renewAfter,proto3" json:"renew_after,omitempty"`
+	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueCertificateResponse) Reset() {
+	*x = IssueCertificateResponse{}
+	mi := &file_attestation_v1_agent_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueCertificateResponse) ProtoMessage() {}
+
+func (x *IssueCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_attestation_v1_agent_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueCertificateResponse.ProtoReflect.Descriptor instead.
+func (*IssueCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_attestation_v1_agent_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *IssueCertificateResponse) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
+func (x *IssueCertificateResponse) GetCaCertificate() []byte {
+	if x != nil {
+		return x.CaCertificate
+	}
+	return nil
+}
+
+func (x *IssueCertificateResponse) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *IssueCertificateResponse) GetRenewAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RenewAfter
+	}
+	return nil
+}
+
+func (x *IssueCertificateResponse) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
 var File_attestation_v1_agent_proto protoreflect.FileDescriptor
 
 const file_attestation_v1_agent_proto_rawDesc = "" +
@@ -705,12 +861,26 @@ const file_attestation_v1_agent_proto_rawDesc = "" +
 	"\x10HeartbeatRequest\x12\x1a\n" +
 	"\x03ips\x18\x01 \x03(\tB\b\xbaH\x05\x92\x01\x02\x10@R\x03ips\"T\n" +
 	"\x11HeartbeatResponse\x12?\n" +
-	"\rnext_deadline\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\fnextDeadline2\xe3\x02\n" +
+	"\rnext_deadline\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\fnextDeadline\"\xc2\x01\n" +
+	"\x17IssueCertificateRequest\x12\x1a\n" +
+	"\x03csr\x18\x01 \x01(\fB\b\xbaH\x05z\x03\x18\x80@R\x03csr\x12'\n" +
+	"\n" +
+	"key_public\x18\x02 \x01(\fB\b\xbaH\x05z\x03\x18\x80 R\tkeyPublic\x12+\n" +
+	"\fcertify_info\x18\x03 \x01(\fB\b\xbaH\x05z\x03\x18\x80 R\vcertifyInfo\x125\n" +
+	"\x11certify_signature\x18\x04 \x01(\fB\b\xbaH\x05z\x03\x18\x80 R\x10certifySignature\"\xf1\x01\n" +
+	"\x18IssueCertificateResponse\x12 \n" +
+	"\vcertificate\x18\x01 \x01(\fR\vcertificate\x12%\n" +
+	"\x0eca_certificate\x18\x02 \x01(\fR\rcaCertificate\x12\x16\n" +
+	"\x06serial\x18\x03 \x01(\tR\x06serial\x12;\n" +
+	"\vrenew_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"renewAfter\x127\n" +
+	"\tnot_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter2\xcc\x03\n" +
 	"\fAgentService\x12O\n" +
 	"\bRegister\x12\x1f.attestation.v1.RegisterRequest\x1a .attestation.v1.RegisterResponse\"\x00\x12I\n" +
 	"\x06Attest\x12\x1d.attestation.v1.AttestRequest\x1a\x1e.attestation.v1.AttestResponse\"\x00\x12c\n" +
 	"\rWatchApproval\x12$.attestation.v1.WatchApprovalRequest\x1a%.attestation.v1.WatchApprovalResponse\"\x03\x90\x02\x010\x01\x12R\n" +
-	"\tHeartbeat\x12 .attestation.v1.HeartbeatRequest\x1a!.attestation.v1.HeartbeatResponse\"\x00BKZIgithub.com/attestation/attestation/proto/gen/attestation/v1;attestationv1b\x06proto3"
+	"\tHeartbeat\x12 .attestation.v1.HeartbeatRequest\x1a!.attestation.v1.HeartbeatResponse\"\x00\x12g\n" +
+	"\x10IssueCertificate\x12'.attestation.v1.IssueCertificateRequest\x1a(.attestation.v1.IssueCertificateResponse\"\x00BKZIgithub.com/attestation/attestation/proto/gen/attestation/v1;attestationv1b\x06proto3"
 
 var (
 	file_attestation_v1_agent_proto_rawDescOnce sync.Once
@@ -724,39 +894,45 @@ func file_attestation_v1_agent_proto_rawDescGZIP() []byte {
 	return file_attestation_v1_agent_proto_rawDescData
 }
 
-var file_attestation_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_attestation_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_attestation_v1_agent_proto_goTypes = []any{
-	(*Hardware)(nil),              // 0: attestation.v1.Hardware
-	(*RegisterRequest)(nil),       // 1: attestation.v1.RegisterRequest
-	(*RegisterResponse)(nil),      // 2: attestation.v1.RegisterResponse
-	(*AttestRequest)(nil),         // 3: attestation.v1.AttestRequest
-	(*AttestResponse)(nil),        // 4: attestation.v1.AttestResponse
-	(*WatchApprovalRequest)(nil),  // 5: attestation.v1.WatchApprovalRequest
-	(*WatchApprovalResponse)(nil), // 6: attestation.v1.WatchApprovalResponse
-	(*HeartbeatRequest)(nil),      // 7: attestation.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),     // 8: attestation.v1.HeartbeatResponse
-	nil,                           // 9: attestation.v1.AttestRequest.PcrValuesEntry
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*Hardware)(nil),                 // 0: attestation.v1.Hardware
+	(*RegisterRequest)(nil),          // 1: attestation.v1.RegisterRequest
+	(*RegisterResponse)(nil),         // 2: attestation.v1.RegisterResponse
+	(*AttestRequest)(nil),            // 3: attestation.v1.AttestRequest
+	(*AttestResponse)(nil),           // 4: attestation.v1.AttestResponse
+	(*WatchApprovalRequest)(nil),     // 5: attestation.v1.WatchApprovalRequest
+	(*WatchApprovalResponse)(nil),    // 6: attestation.v1.WatchApprovalResponse
+	(*HeartbeatRequest)(nil),         // 7: attestation.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),        // 8: attestation.v1.HeartbeatResponse
+	(*IssueCertificateRequest)(nil),  // 9: attestation.v1.IssueCertificateRequest
+	(*IssueCertificateResponse)(nil), // 10: attestation.v1.IssueCertificateResponse
+	nil,                              // 11: attestation.v1.AttestRequest.PcrValuesEntry
+	(*timestamppb.Timestamp)(nil),    // 12: google.protobuf.Timestamp
 }
 var file_attestation_v1_agent_proto_depIdxs = []int32{
 	0,  // 0: attestation.v1.RegisterRequest.hardware:type_name -> attestation.v1.Hardware
-	10, // 1: attestation.v1.RegisterResponse.expires_at:type_name -> google.protobuf.Timestamp
-	9,  // 2: attestation.v1.AttestRequest.pcr_values:type_name -> attestation.v1.AttestRequest.PcrValuesEntry
-	10, // 3: attestation.v1.AttestResponse.session_expires_at:type_name -> google.protobuf.Timestamp
-	10, // 4: attestation.v1.HeartbeatResponse.next_deadline:type_name -> google.protobuf.Timestamp
-	1,  // 5: attestation.v1.AgentService.Register:input_type -> attestation.v1.RegisterRequest
-	3,  // 6: attestation.v1.AgentService.Attest:input_type -> attestation.v1.AttestRequest
-	5,  // 7: attestation.v1.AgentService.WatchApproval:input_type -> attestation.v1.WatchApprovalRequest
-	7,  // 8: attestation.v1.AgentService.Heartbeat:input_type -> attestation.v1.HeartbeatRequest
-	2,  // 9: attestation.v1.AgentService.Register:output_type -> attestation.v1.RegisterResponse
-	4,  // 10: attestation.v1.AgentService.Attest:output_type -> attestation.v1.AttestResponse
-	6,  // 11: attestation.v1.AgentService.WatchApproval:output_type -> attestation.v1.WatchApprovalResponse
-	8,  // 12: attestation.v1.AgentService.Heartbeat:output_type -> attestation.v1.HeartbeatResponse
-	9,  // [9:13] is the sub-list for method output_type
-	5,  // [5:9] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	12, // 1: attestation.v1.RegisterResponse.expires_at:type_name -> google.protobuf.Timestamp
+	11, // 2: attestation.v1.AttestRequest.pcr_values:type_name -> attestation.v1.AttestRequest.PcrValuesEntry
+	12, // 3: attestation.v1.AttestResponse.session_expires_at:type_name -> google.protobuf.Timestamp
+	12, // 4: attestation.v1.HeartbeatResponse.next_deadline:type_name -> google.protobuf.Timestamp
+	12, // 5: attestation.v1.IssueCertificateResponse.renew_after:type_name -> google.protobuf.Timestamp
+	12, // 6: attestation.v1.IssueCertificateResponse.not_after:type_name -> google.protobuf.Timestamp
+	1,  // 7: attestation.v1.AgentService.Register:input_type -> attestation.v1.RegisterRequest
+	3,  // 8: attestation.v1.AgentService.Attest:input_type -> attestation.v1.AttestRequest
+	5,  // 9: attestation.v1.AgentService.WatchApproval:input_type -> attestation.v1.WatchApprovalRequest
+	7,  // 10: attestation.v1.AgentService.Heartbeat:input_type -> attestation.v1.HeartbeatRequest
+	9,  // 11: attestation.v1.AgentService.IssueCertificate:input_type -> attestation.v1.IssueCertificateRequest
+	2,  // 12: attestation.v1.AgentService.Register:output_type -> attestation.v1.RegisterResponse
+	4,  // 13: attestation.v1.AgentService.Attest:output_type -> attestation.v1.AttestResponse
+	6,  // 14: attestation.v1.AgentService.WatchApproval:output_type -> attestation.v1.WatchApprovalResponse
+	8,  // 15: attestation.v1.AgentService.Heartbeat:output_type -> attestation.v1.HeartbeatResponse
+	10, // 16: attestation.v1.AgentService.IssueCertificate:output_type -> attestation.v1.IssueCertificateResponse
+	12, // [12:17] is the sub-list for method output_type
+	7,  // [7:12] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_attestation_v1_agent_proto_init() }
@@ -770,7 +946,7 @@ func file_attestation_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_attestation_v1_agent_proto_rawDesc), len(file_attestation_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -42,6 +42,9 @@ const (
 	AgentServiceWatchApprovalProcedure = "/attestation.v1.AgentService/WatchApproval"
 	// AgentServiceHeartbeatProcedure is the fully-qualified name of the AgentService's Heartbeat RPC.
 	AgentServiceHeartbeatProcedure = "/attestation.v1.AgentService/Heartbeat"
+	// AgentServiceIssueCertificateProcedure is the fully-qualified name of the AgentService's
+	// IssueCertificate RPC.
+	AgentServiceIssueCertificateProcedure = "/attestation.v1.AgentService/IssueCertificate"
 )
 
 // AgentServiceClient is a client for the attestation.v1.AgentService service.
@@ -63,6 +66,23 @@ type AgentServiceClient interface {
 	// Heartbeat tells the control plane the agent is alive; it also renews
 	// the session credential.
 	Heartbeat(context.Context, *connect.Request[v1.HeartbeatRequest]) (*connect.Response[v1.HeartbeatResponse], error)
+	// IssueCertificate issues the machine its node certificate: a
+	// short-lived X.509 client certificate (SAN URIs
+	// urn:attestation:ek:<fingerprint> and urn:attestation:machine:<id>)
+	// for a key its TPM holds and cannot export, as the AK the machine
+	// attested with certifies (TPM2_Certify). The machine must be attested
+	// or provisioned. Calling it again renews: the new certificate
+	// supersedes the live one and node.cert_renewed names both. Agents
+	// renew at renew_after, certifying the key anew each time.
+	//
+	// Refusals: InvalidArgument (a field that does not parse),
+	// PermissionDenied (the certification is not signed by this machine's
+	// AK, is not over this CSR or of this key; the key is exportable,
+	// decrypts or is restricted; the CSR's key is not the certified key),
+	// FailedPrecondition (the machine is registered, or decommissioned:
+	// then even without a session), Unimplemented (the control plane has
+	// no CA).
+	IssueCertificate(context.Context, *connect.Request[v1.IssueCertificateRequest]) (*connect.Response[v1.IssueCertificateResponse], error)
 }
 
 // NewAgentServiceClient constructs a client for the attestation.v1.AgentService service. By
@@ -101,15 +121,22 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(agentServiceMethods.ByName("Heartbeat")),
 			connect.WithClientOptions(opts...),
 		),
+		issueCertificate: connect.NewClient[v1.IssueCertificateRequest, v1.IssueCertificateResponse](
+			httpClient,
+			baseURL+AgentServiceIssueCertificateProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("IssueCertificate")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // agentServiceClient implements AgentServiceClient.
 type agentServiceClient struct {
-	register      *connect.Client[v1.RegisterRequest, v1.RegisterResponse]
-	attest        *connect.Client[v1.AttestRequest, v1.AttestResponse]
-	watchApproval *connect.Client[v1.WatchApprovalRequest, v1.WatchApprovalResponse]
-	heartbeat     *connect.Client[v1.HeartbeatRequest, v1.HeartbeatResponse]
+	register         *connect.Client[v1.RegisterRequest, v1.RegisterResponse]
+	attest           *connect.Client[v1.AttestRequest, v1.AttestResponse]
+	watchApproval    *connect.Client[v1.WatchApprovalRequest, v1.WatchApprovalResponse]
+	heartbeat        *connect.Client[v1.HeartbeatRequest, v1.HeartbeatResponse]
+	issueCertificate *connect.Client[v1.IssueCertificateRequest, v1.IssueCertificateResponse]
 }
 
 // Register calls attestation.v1.AgentService.Register.
@@ -132,6 +159,11 @@ func (c *agentServiceClient) Heartbeat(ctx context.Context, req *connect.Request
 	return c.heartbeat.CallUnary(ctx, req)
 }
 
+// IssueCertificate calls attestation.v1.AgentService.IssueCertificate.
+func (c *agentServiceClient) IssueCertificate(ctx context.Context, req *connect.Request[v1.IssueCertificateRequest]) (*connect.Response[v1.IssueCertificateResponse], error) {
+	return c.issueCertificate.CallUnary(ctx, req)
+}
+
 // AgentServiceHandler is an implementation of the attestation.v1.AgentService service.
 type AgentServiceHandler interface {
 	// Register presents the machine's EK, EK certificate and AK, and returns a
@@ -151,6 +183,23 @@ type AgentServiceHandler interface {
 	// Heartbeat tells the control plane the agent is alive; it also renews
 	// the session credential.
 	Heartbeat(context.Context, *connect.Request[v1.HeartbeatRequest]) (*connect.Response[v1.HeartbeatResponse], error)
+	// IssueCertificate issues the machine its node certificate: a
+	// short-lived X.509 client certificate (SAN URIs
+	// urn:attestation:ek:<fingerprint> and urn:attestation:machine:<id>)
+	// for a key its TPM holds and cannot export, as the AK the machine
+	// attested with certifies (TPM2_Certify). The machine must be attested
+	// or provisioned. Calling it again renews: the new certificate
+	// supersedes the live one and node.cert_renewed names both. Agents
+	// renew at renew_after, certifying the key anew each time.
+	//
+	// Refusals: InvalidArgument (a field that does not parse),
+	// PermissionDenied (the certification is not signed by this machine's
+	// AK, is not over this CSR or of this key; the key is exportable,
+	// decrypts or is restricted; the CSR's key is not the certified key),
+	// FailedPrecondition (the machine is registered, or decommissioned:
+	// then even without a session), Unimplemented (the control plane has
+	// no CA).
+	IssueCertificate(context.Context, *connect.Request[v1.IssueCertificateRequest]) (*connect.Response[v1.IssueCertificateResponse], error)
 }
 
 // NewAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -185,6 +234,12 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(agentServiceMethods.ByName("Heartbeat")),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentServiceIssueCertificateHandler := connect.NewUnaryHandler(
+		AgentServiceIssueCertificateProcedure,
+		svc.IssueCertificate,
+		connect.WithSchema(agentServiceMethods.ByName("IssueCertificate")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/attestation.v1.AgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AgentServiceRegisterProcedure:
@@ -195,6 +250,8 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 			agentServiceWatchApprovalHandler.ServeHTTP(w, r)
 		case AgentServiceHeartbeatProcedure:
 			agentServiceHeartbeatHandler.ServeHTTP(w, r)
+		case AgentServiceIssueCertificateProcedure:
+			agentServiceIssueCertificateHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -218,4 +275,8 @@ func (UnimplementedAgentServiceHandler) WatchApproval(context.Context, *connect.
 
 func (UnimplementedAgentServiceHandler) Heartbeat(context.Context, *connect.Request[v1.HeartbeatRequest]) (*connect.Response[v1.HeartbeatResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("attestation.v1.AgentService.Heartbeat is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) IssueCertificate(context.Context, *connect.Request[v1.IssueCertificateRequest]) (*connect.Response[v1.IssueCertificateResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("attestation.v1.AgentService.IssueCertificate is not implemented"))
 }

@@ -1,0 +1,161 @@
+package agentapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/attestation/attestation/controlplane/attest"
+	"github.com/attestation/attestation/controlplane/lifecycle"
+	"github.com/attestation/attestation/controlplane/pki"
+	"github.com/attestation/attestation/controlplane/store"
+	attestationv1 "github.com/attestation/attestation/proto/gen/attestation/v1"
+)
+
+// DefaultNodeCertLifetime is how long a node certificate is valid unless
+// Options say otherwise.
+const DefaultNodeCertLifetime = 24 * time.Hour
+
+// errAKChanged: the machine attested with another AK while its request
+// for a certificate was checked against the one before.
+var errAKChanged = errors.New("the machine attested again with another AK: certify the key with that one")
+
+// IssueCertificate implements AgentService.IssueCertificate: the session
+// names the machine, whose attested AK must have certified the key over
+// this CSR (attest.AK.VerifyNodeKey); the certificate is issued and
+// recorded, and a renewal emitted, in one transaction.
+func (s *Server) IssueCertificate(ctx context.Context, req *connect.Request[attestationv1.IssueCertificateRequest]) (*connect.Response[attestationv1.IssueCertificateResponse], error) {
+	if s.o.CA == nil {
+		return nil, connect.NewError(connect.CodeUnimplemented, errors.New("this control plane issues no node certificates: it has no CA"))
+	}
+	msg := req.Msg
+	for _, f := range []struct {
+		name  string
+		value []byte
+	}{
+		{"csr", msg.Csr}, {"key_public", msg.KeyPublic}, {"certify_info", msg.CertifyInfo}, {"certify_signature", msg.CertifySignature},
+	} {
+		if len(f.value) == 0 {
+			return nil, invalid("%s is required: a certificate is issued to a key the AK certified for this CSR", f.name)
+		}
+	}
+	sess, err := s.session(ctx, req.Header().Get("Authorization"))
+	if err != nil {
+		if connect.CodeOf(err) == connect.CodeUnauthenticated {
+			// Revoking a machine ends its session: say why its agent's
+			// renewal fails rather than that it should attest again.
+			if refused := s.refuseDecommissionedRenewal(ctx, msg); refused != nil {
+				return nil, refused
+			}
+		}
+		return nil, err
+	}
+	log := s.log.With("machine", sess.MachineID)
+	m, err := s.o.Store.GetMachine(ctx, sess.MachineID)
+	if err != nil {
+		return nil, toConnect(fmt.Errorf("issue a node certificate to machine %s: %w", sess.MachineID, err))
+	}
+	key, err := verifyNodeKey(m, msg)
+	if err != nil {
+		log.Warn("certificate refused", "err", err)
+		return nil, toConnect(err)
+	}
+	var cert *x509.Certificate
+	issued, previous, err := s.o.Machines.IssueCertificate(ctx, m.ID, func(tx *store.Tx, cur *store.Machine) (*store.NodeCertificate, error) {
+		if !bytes.Equal(cur.AKName, m.AKName) {
+			return nil, errAKChanged
+		}
+		var err error
+		if cert, err = s.o.CA.IssueNode(key.Key, cur.ID, cur.EKFingerprint, tx.Now(), s.o.NodeCertLifetime); err != nil {
+			return nil, err
+		}
+		return &store.NodeCertificate{Serial: pki.Serial(cert), KeyName: key.Name, NotAfter: cert.NotAfter}, nil
+	})
+	var te *lifecycle.TransitionError
+	switch {
+	case errors.As(err, &te) && te.From == lifecycle.Decommissioned:
+		// Revoked since the session was checked.
+		log.Warn("certificate renewal refused: machine decommissioned", "err", err)
+		return nil, connect.NewError(connect.CodeFailedPrecondition, err)
+	case te != nil || errors.Is(err, errAKChanged):
+		log.Warn("certificate refused", "err", err)
+		return nil, connect.NewError(connect.CodeFailedPrecondition, err)
+	}
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	renewAfter := issued.IssuedAt.Add(issued.NotAfter.Sub(issued.IssuedAt) * 2 / 3)
+	if previous != nil {
+		log.Info("node certificate renewed", "serial", issued.Serial, "not_after", issued.NotAfter, "previous_serial", previous.Serial)
+	} else {
+		log.Info("node certificate issued", "serial", issued.Serial, "not_after", issued.NotAfter)
+	}
+	return connect.NewResponse(&attestationv1.IssueCertificateResponse{
+		Certificate:   cert.Raw,
+		CaCertificate: s.o.CA.Certificate().Raw,
+		Serial:        issued.Serial,
+		RenewAfter:    timestamppb.New(renewAfter),
+		NotAfter:      timestamppb.New(issued.NotAfter),
+	}), nil
+}
+
+// verifyNodeKey checks the request against the machine's attested AK and
+// returns the certified key, or a Connect error naming what failed.
+func verifyNodeKey(m *store.Machine, msg *attestationv1.IssueCertificateRequest) (*attest.NodeKey, error) {
+	if len(m.AKPublic) == 0 {
+		return nil, connect.NewError(connect.CodePermissionDenied, errors.New(
+			"this machine attested without a TPM: a node certificate is only for a key a TPM holds"))
+	}
+	ak, err := attest.ParseAKPublic(m.AKPublic)
+	if err != nil {
+		return nil, fmt.Errorf("machine %s: stored AK: %w", m.ID, err)
+	}
+	key, err := ak.VerifyNodeKey(msg.KeyPublic, msg.CertifyInfo, msg.CertifySignature, msg.Csr)
+	if errors.Is(err, attest.ErrMalformed) {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	if err != nil {
+		return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("certificate refused: %w", err))
+	}
+	return key, nil
+}
+
+// refuseDecommissionedRenewal returns the refusal of a renewal by a
+// decommissioned machine: the certified key had a certificate of a
+// machine that is now decommissioned, and the machine's AK certified it
+// for this CSR. Anything else returns nil, and the caller's missing
+// session stands.
+func (s *Server) refuseDecommissionedRenewal(ctx context.Context, msg *attestationv1.IssueCertificateRequest) error {
+	name, err := attest.Name(msg.KeyPublic)
+	if err != nil {
+		return nil
+	}
+	c, err := s.o.Store.NodeCertificateByKey(ctx, name)
+	if err != nil {
+		return nil
+	}
+	m, err := s.o.Store.GetMachine(ctx, c.MachineID)
+	if err != nil || m.State != lifecycle.Decommissioned {
+		return nil
+	}
+	if _, err := verifyNodeKey(m, msg); err != nil {
+		return nil
+	}
+	s.log.Warn("certificate renewal refused: machine decommissioned", "machine", m.ID, "serial", c.Serial, "reason", m.DecommissionReason)
+	return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
+		"certificate renewal refused: machine %s is decommissioned%s; an operator must reinstate it (attestation machines reinstate %s), then it must attest again",
+		m.ID, reasonSuffix(m.DecommissionReason), m.ID))
+}
+
+func reasonSuffix(reason string) string {
+	if reason == "" {
+		return ""
+	}
+	return " (" + reason + ")"
+}
