@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -45,7 +46,8 @@ const maxConfig = 16 << 20
 // done. (As /init, RunInit runs it again.)
 func Run(ctx context.Context, cfg Config) error {
 	cfg.setDefaults()
-	httpClient, err := cfg.client()
+	cert := &nodeCert{}
+	httpClient, err := cfg.client(cert.clientCertificate)
 	if err != nil {
 		return err
 	}
@@ -55,6 +57,7 @@ func Run(ctx context.Context, cfg Config) error {
 		http: httpClient,
 		api:  attestationv1connect.NewAgentServiceClient(httpClient, cfg.Server),
 		hw:   hardware.Collector{Root: cfg.SysRoot},
+		cert: cert,
 	}
 	a.fast.b, a.slow.b, a.rejected.b, a.gone.b = cfg.Retry, cfg.SlowRetry, cfg.Retry, cfg.Retry
 	a.log.Info("agent starting", "version", version.String(), "server", cfg.Server, "tpm", cfg.TPM, "config_out", cfg.ConfigOut)
@@ -66,14 +69,26 @@ func Run(ctx context.Context, cfg Config) error {
 			a.tpm.Close()
 		}
 	}()
+	// The node certificate is kept from the first attestation on, beside
+	// the rest, and stops before the TPM is closed.
+	certCtx, stopCerts := context.WithCancel(ctx)
+	var certs sync.WaitGroup
+	defer func() {
+		stopCerts()
+		certs.Wait()
+	}()
 
-	configured, enrolled := false, false
+	configured, enrolled, renewing := false, false, false
 	for !configured {
 		if !enrolled {
 			if err := a.enroll(ctx); err != nil {
 				return err
 			}
 			enrolled = true
+			if a.tpm != nil && !cfg.Once && !renewing {
+				renewing = true
+				certs.Go(func() { a.renewCertificates(certCtx) })
+			}
 		}
 		configURL, err := a.waitApproval(ctx)
 		if errors.Is(err, errDecommissioned) || errors.Is(err, errReenroll) {
@@ -143,8 +158,28 @@ type agent struct {
 	// gone counts config URLs that turned out spent, one after another.
 	gone retrier
 
+	// cert is the node certificate (certs.go).
+	cert *nodeCert
+
+	// machineID and token are written by attestOnce; mu guards them
+	// for the other goroutines, which read them through session.
+	mu        sync.Mutex
 	machineID string
 	token     string
+}
+
+// session returns the session token and the machine ID, for a goroutine
+// beside the main loop.
+func (a *agent) session() (token, machineID string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.token, a.machineID
+}
+
+// machine returns the machine ID, for a goroutine beside the main loop.
+func (a *agent) machine() string {
+	_, id := a.session()
+	return id
 }
 
 // openTPM opens the TPM and reads its keys. No TPM at all is not an error
@@ -263,7 +298,9 @@ func (a *agent) attestOnce(ctx context.Context) error {
 		return fmt.Errorf("register: %w", err)
 	}
 	ch := reg.Msg
+	a.mu.Lock()
 	a.machineID = ch.GetMachineId()
+	a.mu.Unlock()
 	a.log.Info("registered", "machine", ch.GetMachineId(), "challenge", ch.GetChallengeId(),
 		"macs", fmt.Sprint(info.MACs()), "smbios_uuid", info.SMBIOSUUID)
 
@@ -310,10 +347,12 @@ func (a *agent) attestOnce(ctx context.Context) error {
 		}
 		return fmt.Errorf("attest: %w", err)
 	}
+	a.mu.Lock()
 	a.machineID, a.token = res.Msg.GetMachineId(), res.Msg.GetSessionToken()
 	if a.machineID == "" {
 		a.machineID = ch.GetMachineId()
 	}
+	a.mu.Unlock()
 	a.log.Info("attested", "machine", a.machineID, "state", res.Msg.GetState(),
 		"session_expires_at", res.Msg.GetSessionExpiresAt().AsTime().Format(time.RFC3339))
 	return nil

@@ -87,7 +87,7 @@ func (c *Config) setDefaults() {
 // the network or the TPM.
 func (c Config) Validate() error {
 	c.setDefaults()
-	_, err := c.client()
+	_, err := c.client(nil)
 	return err
 }
 
@@ -117,14 +117,16 @@ func (c Config) validate() error {
 }
 
 // client validates c and returns the HTTP client for the control plane.
-func (c Config) client() (*http.Client, error) {
+// A control plane that asks for a client certificate gets the one
+// clientCert returns (nil: none), the node certificate.
+func (c Config) client(clientCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error)) (*http.Client, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
 	if c.HTTPClient != nil {
 		return c.HTTPClient, nil
 	}
-	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12}
+	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12, GetClientCertificate: clientCert}
 	if c.CAFile != "" {
 		pem, err := os.ReadFile(c.CAFile)
 		if err != nil {

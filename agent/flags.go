@@ -62,7 +62,9 @@ and writes it to --config-out, then sends heartbeats.
 
 Steps, one log line each: tpm opened, ek read, registered, credential
 activated, quote sent, attested, waiting for approval, approved, config
-written, heartbeat. A machine without a TPM registers with
+written, heartbeat; and beside them, once attested, certificate issued,
+then certificate renewed at two thirds of its life (the node certificate,
+for a key the TPM holds; not with --once). A machine without a TPM registers with
 tpm_available=false; the control plane decides whether to accept it.
 Failures that may pass are retried with backoff, refusals an operator can
 lift (a decommissioned machine) slowly. One that cannot pass (a TPM path

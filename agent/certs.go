@@ -1,0 +1,143 @@
+package agent
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	attestationv1 "github.com/attestation/attestation/proto/gen/attestation/v1"
+)
+
+// nodeCert holds the machine's node certificate: a client certificate for
+// the node key, which the TPM holds, issued after attestation and renewed
+// at two thirds of its life. The HTTP client presents it to a control
+// plane that asks for one (clientCertificate).
+type nodeCert struct {
+	mu   sync.Mutex
+	cert *tls.Certificate
+}
+
+func (c *nodeCert) get() *tls.Certificate {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cert
+}
+
+func (c *nodeCert) set(cert *tls.Certificate) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cert = cert
+}
+
+// clientCertificate is the TLS client's GetClientCertificate: the node
+// certificate, or none before there is one.
+func (c *nodeCert) clientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	if cert := c.get(); cert != nil {
+		return cert, nil
+	}
+	return &tls.Certificate{}, nil
+}
+
+// tlsCertificate is a TLS client certificate for leaf, whose private key
+// is key: the node key, which signs SHA-256 digests only.
+func tlsCertificate(leaf *x509.Certificate, key crypto.Signer) *tls.Certificate {
+	return &tls.Certificate{
+		Certificate:                  [][]byte{leaf.Raw},
+		PrivateKey:                   key,
+		Leaf:                         leaf,
+		SupportedSignatureAlgorithms: []tls.SignatureScheme{tls.ECDSAWithP256AndSHA256},
+	}
+}
+
+// minRenewWait keeps a certificate whose renewal time has passed (a
+// clock that lags the control plane's) from being requested in a loop.
+const minRenewWait = time.Second
+
+// renewCertificates gets the node certificate and renews it until ctx is
+// done: each time the node key is certified anew by the AK, for a new
+// CSR. A control plane without a CA ends it; a refusal is retried slowly,
+// a failure quickly, a session being replaced as soon as there is a new
+// one.
+func (a *agent) renewCertificates(ctx context.Context) {
+	fast, slow := retrier{b: a.cfg.Retry}, retrier{b: a.cfg.SlowRetry}
+	for {
+		wait, err := a.requestCertificate(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		switch code := connect.CodeOf(err); {
+		case err == nil:
+			fast.reset()
+			slow.reset()
+		case code == connect.CodeUnimplemented:
+			a.log.Warn("no node certificate: the control plane issues none", "err", err)
+			return
+		case code == connect.CodeUnauthenticated:
+			// The session was replaced or ended; the main loop attests
+			// again.
+			wait = fast.next()
+			a.log.Debug("certificate request waits for a session", "err", err, "retry_in", wait.Round(time.Millisecond))
+		case code == connect.CodeFailedPrecondition || code == connect.CodePermissionDenied || code == connect.CodeInvalidArgument:
+			wait = slow.next()
+			a.log.Error("certificate renewal refused", "machine", a.machine(), "code", code.String(), "err", err, "retry_in", wait.Round(time.Millisecond))
+		default:
+			wait = fast.next()
+			a.log.Warn("certificate request failed", "err", err, "retry_in", wait.Round(time.Millisecond))
+		}
+		if !sleep(ctx, wait) {
+			return
+		}
+	}
+}
+
+// requestCertificate asks for a node certificate for a freshly certified
+// CSR and keeps it; it returns how long until it is to be renewed.
+func (a *agent) requestCertificate(ctx context.Context) (time.Duration, error) {
+	token, machineID := a.session()
+	key, err := a.tpm.NodeKey()
+	if err != nil {
+		return 0, err
+	}
+	csr, err := key.CertificateRequest(machineID)
+	if err != nil {
+		return 0, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	req := connect.NewRequest(&attestationv1.IssueCertificateRequest{
+		Csr:              csr.CSR,
+		KeyPublic:        csr.KeyPublic,
+		CertifyInfo:      csr.CertifyInfo,
+		CertifySignature: csr.CertifySignature,
+	})
+	req.Header().Set("Authorization", "Bearer "+token)
+	res, err := a.api.IssueCertificate(cctx, req)
+	if err != nil {
+		return 0, fmt.Errorf("issue certificate: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(res.Msg.GetCertificate())
+	if err != nil {
+		return 0, fmt.Errorf("issue certificate: the control plane sent a certificate that does not parse: %w", err)
+	}
+	pub, ok := leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(key.Public()) {
+		return 0, errors.New("issue certificate: the control plane sent a certificate for another key")
+	}
+	renewed := a.cert.get() != nil
+	a.cert.set(tlsCertificate(leaf, key))
+	renewAfter := res.Msg.GetRenewAfter().AsTime()
+	msg := "certificate issued"
+	if renewed {
+		msg = "certificate renewed"
+	}
+	a.log.Info(msg, "machine", machineID, "serial", res.Msg.GetSerial(),
+		"not_after", leaf.NotAfter.Format(time.RFC3339), "renew_after", renewAfter.Format(time.RFC3339))
+	return max(time.Until(renewAfter), minRenewWait), nil
+}
