@@ -7,6 +7,7 @@
 // The folders are the architecture: agent (the booted agent), controlplane
 // (the daemon: API, store, lifecycle, events), boot (DHCP, TFTP, HTTP
 // boot), proto (the API definitions and generated code), extensions (the
-// extension registry and the extensions that ship), cli (the operator CLI)
-// and images (initramfs and ISO building).
+// extension registry and the extensions that ship), cli (the operator CLI),
+// images (initramfs and ISO building) and packaging (the Debian packages
+// and the container image, a module of its own).
 package attestation
