@@ -33,6 +33,10 @@ test-deps: deps ## Install what the integration tests use (swtpm, QEMU and a ker
 build: deps ## Build attestationd and attestation into bin/
 	$(GO) build -ldflags='$(GO_LDFLAGS)' -o $(BIN)/ ./controlplane/cmd/attestationd ./cli/cmd/attestation
 
+.PHONY: build-with
+build-with: deps ## Build attestationd and attestation into bin/ with the extensions of WITH too ('example.com/x/ext@v1.2.0 ../my-ext'; attestation-build)
+	$(GO) run ./extensions/cmd/attestation-build --stamp '$(VERSION)' --output $(BIN) $(foreach w,$(WITH),--with '$(w)')
+
 .PHONY: agent
 agent: ## Build the static attestation-agent (CGO_ENABLED=0) into bin/ and print its size
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w $(GO_LDFLAGS)' -o $(BIN)/attestation-agent ./agent/cmd/attestation-agent
