@@ -87,7 +87,11 @@ func Run(ctx context.Context, cfg Config) error {
 			enrolled = true
 			if a.tpm != nil && !cfg.Once && !renewing {
 				renewing = true
-				certs.Go(func() { a.renewCertificates(certCtx) })
+				// Before anything else: over TLS, the session ends when
+				// the certificate is issued, and what follows is called
+				// with the certificate.
+				first := a.firstCertificate(ctx)
+				certs.Go(func() { a.renewCertificates(certCtx, first) })
 			}
 		}
 		configURL, err := a.waitApproval(ctx)

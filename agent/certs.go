@@ -65,8 +65,11 @@ const minRenewWait = time.Second
 // CSR. A control plane without a CA ends it; a refusal is retried slowly,
 // a failure quickly, a session being replaced as soon as there is a new
 // one.
-func (a *agent) renewCertificates(ctx context.Context) {
+func (a *agent) renewCertificates(ctx context.Context, first time.Duration) {
 	fast, slow := retrier{b: a.cfg.Retry}, retrier{b: a.cfg.SlowRetry}
+	if first > 0 && !sleep(ctx, first) {
+		return
+	}
 	for {
 		wait, err := a.requestCertificate(ctx)
 		if ctx.Err() != nil {
@@ -95,6 +98,32 @@ func (a *agent) renewCertificates(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// firstCertAttempts bounds the tries at the first certificate before the
+// agent goes on without it (renewCertificates keeps trying).
+const firstCertAttempts = 3
+
+// firstCertificate gets the node certificate right after attestation and
+// returns how long until it is to be renewed; 0 when it could not (a
+// control plane without a CA, or failures: renewCertificates tries on).
+func (a *agent) firstCertificate(ctx context.Context) time.Duration {
+	r := retrier{b: a.cfg.Retry}
+	for range firstCertAttempts {
+		wait, err := a.requestCertificate(ctx)
+		if err == nil {
+			return wait
+		}
+		code := connect.CodeOf(err)
+		if code == connect.CodeUnimplemented || code == connect.CodeUnauthenticated || ctx.Err() != nil {
+			return 0
+		}
+		a.log.Warn("certificate request failed", "err", err)
+		if !sleep(ctx, r.next()) {
+			return 0
+		}
+	}
+	return 0
 }
 
 // requestCertificate asks for a node certificate for a freshly certified
@@ -132,6 +161,9 @@ func (a *agent) requestCertificate(ctx context.Context) (time.Duration, error) {
 	}
 	renewed := a.cert.get() != nil
 	a.cert.set(tlsCertificate(leaf, key))
+	// Connections made before present no certificate, or the one before:
+	// the next calls make new ones, which present this one.
+	a.http.CloseIdleConnections()
 	renewAfter := res.Msg.GetRenewAfter().AsTime()
 	msg := "certificate issued"
 	if renewed {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,6 +57,50 @@ func TestNodeCertificateRenewal(t *testing.T) {
 	refused := l.wait("certificate renewal refused", 1, 30*time.Second)
 	if refused["code"] != connect.CodeFailedPrecondition.String() {
 		t.Errorf("renewal refused with %s, want %s", refused["code"], connect.CodeFailedPrecondition)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("agent.Run did not return within 30s of cancel")
+	}
+}
+
+// TestNodeCertificateMutualTLS: against a daemon serving TLS, the agent
+// gets its node certificate right after attesting, its session ends, and
+// it is approved, fetches its config and heartbeats with the certificate
+// (mTLS; the key in the TPM); revoked, its next heartbeat is refused.
+func TestNodeCertificateMutualTLS(t *testing.T) {
+	dl := newLogs(t)
+	d := startDaemon(t, daemontest.Options{Logger: dl.logger()}, map[string]any{"tls_self_signed": true})
+	if !strings.HasPrefix(d.URL, "https://") {
+		t.Fatalf("daemon URL %s: want https", d.URL)
+	}
+	l := newLogs(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := runAgent(t, ctx, agent.Config{Server: d.URL, CAFile: d.CAFile, ConfigOut: filepath.Join(t.TempDir(), "config"), Logger: l.logger()})
+
+	issued := l.wait("certificate issued", 1, time.Minute)
+	id := issued["machine"]
+	ended := dl.wait("session ended: the agent calls with its node certificate from now on", 1, 10*time.Second)
+	if ended["serial"] != issued["serial"] {
+		t.Errorf("session ended with certificate %s, want %s", ended["serial"], issued["serial"])
+	}
+	approve(t, d, id, "node-1.lab.example")
+	l.wait("config written", 1, 30*time.Second)
+	// Without a session, only the certificate can carry these.
+	l.wait("heartbeat", 2, 30*time.Second)
+	if n := dl.count("node certificate refused: machine decommissioned"); n != 0 {
+		t.Fatalf("%d certificates refused before the revocation", n)
+	}
+
+	if _, err := machines(d).RevokeMachine(context.Background(), operator(&attestationv1.RevokeMachineRequest{Id: id, Reason: "retired"})); err != nil {
+		t.Fatalf("revoke: %v", err)
+	}
+	refused := dl.wait("node certificate refused: machine decommissioned", 1, 30*time.Second)
+	if refused["machine"] != id || refused["reason"] != "retired" {
+		t.Errorf("refusal %v, want machine %s, reason retired", refused, id)
 	}
 	cancel()
 	select {

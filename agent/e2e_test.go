@@ -109,7 +109,7 @@ func operator[T any](req *T) *connect.Request[T] {
 }
 
 func machines(d *daemontest.Daemon) attestationv1connect.MachineServiceClient {
-	return attestationv1connect.NewMachineServiceClient(http.DefaultClient, d.URL)
+	return attestationv1connect.NewMachineServiceClient(d.Client, d.URL)
 }
 
 func approve(t *testing.T, d *daemontest.Daemon, id, hostname string) {

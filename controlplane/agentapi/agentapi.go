@@ -420,9 +420,9 @@ func (s *Server) Attest(ctx context.Context, req *connect.Request[attestationv1.
 
 // Heartbeat implements AgentService.Heartbeat.
 func (s *Server) Heartbeat(ctx context.Context, req *connect.Request[attestationv1.HeartbeatRequest]) (*connect.Response[attestationv1.HeartbeatResponse], error) {
-	sess, err := s.session(ctx, req.Header().Get("Authorization"))
+	c, err := s.authenticate(ctx, req.Header().Get("Authorization"))
 	if err != nil {
-		return nil, err
+		return nil, s.refusal(err)
 	}
 	for _, ip := range req.Msg.Ips {
 		if net.ParseIP(ip) == nil {
@@ -430,8 +430,11 @@ func (s *Server) Heartbeat(ctx context.Context, req *connect.Request[attestation
 		}
 	}
 	expires := time.Now().Add(s.o.SessionTTL)
-	_, err = s.o.Machines.Heartbeat(ctx, sess.MachineID, req.Msg.Ips, func(tx *store.Tx, _ *store.Machine) error {
-		return tx.RenewSession(ctx, sess.TokenHash, expires)
+	_, err = s.o.Machines.Heartbeat(ctx, c.MachineID, req.Msg.Ips, func(tx *store.Tx, _ *store.Machine) error {
+		if c.session == nil {
+			return nil // a certificate: nothing to renew
+		}
+		return tx.RenewSession(ctx, c.session.TokenHash, expires)
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("the session has ended: attest again"))
@@ -451,9 +454,9 @@ const watchPoll = time.Second
 // WatchApproval implements AgentService.WatchApproval.
 func (s *Server) WatchApproval(ctx context.Context, req *connect.Request[attestationv1.WatchApprovalRequest], stream *connect.ServerStream[attestationv1.WatchApprovalResponse]) error {
 	authorization := req.Header().Get("Authorization")
-	sess, err := s.session(ctx, authorization)
+	c, err := s.authenticate(ctx, authorization)
 	if err != nil {
-		return err
+		return s.refusal(err)
 	}
 	var last *attestationv1.WatchApprovalResponse
 	// The session is checked again at every look but the first, which
@@ -461,7 +464,7 @@ func (s *Server) WatchApproval(ctx context.Context, req *connect.Request[attesta
 	recheck := false
 	for {
 		woken := s.o.Committed.C()
-		m, err := s.o.Store.GetMachine(ctx, sess.MachineID)
+		m, err := s.o.Store.GetMachine(ctx, c.MachineID)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -475,8 +478,8 @@ func (s *Server) WatchApproval(ctx context.Context, req *connect.Request[attesta
 			return stream.Send(resp)
 		}
 		if recheck {
-			if _, err := s.session(ctx, authorization); err != nil {
-				return err
+			if _, err := s.authenticate(ctx, authorization); err != nil {
+				return s.refusal(err)
 			}
 		}
 		recheck = true

@@ -51,10 +51,10 @@ func startWith(t *testing.T, o daemontest.Options, adjust func(*config.Config)) 
 	admin := connect.WithInterceptors(bearer(daemontest.Token))
 	return &harness{
 		d:        d,
-		agent:    attestationv1connect.NewAgentServiceClient(http.DefaultClient, d.URL),
-		machines: attestationv1connect.NewMachineServiceClient(http.DefaultClient, d.URL, admin),
-		events:   attestationv1connect.NewEventServiceClient(http.DefaultClient, d.URL, admin),
-		configs:  attestationv1connect.NewConfigServiceClient(http.DefaultClient, d.URL, admin),
+		agent:    attestationv1connect.NewAgentServiceClient(d.Client, d.URL),
+		machines: attestationv1connect.NewMachineServiceClient(d.Client, d.URL, admin),
+		events:   attestationv1connect.NewEventServiceClient(d.Client, d.URL, admin),
+		configs:  attestationv1connect.NewConfigServiceClient(d.Client, d.URL, admin),
 	}
 }
 

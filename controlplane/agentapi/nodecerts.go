@@ -13,6 +13,7 @@ import (
 
 	"github.com/attestation/attestation/controlplane/attest"
 	"github.com/attestation/attestation/controlplane/lifecycle"
+	"github.com/attestation/attestation/controlplane/listener"
 	"github.com/attestation/attestation/controlplane/pki"
 	"github.com/attestation/attestation/controlplane/store"
 	attestationv1 "github.com/attestation/attestation/proto/gen/attestation/v1"
@@ -27,7 +28,8 @@ const DefaultNodeCertLifetime = 24 * time.Hour
 var errAKChanged = errors.New("the machine attested again with another AK: certify the key with that one")
 
 // IssueCertificate implements AgentService.IssueCertificate: the session
-// names the machine, whose attested AK must have certified the key over
+// (the first time) or the current node certificate (a renewal, over
+// mTLS) names the machine, whose attested AK must have certified the key over
 // this CSR (attest.AK.VerifyNodeKey); the certificate is issued and
 // recorded, and a renewal emitted, in one transaction.
 func (s *Server) IssueCertificate(ctx context.Context, req *connect.Request[attestationv1.IssueCertificateRequest]) (*connect.Response[attestationv1.IssueCertificateResponse], error) {
@@ -45,7 +47,12 @@ func (s *Server) IssueCertificate(ctx context.Context, req *connect.Request[atte
 			return nil, invalid("%s is required: a certificate is issued to a key the AK certified for this CSR", f.name)
 		}
 	}
-	sess, err := s.session(ctx, req.Header().Get("Authorization"))
+	c, err := s.authenticate(ctx, req.Header().Get("Authorization"))
+	var revoked *errRevokedCertificate
+	if errors.As(err, &revoked) {
+		s.log.Warn("certificate renewal refused: machine decommissioned", "machine", revoked.m.ID, "serial", revoked.serial, "reason", revoked.m.DecommissionReason)
+		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("certificate renewal refused: %w", err))
+	}
 	if err != nil {
 		if connect.CodeOf(err) == connect.CodeUnauthenticated {
 			// Revoking a machine ends its session: say why its agent's
@@ -56,11 +63,15 @@ func (s *Server) IssueCertificate(ctx context.Context, req *connect.Request[atte
 		}
 		return nil, err
 	}
-	log := s.log.With("machine", sess.MachineID)
-	m, err := s.o.Store.GetMachine(ctx, sess.MachineID)
+	log := s.log.With("machine", c.MachineID)
+	m, err := s.o.Store.GetMachine(ctx, c.MachineID)
 	if err != nil {
-		return nil, toConnect(fmt.Errorf("issue a node certificate to machine %s: %w", sess.MachineID, err))
+		return nil, toConnect(fmt.Errorf("issue a node certificate to machine %s: %w", c.MachineID, err))
 	}
+	// Over TLS the agent can present the certificate from now on: the
+	// session credential, which served the steps before it, ends with
+	// its issuance. (Over plaintext, a loopback agent keeps its session.)
+	endSession := c.session != nil && listener.OverTLS(ctx)
 	key, err := verifyNodeKey(m, msg)
 	if err != nil {
 		log.Warn("certificate refused", "err", err)
@@ -74,6 +85,11 @@ func (s *Server) IssueCertificate(ctx context.Context, req *connect.Request[atte
 		var err error
 		if cert, err = s.o.CA.IssueNode(key.Key, cur.ID, cur.EKFingerprint, tx.Now(), s.o.NodeCertLifetime); err != nil {
 			return nil, err
+		}
+		if endSession {
+			if err := tx.EndSession(ctx, c.session.TokenHash); err != nil {
+				return nil, err
+			}
 		}
 		return &store.NodeCertificate{Serial: pki.Serial(cert), KeyName: key.Name, NotAfter: cert.NotAfter}, nil
 	})
@@ -91,6 +107,9 @@ func (s *Server) IssueCertificate(ctx context.Context, req *connect.Request[atte
 		return nil, toConnect(err)
 	}
 	renewAfter := issued.IssuedAt.Add(issued.NotAfter.Sub(issued.IssuedAt) * 2 / 3)
+	if endSession {
+		log.Info("session ended: the agent calls with its node certificate from now on", "serial", issued.Serial)
+	}
 	if previous != nil {
 		log.Info("node certificate renewed", "serial", issued.Serial, "not_after", issued.NotAfter, "previous_serial", previous.Serial)
 	} else {

@@ -38,6 +38,7 @@ import (
 	"github.com/attestation/attestation/controlplane/auth"
 	"github.com/attestation/attestation/controlplane/configs"
 	"github.com/attestation/attestation/controlplane/events"
+	"github.com/attestation/attestation/controlplane/listener"
 	"github.com/attestation/attestation/controlplane/machines"
 	"github.com/attestation/attestation/controlplane/store"
 	"github.com/attestation/attestation/images/cache"
@@ -134,7 +135,10 @@ func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 	mount(attestationv1connect.NewSchematicServiceHandler(&schematicService{store: o.Store, images: o.Images}, operator))
 	mount(attestationv1connect.NewAuditServiceHandler(&auditService{store: o.Store}, operator))
 	// Agent messages are small; compressing them costs more than it saves.
-	procedures(attestationv1connect.NewAgentServiceHandler(o.Agent, agent, connect.WithCompressMinBytes(4<<10)))
+	// Agents past attestation authenticate with their node certificate:
+	// the agent API reads it from the context (listener.PeerCertificate).
+	agentPath, agentHandler := attestationv1connect.NewAgentServiceHandler(o.Agent, agent, connect.WithCompressMinBytes(4<<10))
+	procedures(agentPath, listener.WithPeer(agentHandler))
 
 	transcoder, err := vanguard.NewTranscoder(services, append(o.Limits.TranscoderOptions(),
 		vanguard.WithCodec(restCodec),

@@ -53,6 +53,14 @@ func (t *Tx) EndSessions(ctx context.Context, machineID string) error {
 	return nil
 }
 
+// EndSession ends the session with the given token hash.
+func (t *Tx) EndSession(ctx context.Context, tokenHash []byte) error {
+	if _, err := t.exec(ctx, `DELETE FROM agent_sessions WHERE token_hash = ?`, tokenHash); err != nil {
+		return fmt.Errorf("end session: %w", err)
+	}
+	return nil
+}
+
 // RenewSession moves the expiry of a session that has not expired yet; it
 // fails with ErrNotFound when there is no such session or it has expired.
 func (t *Tx) RenewSession(ctx context.Context, tokenHash []byte, expires time.Time) error {

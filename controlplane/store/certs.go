@@ -114,3 +114,14 @@ func (s *Store) NodeCertificateByKey(ctx context.Context, keyName []byte) (*Node
 	}
 	return c, err
 }
+
+// NodeCertificateBySerial returns the certificate with serial (lower-case
+// hex), or ErrNotFound.
+func (s *Store) NodeCertificateBySerial(ctx context.Context, serial string) (*NodeCertificate, error) {
+	c, err := scanNodeCertificate(s.r.QueryRowContext(ctx, `SELECT `+nodeCertificateColumns+` FROM node_certificates
+		WHERE serial = ?`, serial))
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("find node certificate %s: %w", serial, err)
+	}
+	return c, err
+}
