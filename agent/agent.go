@@ -51,6 +51,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if cfg.HTTPClient == nil {
+		httpClient.Transport = refusingRoundTripper{rt: httpClient.Transport, cert: cert, log: cfg.Logger}
+	}
 	a := &agent{
 		cfg:  cfg,
 		log:  cfg.Logger,
@@ -78,20 +81,22 @@ func Run(ctx context.Context, cfg Config) error {
 		certs.Wait()
 	}()
 
-	configured, enrolled, renewing := false, false, false
+	configured, enrolled := false, false
 	for !configured {
 		if !enrolled {
 			if err := a.enroll(ctx); err != nil {
 				return err
 			}
 			enrolled = true
-			if a.tpm != nil && !cfg.Once && !renewing {
-				renewing = true
+			if a.tpm != nil && !cfg.Once && !a.renewing {
+				a.renewing = true
 				// Before anything else: over TLS, the session ends when
 				// the certificate is issued, and what follows is called
 				// with the certificate.
 				first := a.firstCertificate(ctx)
 				certs.Go(func() { a.renewCertificates(certCtx, first) })
+			} else {
+				a.certifyAgain(ctx)
 			}
 		}
 		configURL, err := a.waitApproval(ctx)
@@ -162,8 +167,10 @@ type agent struct {
 	// gone counts config URLs that turned out spent, one after another.
 	gone retrier
 
-	// cert is the node certificate (certs.go).
-	cert *nodeCert
+	// cert is the node certificate (certs.go); renewing says whether
+	// renewCertificates runs.
+	cert     *nodeCert
+	renewing bool
 
 	// machineID and token are written by attestOnce; mu guards them
 	// for the other goroutines, which read them through session.
@@ -625,6 +632,7 @@ func (a *agent) heartbeat(ctx context.Context) error {
 				}
 				return err
 			}
+			a.certifyAgain(ctx)
 			wait = 0
 		default:
 			wait = min(a.fast.next(), a.cfg.HeartbeatInterval)

@@ -7,6 +7,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,6 +46,49 @@ func (c *nodeCert) clientCertificate(*tls.CertificateRequestInfo) (*tls.Certific
 		return cert, nil
 	}
 	return &tls.Certificate{}, nil
+}
+
+// refusingRoundTripper drops the node certificate when the control plane
+// refuses it in the TLS handshake (a CA it no longer trusts after a
+// rotation, an expired certificate): the next connection presents none,
+// the agent attests again, and gets a certificate of the new CA.
+type refusingRoundTripper struct {
+	rt   http.RoundTripper
+	cert *nodeCert
+	log  *slog.Logger
+}
+
+func (r refusingRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := r.rt.RoundTrip(req)
+	if err != nil && r.cert.get() != nil && certificateRefused(err) {
+		r.cert.set(nil)
+		r.CloseIdleConnections()
+		r.log.Warn("node certificate refused by the control plane: dropped; attesting again will get a new one", "err", err)
+	}
+	return resp, err
+}
+
+// CloseIdleConnections closes the transport's idle connections (what
+// http.Client.CloseIdleConnections calls).
+func (r refusingRoundTripper) CloseIdleConnections() {
+	if c, ok := r.rt.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// certificateRefused reports whether err is the control plane's TLS alert
+// about the client certificate.
+func certificateRefused(err error) bool {
+	msg := err.Error()
+	if !strings.Contains(msg, "remote error: tls: ") {
+		return false
+	}
+	for _, alert := range []string{"bad certificate", "unknown certificate authority", "expired certificate", "revoked certificate", "certificate required"} {
+		if strings.Contains(msg, alert) {
+			return true
+		}
+	}
+	return false
 }
 
 // tlsCertificate is a TLS client certificate for leaf, whose private key
@@ -124,6 +170,15 @@ func (a *agent) firstCertificate(ctx context.Context) time.Duration {
 		}
 	}
 	return 0
+}
+
+// certifyAgain gets a new certificate for a new session when the one
+// before was refused and dropped (the control plane's CA changed), before
+// anything else is called; renewCertificates keeps its schedule.
+func (a *agent) certifyAgain(ctx context.Context) {
+	if a.renewing && a.cert.get() == nil {
+		a.firstCertificate(ctx)
+	}
 }
 
 // requestCertificate asks for a node certificate for a freshly certified

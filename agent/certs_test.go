@@ -5,6 +5,7 @@ package agent_test
 import (
 	"context"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/attestation/attestation/agent"
 	"github.com/attestation/attestation/controlplane/daemon/daemontest"
+	"github.com/attestation/attestation/controlplane/pki"
 	attestationv1 "github.com/attestation/attestation/proto/gen/attestation/v1"
 	"github.com/attestation/attestation/proto/gen/attestation/v1/attestationv1connect"
 )
@@ -101,6 +103,66 @@ func TestNodeCertificateMutualTLS(t *testing.T) {
 	refused := dl.wait("node certificate refused: machine decommissioned", 1, 30*time.Second)
 	if refused["machine"] != id || refused["reason"] != "retired" {
 		t.Errorf("refusal %v, want machine %s, reason retired", refused, id)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("agent.Run did not return within 30s of cancel")
+	}
+}
+
+// TestNodeCertificateAfterCARotation: the daemon's CA is replaced (the
+// agents' bundle holding both, as docs/design.md says); the agent's
+// certificate of the old CA is refused in the handshake, dropped, and the
+// agent attests again and gets one of the new CA.
+func TestNodeCertificateAfterCARotation(t *testing.T) {
+	dir := t.TempDir()
+	d := startDaemon(t, daemontest.Options{DataDir: dir}, map[string]any{"tls_self_signed": true})
+	addr := d.Addr.String()
+	nextDir := t.TempDir()
+	next, _, err := pki.LoadOrCreate(nextDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := os.ReadFile(d.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(bundle, append(old, next.CertPEM()...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l := newLogs(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := runAgent(t, ctx, agent.Config{Server: d.URL, CAFile: bundle, ConfigOut: filepath.Join(t.TempDir(), "config"), Logger: l.logger()})
+	first := l.wait("certificate issued", 1, time.Minute)
+	approve(t, d, first["machine"], "node-1")
+	l.wait("config written", 1, 30*time.Second)
+	l.wait("heartbeat", 1, 30*time.Second)
+
+	// The rotation: the new CA's files in the data dir, the server
+	// certificate issued again by it.
+	d.Stop(t)
+	for _, f := range []string{pki.CertFile, pki.KeyFile} {
+		if err := os.Rename(filepath.Join(nextDir, f), filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Remove(filepath.Join(dir, "tls.crt"))
+	os.Remove(filepath.Join(dir, "tls.key"))
+	d2 := startDaemon(t, daemontest.Options{DataDir: dir}, map[string]any{"tls_self_signed": true, "listen": addr})
+
+	l.wait("node certificate refused by the control plane: dropped; attesting again will get a new one", 1, time.Minute)
+	second := l.wait("certificate issued", 2, time.Minute)
+	if second["serial"] == first["serial"] {
+		t.Errorf("the new certificate has the old serial %s", first["serial"])
+	}
+	beats := l.count("heartbeat")
+	l.wait("heartbeat", beats+1, 30*time.Second)
+	if _, err := machines(d2).GetMachine(context.Background(), operator(&attestationv1.GetMachineRequest{Id: first["machine"]})); err != nil {
+		t.Errorf("the daemon with the new CA: %v", err)
 	}
 	cancel()
 	select {
