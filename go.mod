@@ -77,3 +77,4 @@ require (
 )
 
 replace github.com/diskfs/go-diskfs => ./third_party/go-diskfs
+replace github.com/pin/tftp/v3 => ./third_party/pin-tftp
