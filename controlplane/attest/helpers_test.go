@@ -207,3 +207,6 @@ func testPCRs() map[int][]byte {
 	}
 	return m
 }
+
+// quotedPCRs are the PCRs the tests quote.
+var quotedPCRs = []int{0, 1, 2, 3, 4, 5, 6, 7, 16}

@@ -23,8 +23,6 @@ import (
 	"github.com/google/go-tpm/tpm2/transport"
 )
 
-var quotedPCRs = []int{0, 1, 2, 3, 4, 5, 6, 7, 16}
-
 // boot opens a fresh simulator and the agent's Attester on it. tr stays
 // usable for the test's own TPM commands until the test ends.
 func boot(t *testing.T, opts agenttpm.Options) (*agenttpm.Attester, transport.TPM) {
