@@ -73,8 +73,7 @@ func TestUEFINetworkBootInVM(t *testing.T) {
 	if !strings.Contains(tftp, " file=snponly.efi bytes="+strconv.Itoa(len(want))+" ") {
 		t.Fatalf("TFTP of snponly.efi: %s; want a complete transfer of its %d bytes", tftp, len(want))
 	}
-	t.Logf("firmware PXE and TFTP done after %s (blksize %s)", time.Since(lab.start).Round(time.Second),
-		regexp.MustCompile(`blksize=(\d+)`).FindStringSubmatch(tftp)[1])
+	t.Logf("TFTP of snponly.efi with blksize %s", regexp.MustCompile(`blksize=(\d+)`).FindStringSubmatch(tftp)[1])
 
 	// iPXE, chainloaded: its own DHCP, then the script and the assets.
 	for _, step := range []string{
@@ -85,9 +84,19 @@ func TestUEFINetworkBootInVM(t *testing.T) {
 	} {
 		lab.daemon.wait(t, step, 3*time.Minute)
 	}
-	t.Logf("script, kernel and initramfs fetched after %s", time.Since(lab.start).Round(time.Second))
 
 	// The kernel found its initramfs (initrd= on the EFI stub's command
 	// line): the agent runs.
-	lab.enroll(console, "pxe-uefi-1", "")
+	id := lab.enroll(console, "pxe-uefi-1", "")
+	logPhases(t, "UEFI network boot", lab.vmStart, append(append([]bootPhase{
+		{"OVMF's first DHCP offer", seen(lab.daemon, `msg="dhcp offer" component=dhcp mac=`+mac)},
+		{"firmware DHCP (OVMF)", seen(lab.daemon, `msg="dhcp ack" component=dhcp mac=`+mac+` arch=x86-64-efi ipxe=false`)},
+		{"TFTP snponly.efi", seen(lab.daemon, `msg="tftp transfer" component=tftp client=`+pxePool)},
+		{"iPXE opens the NIC", seen(console, "net0: "+mac+" using")},
+		{"iPXE DHCP", seen(lab.daemon, `msg="dhcp ack" component=dhcp mac=`+mac+` arch=x86-64-efi ipxe=true`)},
+		{"iPXE network configured", seen(console, "Configuring (net0 "+mac+")")},
+	}, lab.agentPhases(console, mac, seen(lab.daemon, `msg="boot asset" component=boot asset=initrd.img mac=`+mac),
+		nth(lab.eventTimes(t, id, "node.online"), 0))...),
+		bootPhase{"approved (REST API)", lab.approved},
+		bootPhase{"node.configured", nth(lab.eventTimes(t, id, "node.configured"), 0)}))
 }

@@ -68,7 +68,6 @@ func TestNetworkBootInVM(t *testing.T) {
 	} {
 		lab.daemon.wait(t, step, 2*time.Minute)
 	}
-	t.Logf("script, kernel and initramfs fetched after %s", time.Since(lab.start).Round(time.Second))
 
 	// Approved with a schematic that network-boots, the machine boots its
 	// image when power-cycled (the same NIC and TPM): the same agent, from
@@ -81,6 +80,20 @@ func TestNetworkBootInVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := lab.enroll(console, "pxe-1", sc.ID)
+	// The firmware here is iPXE itself (QEMU's option ROM): its DHCP is
+	// the firmware's, and no TFTP.
+	biosPhases := func(console *consoleLog, initrd time.Time, online int) []bootPhase {
+		return append([]bootPhase{
+			{"iPXE ROM opens the NIC", seen(console, "net0: "+mac+" using")},
+			{"first DHCP offer", seen(lab.daemon, `msg="dhcp offer" component=dhcp mac=`+mac)},
+			{"firmware DHCP (iPXE ROM)", seen(lab.daemon, `msg="dhcp ack" component=dhcp mac=`+mac)},
+			{"iPXE network configured", seen(console, "Configuring (net0 "+mac+")")},
+		}, lab.agentPhases(console, mac, initrd, nth(lab.eventTimes(t, id, "node.online"), online))...)
+	}
+	logPhases(t, "BIOS network boot", lab.vmStart, append(
+		biosPhases(console, seen(lab.daemon, `msg="boot asset" component=boot asset=initrd.img mac=`+mac), 0),
+		bootPhase{"approved (REST API)", lab.approved},
+		bootPhase{"node.configured", nth(lab.eventTimes(t, id, "node.configured"), 0)}))
 	lab.daemon.wait(t, `msg="image built for an approved machine" component=images machine=`+id, time.Minute)
 	lab.powerOff()
 	lab.daemon.mark()
@@ -104,6 +117,10 @@ func TestNetworkBootInVM(t *testing.T) {
 	if len(online.Events) != 2 {
 		t.Errorf("machine %s has %d node.online events, want 2 (agent, then its image)", id, len(online.Events))
 	}
+	// The image's kernel and initramfs come from /images/, which the
+	// daemon does not log: iPXE shows them fetched.
+	logPhases(t, "BIOS network boot of the provisioned image", lab.vmStart,
+		biosPhases(console, seen(console, "initramfs... ok"), 1))
 }
 
 // The network-boot lab's link: the daemon's address on the bridge, its
@@ -122,7 +139,6 @@ const (
 type pxeLab struct {
 	t     *testing.T
 	ctx   context.Context
-	start time.Time
 	dir   string
 	ns    string
 	tools map[string]string
@@ -133,6 +149,9 @@ type pxeLab struct {
 	daemon *consoleLog
 	// powerOff stops the running VM and its TPM.
 	powerOff func()
+	// vmStart is when the running VM was started; approved when enroll
+	// approved its machine.
+	vmStart, approved time.Time
 }
 
 // newPXELab checks what network-booting a VM needs (root, ip, curl,
@@ -167,7 +186,7 @@ func newPXELab(t *testing.T, prefix string, modules []string, files map[string]s
 	if len(missing) > 0 {
 		testenv.Missing(t, "no %s", strings.Join(missing, ", "))
 	}
-	l := &pxeLab{t: t, start: time.Now(), dir: t.TempDir(), ns: fmt.Sprintf("%s%d", prefix, os.Getpid()), tools: tools, modules: modules}
+	l := &pxeLab{t: t, dir: t.TempDir(), ns: fmt.Sprintf("%s%d", prefix, os.Getpid()), tools: tools, modules: modules}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	t.Cleanup(cancel)
 	l.ctx = ctx
@@ -260,6 +279,7 @@ func (l *pxeLab) bootVM(args ...string) *consoleLog {
 		"-chardev", "socket,id=chrtpm,path=" + sock, "-tpmdev", "emulator,id=tpm0,chardev=chrtpm"}, args...)...)
 	console := &consoleLog{t: t, changed: make(chan struct{})}
 	vm.Stdout, vm.Stderr = console, console
+	l.vmStart = time.Now()
 	if err := vm.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -294,6 +314,7 @@ func (l *pxeLab) enroll(console *consoleLog, hostname, schematicID string) strin
 	if id == nil {
 		t.Fatalf("no machine ID in %q", waiting)
 	}
+	l.approved = time.Now()
 	if err := l.api("POST", "/api/v1/machines/"+id[1]+"/approve", `{"role":"worker","hostname":"`+hostname+`","schematic_id":"`+schematicID+`"}`, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -339,6 +360,6 @@ func (l *pxeLab) enroll(console *consoleLog, hostname, schematicID string) strin
 	if m.Machine.State != "provisioned" || !strings.HasPrefix(m.Machine.IP, pxePool) {
 		t.Errorf("machine %s: state %q ip %q; want provisioned with an address of the pool", id[1], m.Machine.State, m.Machine.IP)
 	}
-	t.Logf("network boot to configured in %s: events %s", time.Since(l.start).Round(time.Second), strings.Join(types, " "))
+	t.Logf("network boot to configured in %s: events %s", time.Since(l.vmStart).Round(time.Second), strings.Join(types, " "))
 	return id[1]
 }

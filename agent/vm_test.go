@@ -189,6 +189,8 @@ type consoleLog struct {
 	prefix string
 	mu     sync.Mutex
 	buf    bytes.Buffer
+	// lines are the complete lines so far, each with when it arrived.
+	lines []consoleLine
 	// from is where wait starts looking (mark).
 	from    int
 	partial []byte
@@ -196,7 +198,18 @@ type consoleLog struct {
 	changed chan struct{}
 }
 
+// consoleLine is one line of a console and when the test read it: the
+// host's clock, the same for the VM and the daemon (the guest's clock
+// drifts under TCG).
+type consoleLine struct {
+	at   time.Time
+	text string
+	// end is the line's end in buf, for mark.
+	end int
+}
+
 func (c *consoleLog) Write(p []byte) (int, error) {
+	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.buf.Write(p)
@@ -206,6 +219,7 @@ func (c *consoleLog) Write(p []byte) (int, error) {
 		if i < 0 {
 			break
 		}
+		c.lines = append(c.lines, consoleLine{at: now, text: strings.TrimRight(string(c.partial[:i]), "\r"), end: c.buf.Len() - len(c.partial) + i + 1})
 		if !c.done {
 			prefix := c.prefix
 			if prefix == "" {
@@ -225,6 +239,35 @@ func (c *consoleLog) mark() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.from = c.buf.Len()
+}
+
+// when returns when the first complete line containing s arrived (after
+// the mark) and the line, or ok false when none has.
+func (c *consoleLog) when(s string) (at time.Time, line string, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, l := range c.lines {
+		if l.end > c.from && strings.Contains(l.text, s) {
+			return l.at, l.text, true
+		}
+	}
+	return time.Time{}, "", false
+}
+
+// after returns the first complete line, arriving after since (and after
+// the mark), that re matches, with when it arrived and re's submatches.
+func (c *consoleLog) after(since time.Time, re *regexp.Regexp) (at time.Time, m []string, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, l := range c.lines {
+		if l.end <= c.from || l.at.Before(since) {
+			continue
+		}
+		if m := re.FindStringSubmatch(l.text); m != nil {
+			return l.at, m, true
+		}
+	}
+	return time.Time{}, nil, false
 }
 
 // bytes is everything the console showed so far.

@@ -20,6 +20,9 @@ import (
 // LogEnv names the file to which Integration appends a line per test.
 const LogEnv = "ATTESTATION_INTEGRATION_LOG"
 
+// NotesEnv names the file to which Note appends a line per note.
+const NotesEnv = "ATTESTATION_INTEGRATION_NOTES"
+
 // Required reports whether a missing prerequisite fails the test rather
 // than skipping it.
 func Required() bool {
@@ -144,4 +147,28 @@ func Integration(t testing.TB, what string) {
 			t.Errorf("record the integration test: %v", err)
 		}
 	})
+}
+
+// Note records a measurement of t, for example how long each phase of a
+// boot took: in the test's log, and as a line with the test's package and
+// name in the file named by ATTESTATION_INTEGRATION_NOTES, if set, which
+// CI prints after its table (go test shows a passing test's log only
+// under -v).
+func Note(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := strings.Join(strings.Fields(fmt.Sprintf(format, args...)), " ")
+	t.Log(msg)
+	file := os.Getenv(NotesEnv)
+	if file == "" {
+		return
+	}
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Errorf("record a note: %v", err)
+		return
+	}
+	defer f.Close()
+	if _, err := f.WriteString(pkg() + "." + t.Name() + "\t" + msg + "\n"); err != nil {
+		t.Errorf("record a note: %v", err)
+	}
 }

@@ -106,3 +106,18 @@ func TestNestedModuleName(t *testing.T) {
 		t.Errorf("logged as %q, want %q", got, want)
 	}
 }
+
+// TestNote: a note goes to the test's log and, as one line with the
+// test's package and name, to the notes file, its whitespace collapsed.
+func TestNote(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "notes")
+	t.Setenv(testenv.NotesEnv, file)
+	testenv.Note(t, "boot phases:\n  dhcp %s,\tscript %s", "2.5s", "3.0s")
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(b), "internal/testenv.TestNote\tboot phases: dhcp 2.5s, script 3.0s\n"; got != want {
+		t.Errorf("notes file %q, want %q", got, want)
+	}
+}
