@@ -1,6 +1,8 @@
 // Package boot holds network boot: proxy and full DHCP (boot/dhcp), TFTP
-// for the iPXE binaries (boot/tftp), HTTP boot (boot/httpboot) and the
-// per-machine iPXE scripts (boot/ipxe), all driven by one boot decision.
+// for the iPXE binaries (boot/tftp), HTTP boot (boot/httpboot), the
+// per-machine iPXE scripts (boot/ipxe), all driven by one boot decision,
+// and the IPv6 router advertisements that spare iPXE its wait for routers
+// (boot/ndp).
 //
 // The decision is [Policy.Decide]: given what a booting client said about
 // itself ([Client]: MAC, SMBIOS UUID, architecture, whether it is iPXE)

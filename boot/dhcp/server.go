@@ -47,6 +47,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer receives the metrics (nil: not registered).
 	Registerer prometheus.Registerer
+	// Answered, when set, is told of each client sent an offer or ack,
+	// from the goroutine that sent it (attestationd's router
+	// advertisements go to the iPXE clients among them: boot/ndp).
+	Answered func(Client)
 }
 
 const (
@@ -305,6 +309,9 @@ func (s *Server) sent(ctx context.Context, req Request, r Reply, err error) {
 	s.m.packets.WithLabelValues(port, r.Kind).Inc()
 	s.m.replies.WithLabelValues(r.Kind, r.Client.Arch.Name).Inc()
 	s.logReply(ctx, r, req.Port)
+	if s.opts.Answered != nil {
+		s.opts.Answered(r.Client)
+	}
 }
 
 // portLabel is a local port's metrics label.

@@ -105,6 +105,11 @@ type Config struct {
 	// DHCPReservations give MACs their addresses in full mode (only the
 	// file sets them).
 	DHCPReservations map[string]string `yaml:"dhcp_reservations"`
+	// PXERouterAdvertisements answers, on the PXE interface, the IPv6
+	// router solicitations of the iPXE clients DHCP just answered, so
+	// that iPXE does not wait for IPv6 routers where none advertises
+	// (boot/ndp).
+	PXERouterAdvertisements bool `yaml:"pxe_router_advertisements"`
 
 	// TFTPListen is the TFTP server's UDP address; empty: no TFTP server.
 	TFTPListen string `yaml:"tftp_listen"`
@@ -167,25 +172,26 @@ const (
 // Default returns the built-in defaults.
 func Default() Config {
 	return Config{
-		Listen:                 ":9000",
-		DataDir:                "./var",
-		LogLevel:               "info",
-		LogFormat:              "text",
-		EventHandlerTimeout:    Duration(10 * time.Second),
-		EKPolicy:               EKPolicyVerify,
-		ChallengeTTL:           Duration(60 * time.Second),
-		SessionTTL:             Duration(15 * time.Minute),
-		ConfigTokenTTL:         Duration(24 * time.Hour),
-		HeartbeatInterval:      Duration(30 * time.Second),
-		NodeCertLifetime:       Duration(24 * time.Hour),
-		MaxRequestBytes:        1 << 20,
-		RegisterRate:           5,
-		RegisterBurst:          20,
-		MaxChallenges:          10_000,
-		MaxChallengesPerSource: 64,
-		DHCPMode:               DHCPModeProxy,
-		IPXEDir:                "/usr/lib/ipxe",
-		OIDCAudience:           "attestation",
+		Listen:                  ":9000",
+		DataDir:                 "./var",
+		LogLevel:                "info",
+		LogFormat:               "text",
+		EventHandlerTimeout:     Duration(10 * time.Second),
+		EKPolicy:                EKPolicyVerify,
+		ChallengeTTL:            Duration(60 * time.Second),
+		SessionTTL:              Duration(15 * time.Minute),
+		ConfigTokenTTL:          Duration(24 * time.Hour),
+		HeartbeatInterval:       Duration(30 * time.Second),
+		NodeCertLifetime:        Duration(24 * time.Hour),
+		MaxRequestBytes:         1 << 20,
+		RegisterRate:            5,
+		RegisterBurst:           20,
+		MaxChallenges:           10_000,
+		MaxChallengesPerSource:  64,
+		DHCPMode:                DHCPModeProxy,
+		PXERouterAdvertisements: true,
+		IPXEDir:                 "/usr/lib/ipxe",
+		OIDCAudience:            "attestation",
 	}
 }
 
@@ -197,7 +203,7 @@ type setting struct {
 }
 
 // booleans are the settings whose flags take no value (--allow-no-tpm).
-var booleans = map[string]bool{"allow-no-tpm": true, "metrics-auth": true, "tls-self-signed": true}
+var booleans = map[string]bool{"allow-no-tpm": true, "metrics-auth": true, "tls-self-signed": true, "pxe-router-advertisements": true}
 
 // boolSetting is a setting of a bool field.
 func boolSetting(flag, env, key, help string, field func(*Config) *bool) setting {
@@ -356,6 +362,9 @@ var settings = []setting{
 	intSetting("dhcp-max-unknown", "ATTESTATION_DHCP_MAX_UNKNOWN", "dhcp_max_unknown",
 		"full mode: most leases held by clients without a reservation, so a flood of random MACs leaves addresses for the rest (0: no cap)",
 		func(c *Config) *int { return &c.DHCPMaxUnknown }),
+	boolSetting("pxe-router-advertisements", "ATTESTATION_PXE_ROUTER_ADVERTISEMENTS", "pxe_router_advertisements",
+		"answer the IPv6 router solicitations of the iPXE clients DHCP just answered, unicast, with an advertisement that configures nothing, so that iPXE boots at once instead of waiting out IPv6 autoconfiguration on a link without IPv6 routers; silent while a router advertises on the link (false: off)",
+		func(c *Config) *bool { return &c.PXERouterAdvertisements }),
 	{flag: "tftp-listen", env: "ATTESTATION_TFTP_LISTEN", key: "tftp_listen",
 		help: "UDP address of the TFTP server for network boot, e.g. :69 (default: no TFTP server)",
 		get:  func(c *Config) string { return c.TFTPListen }, set: func(c *Config, v string) error { c.TFTPListen = v; return nil }},

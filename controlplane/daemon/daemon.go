@@ -272,7 +272,11 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
-	dhcpSrv, err := dhcpServer(cfg, st, bootResolver(cfg, st, publicURL, imgs), publicURL, log, reg)
+	ra, err := routerAdvertisements(cfg, log, reg)
+	if err != nil {
+		return err
+	}
+	dhcpSrv, err := dhcpServer(cfg, st, bootResolver(cfg, st, publicURL, imgs), publicURL, ra, log, reg)
 	if err != nil {
 		return err
 	}
@@ -282,6 +286,9 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	}
 	if dhcpSrv != nil {
 		g.Go(func() error { return dhcpSrv.Run(gctx) })
+	}
+	if ra != nil {
+		g.Go(func() error { return ra.Run(gctx) })
 	}
 	g.Go(func() error { return dispatcher.Run(gctx) })
 	sweeper := &machines.Sweeper{

@@ -8,14 +8,17 @@ import (
 
 	"github.com/attestation/attestation/boot"
 	"github.com/attestation/attestation/boot/dhcp"
+	"github.com/attestation/attestation/boot/ndp"
 	"github.com/attestation/attestation/controlplane/config"
 	"github.com/attestation/attestation/controlplane/store"
 )
 
 // dhcpServer builds the DHCP server when pxe_interface is set (nil when it
 // is not); it answers as the boot decision says for the stored machine,
-// and in full mode keeps its leases in the database.
-func dhcpServer(cfg config.Config, st *store.Store, resolver *boot.Resolver, publicURL string, log *slog.Logger, reg prometheus.Registerer) (*dhcp.Server, error) {
+// and in full mode keeps its leases in the database. With ra (the router
+// advertisements, nil when off), it has ra expect the router
+// solicitations of the iPXE clients it answers.
+func dhcpServer(cfg config.Config, st *store.Store, resolver *boot.Resolver, publicURL string, ra *ndp.Responder, log *slog.Logger, reg prometheus.Registerer) (*dhcp.Server, error) {
 	if cfg.PXEInterface == "" {
 		return nil, nil
 	}
@@ -26,6 +29,13 @@ func dhcpServer(cfg config.Config, st *store.Store, resolver *boot.Resolver, pub
 		Decider:    dhcp.FromBoot(resolver),
 		Logger:     log.With("component", "dhcp"),
 		Registerer: reg,
+	}
+	if ra != nil {
+		opts.Answered = func(c dhcp.Client) {
+			if c.IPXE {
+				ra.Expect(c.MAC)
+			}
+		}
 	}
 	if cfg.DHCPMode == config.DHCPModeFull {
 		first, last, err := cfg.DHCPPool()
@@ -46,4 +56,14 @@ func dhcpServer(cfg config.Config, st *store.Store, resolver *boot.Resolver, pub
 		opts.Pool, opts.Leases = p, dhcp.SQLLeases{DB: st.DB()}
 	}
 	return dhcp.New(opts)
+}
+
+// routerAdvertisements builds the responder to the IPv6 router
+// solicitations of iPXE clients on pxe_interface, when it is set and
+// pxe_router_advertisements is on (nil otherwise).
+func routerAdvertisements(cfg config.Config, log *slog.Logger, reg prometheus.Registerer) (*ndp.Responder, error) {
+	if cfg.PXEInterface == "" || !cfg.PXERouterAdvertisements {
+		return nil, nil
+	}
+	return ndp.New(ndp.Options{Interface: cfg.PXEInterface, Logger: log.With("component", "ndp"), Registerer: reg})
 }
