@@ -84,7 +84,7 @@ func (l *pxeLab) agentPhases(console *consoleLog, mac string, initrd, online tim
 		{"kernel and initramfs fetched", initrd},
 		{"kernel started (printk clock)", kernelStart(console, initrd)},
 		{"agent running as /init", seen(console, "running as /init")},
-		{"NIC modules loaded", seen(console, `msg="module loaded"`)},
+		{"NIC modules loaded", seen(console, `msg="modules ready"`)},
 		{"agent's DHCP lease", seen(console, `msg="dhcp lease"`)},
 		{"node.online", online},
 	}

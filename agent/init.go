@@ -118,19 +118,38 @@ func fatal(log *slog.Logger, err error) {
 	sysinit.Halt(fatalDelay)
 }
 
-// loadModules loads mods, or the initramfs's module list when the command
-// line names none.
+// loadModules loads mods, the modules the command line names, every one;
+// when it names none, those of the initramfs's module list that the
+// machine's devices need (sysinit.LoadForDevices), and the rest of the
+// list too when they bring no network interface, or when the initramfs
+// has no module index to choose by. It logs each module, then a summary.
 func loadModules(log *slog.Logger, mods []sysinit.Module) {
-	if len(mods) == 0 {
-		var err error
+	var (
+		loaded []sysinit.Loaded
+		rest   []sysinit.Module
+		err    error
+	)
+	if len(mods) > 0 {
+		loaded, err = sysinit.LoadModules("", mods)
+	} else {
 		if mods, err = sysinit.ReadModules(sysinit.ModulesFile); err != nil {
 			log.Warn("modules", "err", err)
 		}
+		loaded, rest, err = sysinit.LoadForDevices("", "/", mods)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			loaded, err = sysinit.LoadModules("", mods)
+		case err == nil && len(rest) > 0 && len(hardware.Collector{}.Physical()) == 0:
+			log.Warn("no network interface from the drivers the devices match: loading the other modules listed", "modules", moduleNames(rest))
+			var more []sysinit.Loaded
+			more, err = sysinit.LoadModules("", rest)
+			loaded, rest = append(loaded, more...), nil
+		}
 	}
-	loaded, err := sysinit.LoadModules("", mods)
 	if err != nil {
 		log.Warn("modules", "err", err)
 	}
+	n := 0
 	for _, l := range loaded {
 		switch {
 		case l.Err != nil:
@@ -138,9 +157,20 @@ func loadModules(log *slog.Logger, mods []sysinit.Module) {
 		case l.Already:
 			log.Info("module already loaded", "module", l.Module.Name)
 		default:
+			n++
 			log.Info("module loaded", "module", l.Module.Name, "path", l.Path)
 		}
 	}
+	log.Info("modules ready", "loaded", n, "not_needed", moduleNames(rest))
+}
+
+// moduleNames joins the modules' names with commas.
+func moduleNames(mods []sysinit.Module) string {
+	names := make([]string, len(mods))
+	for i, m := range mods {
+		names[i] = m.Name
+	}
+	return strings.Join(names, ",")
 }
 
 // seedRandom feeds the kernel's random number generator from the TPM's

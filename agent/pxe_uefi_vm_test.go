@@ -32,7 +32,7 @@ func TestUEFINetworkBootInVM(t *testing.T) {
 	virtioNet := []string{"virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci",
 		"failover", "net_failover", "virtio_net"}
 	testenv.Integration(t, "UEFI VM network boot (OVMF PXE, TFTP snponly.efi, virtio-net, swtpm)")
-	lab := newPXELab(t, "attuefi", virtioNet, map[string]string{code: "ovmf", vars: "ovmf", efi: "ipxe"})
+	lab := newPXELab(t, "attuefi", virtioNet, "virtio_net", map[string]string{code: "ovmf", vars: "ovmf", efi: "ipxe"})
 	want, err := os.ReadFile(efi)
 	if err != nil {
 		t.Fatal(err)

@@ -34,7 +34,7 @@ func TestNetworkBootInVM(t *testing.T) {
 	const rom = "/usr/lib/ipxe/qemu/pxe-e1000.rom"
 	testenv.Integration(t, "BIOS VM network boot (iPXE ROM, e1000, swtpm)")
 	// The boot assets make boot-assets makes: every default NIC driver.
-	lab := newPXELab(t, "attpxe", bootassets.DefaultModules, map[string]string{rom: "ipxe-qemu"})
+	lab := newPXELab(t, "attpxe", bootassets.DefaultModules, "e1000", map[string]string{rom: "ipxe-qemu"})
 
 	// The TFTP step. QEMU's option ROM is iPXE already, so the daemon
 	// hands it the script URL and the VM never chainloads undionly.kpxe;
@@ -80,6 +80,13 @@ func TestNetworkBootInVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := lab.enroll(console, "pxe-1", sc.ID)
+	// The agent loaded the driver of the VM's NIC, not those of NICs it
+	// lacks.
+	_, ready, _ := console.when(`msg="modules ready"`)
+	notNeeded := strings.Split(regexp.MustCompile(`not_needed=(\S*)`).FindStringSubmatch(ready + " not_needed=")[1], ",")
+	if !slices.Contains(notNeeded, "r8169") || slices.Contains(notNeeded, "e1000") {
+		t.Errorf("agent: %s; want e1000 loaded and the other NIC drivers (r8169...) not needed", ready)
+	}
 	// The firmware here is iPXE itself (QEMU's option ROM): its DHCP is
 	// the firmware's, and no TFTP.
 	biosPhases := func(console *consoleLog, initrd time.Time, online int) []bootPhase {
@@ -142,9 +149,10 @@ type pxeLab struct {
 	dir   string
 	ns    string
 	tools map[string]string
-	// modules are the NIC driver's kernel modules in load order, as the
-	// agent's initramfs has them.
+	// modules are the kernel modules of the agent's initramfs; nic the
+	// one the VM's NIC needs.
 	modules []string
+	nic     string
 	// daemon is attestationd's log.
 	daemon *consoleLog
 	// powerOff stops the running VM and its TPM.
@@ -161,7 +169,7 @@ type pxeLab struct {
 // as make boot-assets does (Debian's kernel package, the agent's
 // initramfs with the NIC modules) and the daemon, and starts the lab in
 // the namespace prefix+PID; everything is removed when the test ends.
-func newPXELab(t *testing.T, prefix string, modules []string, files map[string]string) *pxeLab {
+func newPXELab(t *testing.T, prefix string, modules []string, nic string, files map[string]string) *pxeLab {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("network-boots a VM (minutes under TCG)")
@@ -186,7 +194,7 @@ func newPXELab(t *testing.T, prefix string, modules []string, files map[string]s
 	if len(missing) > 0 {
 		testenv.Missing(t, "no %s", strings.Join(missing, ", "))
 	}
-	l := &pxeLab{t: t, dir: t.TempDir(), ns: fmt.Sprintf("%s%d", prefix, os.Getpid()), tools: tools, modules: modules}
+	l := &pxeLab{t: t, dir: t.TempDir(), ns: fmt.Sprintf("%s%d", prefix, os.Getpid()), tools: tools, modules: modules, nic: nic}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	t.Cleanup(cancel)
 	l.ctx = ctx
@@ -304,7 +312,7 @@ func (l *pxeLab) enroll(console *consoleLog, hostname, schematicID string) strin
 	t := l.t
 	t.Helper()
 	for _, step := range []string{
-		`msg="module loaded" module=` + l.modules[len(l.modules)-1], `msg="dhcp lease" link=eth0 address=` + pxePool,
+		`msg="module loaded" module=` + l.nic, `msg="modules ready"`, `msg="dhcp lease" link=eth0 address=` + pxePool,
 		`msg="tpm opened"`, `msg=registered`, `msg="credential activated"`, `msg="quote sent"`,
 	} {
 		console.wait(t, step, 3*time.Minute)

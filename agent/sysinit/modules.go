@@ -127,11 +127,10 @@ func LoadModules(dir string, mods []Module) ([]Loaded, error) {
 		return nil, nil
 	}
 	if dir == "" {
-		var u unix.Utsname
-		if err := unix.Uname(&u); err != nil {
-			return nil, fmt.Errorf("uname: %w", err)
+		var err error
+		if dir, err = ModulesDir(); err != nil {
+			return nil, err
 		}
-		dir = filepath.Join("/lib/modules", unix.ByteSliceToString(u.Release[:]))
 	}
 	index, err := IndexModules(os.DirFS(dir))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -164,6 +163,15 @@ func LoadModules(dir string, mods []Module) ([]Loaded, error) {
 		out = append(out, l)
 	}
 	return out, nil
+}
+
+// ModulesDir is the running kernel's module tree, /lib/modules/RELEASE.
+func ModulesDir() (string, error) {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "", fmt.Errorf("uname: %w", err)
+	}
+	return filepath.Join("/lib/modules", unix.ByteSliceToString(u.Release[:])), nil
 }
 
 // builtin reports whether the running kernel has the module already,

@@ -1,17 +1,21 @@
 // Package initramfs builds the agent's initramfs: a gzip-compressed newc
 // cpio archive with the static agent as /init, /dev/console, the directory
 // skeleton, the kernel modules asked for with their dependencies (from
-// modules.dep), the module list the agent loads in order, and extra files
+// modules.dep), the module list the agent loads in order, the part of the
+// kernel's modules.dep and modules.alias that concerns them (the agent
+// loads only the drivers of devices the machine has), and extra files
 // (the agent's settings, its CA). The same inputs give the same bytes:
 // entries are sorted, owned by root, dated 1970, numbered in order.
 package initramfs
 
 import (
 	"bufio"
+	"bytes"
 	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"os"
 	"path"
@@ -89,6 +93,18 @@ func Write(w io.Writer, s Spec) error {
 			files[path.Join("lib/modules", s.Kernel.Release, rel)] = File{Data: b, Mode: 0o644}
 		}
 		files[ModulesFile] = File{Data: []byte(list.String()), Mode: 0o644}
+		// The module tree's own index, cut down to these modules: the
+		// agent matches the devices' modaliases against the aliases.
+		// An overlay's replaces the full one's: it names every module.
+		tree := path.Join("lib/modules", s.Kernel.Release)
+		files[path.Join(tree, "modules.dep")] = File{Data: s.Kernel.depOf(order), Mode: 0o644}
+		aliases, err := s.Kernel.aliasesOf(order)
+		if err != nil {
+			return err
+		}
+		if aliases != nil {
+			files[path.Join(tree, "modules.alias")] = File{Data: aliases, Mode: 0o644}
+		}
 	}
 	for p, f := range s.Files {
 		clean := path.Clean(p)
@@ -144,6 +160,52 @@ func Write(w io.Writer, s Spec) error {
 		return fmt.Errorf("initramfs: %w", err)
 	}
 	return zw.Close()
+}
+
+// depOf is the modules.dep of the module files order: each with the files
+// it needs, in modules.dep's form.
+func (k *Kernel) depOf(order []string) []byte {
+	var b bytes.Buffer
+	for _, rel := range order {
+		fmt.Fprintf(&b, "%s:", rel)
+		for _, d := range k.deps[rel] {
+			fmt.Fprintf(&b, " %s", d)
+		}
+		b.WriteByte('\n')
+	}
+	return b.Bytes()
+}
+
+// aliasesOf is the lines of the kernel's modules.alias that name one of
+// the module files order, or nil when the kernel has no modules.alias
+// (then the agent loads every module listed, as it always did).
+func (k *Kernel) aliasesOf(order []string) ([]byte, error) {
+	f, err := os.Open(filepath.Join(k.Dir, "modules.alias"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kernel modules: %w", err)
+	}
+	defer f.Close()
+	want := map[string]bool{}
+	for _, rel := range order {
+		want[moduleName(rel)] = true
+	}
+	var b bytes.Buffer
+	b.WriteString("# Aliases extracted from modules.alias\n")
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		// "alias PATTERN MODULE"
+		if w := strings.Fields(sc.Text()); len(w) == 3 && w[0] == "alias" && want[strings.ReplaceAll(w[2], "-", "_")] {
+			b.WriteString(sc.Text() + "\n")
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("kernel modules: %s: %w", f.Name(), err)
+	}
+	return b.Bytes(), nil
 }
 
 // moduleName is the module name of a file: kernel/drivers/net/virtio_net.ko

@@ -34,8 +34,19 @@ func fakeKernel(t *testing.T, dep string) string {
 	if err := os.WriteFile(filepath.Join(dir, "modules.builtin"), []byte("kernel/drivers/char/tpm/tpm_tis.ko\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(dir, "modules.alias"), []byte(testAlias), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	return dir
 }
+
+const testAlias = `# Aliases extracted from modules information
+alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000
+alias pci:v00008086d000010C9sv*sd*bc*sc*i* igb
+alias virtio:d00000001v* virtio_net
+alias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci
+alias net-pf-99 not_carried
+`
 
 const testDep = `kernel/drivers/net/ethernet/intel/e1000/e1000.ko:
 kernel/drivers/net/ethernet/intel/igb/igb.ko: kernel/drivers/dca/dca.ko kernel/drivers/i2c/algos/i2c-algo-bit.ko
@@ -190,6 +201,15 @@ func TestContents(t *testing.T) {
 	if read("lib/modules/6.1.0-test-amd64/kernel/drivers/dca/dca.ko") != "module kernel/drivers/dca/dca.ko" {
 		t.Error("dca.ko is not the module file")
 	}
+	// The module tree's index, for the modules carried only.
+	if got, want := read("lib/modules/6.1.0-test-amd64/modules.alias"), "# Aliases extracted from modules.alias\n"+
+		"alias pci:v00008086d000010C9sv*sd*bc*sc*i* igb\nalias virtio:d00000001v* virtio_net\n"; got != want {
+		t.Errorf("modules.alias:\n%s\nwant\n%s", got, want)
+	}
+	if got := read("lib/modules/6.1.0-test-amd64/modules.dep"); !strings.Contains(got, "\nkernel/drivers/net/ethernet/intel/igb/igb.ko: kernel/drivers/dca/dca.ko kernel/drivers/i2c/algos/i2c-algo-bit.ko\n") ||
+		strings.Count(got, "\n") != len(list) || strings.Contains(got, "e1000") {
+		t.Errorf("modules.dep:\n%s\nwant a line for each of %v", got, list)
+	}
 	if got["etc/attestation/ca.pem"].Mode != cpio.S_IFREG|0o600 || read("etc/attestation/settings") == "" {
 		t.Error("the extra files are not as given")
 	}
@@ -256,7 +276,8 @@ func TestOverlay(t *testing.T) {
 		}
 	}
 	want := "etc/attestation/ca.pem etc/attestation/modules lib/modules/6.1.0-test-amd64/kernel/drivers/virtio/virtio_pci.ko " +
-		"lib/modules/6.1.0-test-amd64/kernel/drivers/virtio/virtio_pci_legacy_dev.ko lib/modules/6.1.0-test-amd64/kernel/drivers/virtio/virtio_pci_modern_dev.ko"
+		"lib/modules/6.1.0-test-amd64/kernel/drivers/virtio/virtio_pci_legacy_dev.ko lib/modules/6.1.0-test-amd64/kernel/drivers/virtio/virtio_pci_modern_dev.ko " +
+		"lib/modules/6.1.0-test-amd64/modules.alias lib/modules/6.1.0-test-amd64/modules.dep"
 	if strings.Join(names, " ") != want {
 		t.Errorf("overlay files:\n%s\nwant\n%s", strings.Join(names, " "), want)
 	}
