@@ -67,6 +67,13 @@ func (c *Client) SetBlockSize(s int) {
 	c.blksize = s
 }
 
+// SetWindowSize asks the server for windows of n blocks per ACK (RFC 7440)
+// when receiving; the server may grant fewer. 0 or 1, the default, asks
+// for none: lockstep.
+func (c *Client) SetWindowSize(n int) {
+	c.windowsize = n
+}
+
 // RequestTSize sets flag to indicate if tsize should be requested.
 func (c *Client) RequestTSize(s bool) {
 	c.tsize = s
@@ -74,13 +81,14 @@ func (c *Client) RequestTSize(s bool) {
 
 // Client stores data about a single TFTP client
 type Client struct {
-	addr      *net.UDPAddr
-	timeout   time.Duration
-	retries   int
-	backoff   backoffFunc
-	blksize   int
-	tsize     bool
-	localAddr *net.UDPAddr
+	addr       *net.UDPAddr
+	timeout    time.Duration
+	retries    int
+	backoff    backoffFunc
+	blksize    int
+	windowsize int
+	tsize      bool
+	localAddr  *net.UDPAddr
 }
 
 // Send starts outgoing file transmission. It returns io.ReaderFrom or error.
@@ -147,8 +155,12 @@ func (c Client) Receive(filename string, mode string) (io.WriterTo, error) {
 		block:    1,
 		mode:     mode,
 	}
-	if c.blksize != 0 || c.tsize {
+	if c.blksize != 0 || c.tsize || c.windowsize > 1 {
 		r.opts = make(options)
+	}
+	if c.windowsize > 1 {
+		r.opts["windowsize"] = strconv.Itoa(c.windowsize)
+		r.maxWindow = c.windowsize
 	}
 	if c.blksize != 0 {
 		r.opts["blksize"] = strconv.Itoa(c.blksize)

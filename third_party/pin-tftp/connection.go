@@ -90,6 +90,37 @@ func (c *connConnection) sendTo(data []byte, addr *net.UDPAddr) error {
 	return err
 }
 
+// packetConnection is a transfer's socket opened by the function given to
+// Server.SetTransferConn.
+type packetConnection struct {
+	conn net.PacketConn
+}
+
+func (c *packetConnection) sendTo(data []byte, addr *net.UDPAddr) error {
+	_, err := c.conn.WriteTo(data, addr)
+	return err
+}
+
+func (c *packetConnection) readFrom(buffer []byte) (int, *net.UDPAddr, error) {
+	n, addr, err := c.conn.ReadFrom(buffer)
+	if err != nil {
+		return n, nil, err
+	}
+	udpAddr, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return n, nil, fmt.Errorf("transfer connection read from a %T, want a *net.UDPAddr", addr)
+	}
+	return n, udpAddr, nil
+}
+
+func (c *packetConnection) setDeadline(deadline time.Duration) error {
+	return c.conn.SetReadDeadline(time.Now().Add(deadline))
+}
+
+func (c *packetConnection) close() {
+	c.conn.Close()
+}
+
 func makeError(addr string) net.Error {
 	error := connectionError{
 		timeout:   true,

@@ -58,6 +58,8 @@ type receiver struct {
 	opts           options
 	singlePort     bool
 	maxBlockLen    int
+	maxWindow      int // the windowsize asked for (Client.SetWindowSize)
+	window         int // the windowsize the server granted, 0 or 1 for lockstep
 	hook           Hook
 	startTime      time.Time
 	datagramsSent  int
@@ -74,6 +76,9 @@ func (r *receiver) WriteTo(w io.Writer) (n int64, err error) {
 			r.abort(err)
 			return 0, err
 		}
+	}
+	if r.window > 1 {
+		return r.writeToWindow(w)
 	}
 	binary.BigEndian.PutUint16(r.send[0:2], opACK)
 	for {
@@ -203,6 +208,16 @@ func (r *receiver) receiveDatagram(l int) (int, *net.UDPAddr, error) {
 						continue
 					}
 				}
+				if name == "windowsize" && r.maxWindow > 1 {
+					n, err := strconv.Atoi(value)
+					if err != nil || n < 1 || n > r.maxWindow {
+						err := &OptionError{Name: name, Value: value, Reason: fmt.Sprintf("want 1..%d", r.maxWindow)}
+						r.addr = addr
+						r.abort(err)
+						return 0, addr, err
+					}
+					r.window = n
+				}
 			}
 			r.block = 0 // ACK with block number 0
 			r.opts = opts
@@ -267,7 +282,7 @@ func (r *receiver) abort(err error) error {
 	if r.hook != nil {
 		r.hook.OnFailure(r.buildTransferStats(), err)
 	}
-	n := packERROR(r.send, 1, err.Error())
+	n := packERROR(r.send, errorCode(err), err.Error())
 	err = r.conn.sendTo(r.send[:n], r.addr)
 	if err != nil {
 		return err

@@ -44,6 +44,8 @@ type sender struct {
 	retries        int
 	block          uint16
 	maxBlockLen    int
+	maxWindow      int // the largest windowsize granted (Server.SetWindowSize)
+	window         int // the negotiated windowsize, 0 or 1 for lockstep
 	mode           string
 	opts           options
 	hook           Hook
@@ -102,6 +104,9 @@ func (s *sender) ReadFrom(r io.Reader) (n int64, err error) {
 			return 0, err
 		}
 	}
+	if s.window > 1 {
+		return s.readFromWindow(r)
+	}
 	if s.sendA.enabled { /* senderAnticipate */
 		return readFromAnticipate(s, r)
 	}
@@ -157,6 +162,11 @@ func (s *sender) sendOptions() error {
 				delete(s.opts, name)
 				continue
 			}
+		} else if name == "windowsize" && s.maxWindow > 1 {
+			err := s.setWindowSize(value)
+			if err != nil {
+				return err
+			}
 		} else {
 			delete(s.opts, name)
 		}
@@ -190,6 +200,21 @@ func (s *sender) setBlockSize(blksize string) error {
 	if s.sendA.enabled { /* senderAnticipate */
 		sendAInit(&s.sendA, uint(n+4), s.sendA.winsz)
 	}
+	return nil
+}
+
+// setWindowSize grants the windowsize the client asked for, up to
+// maxWindow. A value RFC 7440 does not allow refuses the transfer.
+func (s *sender) setWindowSize(windowsize string) error {
+	n, err := strconv.Atoi(windowsize)
+	if err != nil || n < 1 || n > 65535 {
+		return &OptionError{Name: "windowsize", Value: windowsize, Reason: "want 1..65535"}
+	}
+	if n > s.maxWindow {
+		n = s.maxWindow
+	}
+	s.opts["windowsize"] = strconv.Itoa(n)
+	s.window = n
 	return nil
 }
 
@@ -287,7 +312,7 @@ func (s *sender) abort(err error) error {
 	if s.hook != nil {
 		s.hook.OnFailure(s.buildTransferStats(), err)
 	}
-	n := packERROR(s.send, 1, err.Error())
+	n := packERROR(s.send, errorCode(err), err.Error())
 	err = s.conn.sendTo(s.send[:n], s.addr)
 	if err != nil {
 		return err

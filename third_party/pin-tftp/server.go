@@ -57,6 +57,8 @@ type Server struct {
 	timeout      time.Duration
 	retries      int
 	maxBlockLen  int
+	maxWindow    int
+	transferConn func(laddr *net.UDPAddr) (net.PacketConn, error)
 	smartBlock   bool
 	sendAEnable  bool /* senderAnticipate enable by server */
 	sendAWinSz   uint
@@ -156,6 +158,57 @@ func (s *Server) SetBlockSize(i int) {
 	if i > 512 && i < 65465 {
 		s.maxBlockLen = i
 	}
+}
+
+// SetWindowSize sets the largest windowsize (RFC 7440) the server grants
+// to read requests: a client asking for a window of n blocks is sent
+// min(n, max) blocks per ACK. A request whose windowsize is not a number
+// from 1 to 65535 is refused with ERROR code 8. With max 0 or 1, the
+// default, the option is not acknowledged and transfers are lockstep.
+// It takes precedence over SetAnticipate for the transfers that
+// negotiate it.
+func (s *Server) SetWindowSize(max int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if max > 65535 {
+		max = 65535
+	}
+	s.maxWindow = max
+}
+
+// SetTransferConn sets the function that opens the socket of each
+// transfer, bound to laddr (the address the request came to, port 0), in
+// place of net.ListenUDP: to set socket options, or to return a
+// net.PacketConn that also implements BatchWriter. Its ReadFrom must
+// return a *net.UDPAddr. It is not used in single port mode.
+func (s *Server) SetTransferConn(listen func(laddr *net.UDPAddr) (net.PacketConn, error)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.transferConn = listen
+}
+
+// BatchWriter sends datagrams to one address with fewer system calls than
+// one each (sendmmsg, UDP segmentation offload). A windowed transfer (RFC
+// 7440) sends each window with one call to WriteBatchTo when its socket
+// (see SetTransferConn) implements it.
+type BatchWriter interface {
+	WriteBatchTo(datagrams [][]byte, addr net.Addr) error
+}
+
+// listenTransfer opens the socket of a transfer.
+func (s *Server) listenTransfer(laddr *net.UDPAddr) (connection, error) {
+	if s.transferConn != nil {
+		conn, err := s.transferConn(laddr)
+		if err != nil {
+			return nil, err
+		}
+		return &packetConnection{conn: conn}, nil
+	}
+	conn, err := net.ListenUDP("udp", laddr)
+	if err != nil {
+		return nil, err
+	}
+	return &connConnection{conn: conn}, nil
 }
 
 // SetBlockSizeNegotiation controls MTU-based blksize negotiation.
@@ -409,11 +462,11 @@ func (s *Server) handlePacket(localAddr net.IP, remoteAddr *net.UDPAddr, buffer 
 			}
 			wt.singlePort = true
 		} else {
-			conn, err := net.ListenUDP("udp", listenAddr)
+			conn, err := s.listenTransfer(listenAddr)
 			if err != nil {
 				return err
 			}
-			wt.conn = &connConnection{conn: conn}
+			wt.conn = conn
 		}
 		s.wg.Add(1)
 		go func() {
@@ -448,6 +501,7 @@ func (s *Server) handlePacket(localAddr net.IP, remoteAddr *net.UDPAddr, buffer 
 			mode:        mode,
 			opts:        opts,
 			maxBlockLen: maxBlockLen,
+			maxWindow:   s.maxWindow,
 			hook:        s.hook,
 			filename:    filename,
 			startTime:   time.Now(),
@@ -461,11 +515,11 @@ func (s *Server) handlePacket(localAddr net.IP, remoteAddr *net.UDPAddr, buffer 
 				timeout: s.timeout,
 			}
 		} else {
-			conn, err := net.ListenUDP("udp", listenAddr)
+			conn, err := s.listenTransfer(listenAddr)
 			if err != nil {
 				return err
 			}
-			rf.conn = &connConnection{conn: conn}
+			rf.conn = conn
 		}
 		if s.sendAEnable { /* senderAnticipate if enabled in server */
 			rf.sendA.enabled = true /* pass enable from server to sender */
