@@ -120,22 +120,33 @@ func TestATFTPClient(t *testing.T) {
 		size        int
 		blksize     int
 		wantBlksize int
+		// window is the windowsize asked for, 0 for none.
+		window, wantWindow int
 	}{
-		{"blksize 1468", 1 << 20, 1468, 1468},
-		{"blksize asked above the limit", 300_000, 8192, 1468},
-		{"smaller blksize", 100_000, 1024, 1024},
+		{"blksize 1468", 1 << 20, 1468, 1468, 0, 0},
+		{"blksize asked above the limit", 300_000, 8192, 1468, 0, 0},
+		{"smaller blksize", 100_000, 1024, 1024, 0, 0},
+		{"windowsize 16", 1 << 20, 1468, 1468, 16, 16},
+		{"windowsize 64 at 512", 300_000, 512, 512, 64, 64},
+		{"windowsize asked above the limit", 1 << 20, 1468, 1468, 1000, DefaultWindowSize},
+		{"windowsize, a multiple of the window", 1468 * 16 * 4, 1468, 1468, 16, 16},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			name := strings.ReplaceAll(tc.name, " ", "-")
+			name := strings.ReplaceAll(strings.ReplaceAll(tc.name, " ", "-"), ",", "")
 			want := ts.file(t, name, tc.size)
 			local := filepath.Join(dir, name)
-			out, err := run(t, atftp, "--option", "blksize "+strconv.Itoa(tc.blksize), "--option", "tsize 0",
-				"--verbose", "--trace", "-g", "-r", name, "-l", local, host, port)
+			args := []string{"--option", "blksize " + strconv.Itoa(tc.blksize), "--option", "tsize 0"}
+			wantOACK := []string{"tsize: " + strconv.Itoa(tc.size) + ",", "blksize: " + strconv.Itoa(tc.wantBlksize) + ","}
+			if tc.window != 0 {
+				args = append(args, "--option", "windowsize "+strconv.Itoa(tc.window))
+				wantOACK = append(wantOACK, "windowsize: "+strconv.Itoa(tc.wantWindow)+",")
+			}
+			out, err := run(t, atftp, append(args, "--verbose", "--trace", "-g", "-r", name, "-l", local, host, port)...)
 			if err != nil {
 				t.Fatalf("atftp: %v: %s", err, out)
 			}
 			oack := oackRE.FindString(out)
-			for _, opt := range []string{"tsize: " + strconv.Itoa(tc.size) + ",", "blksize: " + strconv.Itoa(tc.wantBlksize) + ","} {
+			for _, opt := range wantOACK {
 				if !strings.Contains(oack, opt) {
 					t.Errorf("atftp's OACK %q lacks %q:\n%.600s", oack, opt, out)
 				}
@@ -145,6 +156,10 @@ func TestATFTPClient(t *testing.T) {
 			}
 			if got, err := os.ReadFile(local); err != nil || !bytes.Equal(got, want) {
 				t.Errorf("atftp got %d bytes (%v), want the %d of the file", len(got), err, tc.size)
+			}
+			line := waitLog(t, ts.logs, "file="+name+" ")
+			if w := max(tc.wantWindow, 1); !strings.Contains(line, " windowsize="+strconv.Itoa(w)) {
+				t.Errorf("log line %q lacks windowsize=%d", line, w)
 			}
 		})
 	}
@@ -157,6 +172,44 @@ func TestATFTPClient(t *testing.T) {
 			}
 		})
 	}
+	// atftp sends what it is given; the server refuses what RFC 7440 does
+	// not allow.
+	for _, value := range []string{"0", "65536", "sixteen"} {
+		t.Run("windowsize "+value, func(t *testing.T) {
+			local := filepath.Join(dir, "refused-window")
+			out, _ := run(t, atftp, "--option", "blksize 1468", "--option", "windowsize "+value, "--verbose",
+				"-g", "-r", "blksize-1468", "-l", local, host, port)
+			// atftp exits 0 on an error packet answering its request.
+			if want := `bad windowsize "` + value + `": want 1..65535`; !strings.Contains(out, want) {
+				t.Errorf("atftp with windowsize %s: %q, want the error %q", value, out, want)
+			}
+			if b, _ := os.ReadFile(local); len(b) > 0 {
+				t.Errorf("atftp with windowsize %s wrote %d bytes", value, len(b))
+			}
+		})
+	}
+	t.Run("windowsize 16 losing packets", func(t *testing.T) {
+		ts := startServer(t, Options{Timeout: 300 * time.Millisecond})
+		want := ts.file(t, "f.bin", 300_000)
+		proxy := newLossyProxy(t, ts.addr, 25, 10)
+		host, port := hostPort(t, proxy.Addr)
+		local := filepath.Join(t.TempDir(), "f.bin")
+		out, err := run(t, atftp, "--option", "blksize 1468", "--option", "windowsize 16", "--tftp-timeout", "1",
+			"-g", "-r", "f.bin", "-l", local, host, port)
+		if err != nil {
+			t.Fatalf("atftp through the lossy proxy: %v: %s", err, out)
+		}
+		if got, err := os.ReadFile(local); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("atftp got %d bytes (%v), want the %d of the file", len(got), err, len(want))
+		}
+		// The server is done once the proxy has relayed the last ACK.
+		waitLog(t, ts.logs, `msg="tftp transfer" client=127.0.0.1:`)
+		data, acks := proxy.lostPackets()
+		if data == 0 || acks == 0 {
+			t.Errorf("the proxy lost %d DATA and %d ACK packets, want some of each", data, acks)
+		}
+		t.Logf("lost %d DATA and %d ACK packets of a 300 KB transfer", data, acks)
+	})
 	src := filepath.Join(dir, "blksize-1468")
 	out, err := run(t, atftp, "--verbose", "-p", "-l", src, "-r", "upload.bin", host, port)
 	if err == nil || !strings.Contains(out, "read-only") {

@@ -1,8 +1,8 @@
 // Package tftp serves the iPXE binaries and the files under the boot
 // assets directory over TFTP (github.com/pin/tftp), read only: write
 // requests are refused, names are resolved through os.Root so no request
-// leaves the directory, blksize is negotiated and tsize answered, and the
-// number of transfers in flight is bounded.
+// leaves the directory, blksize and windowsize (RFC 7440) are negotiated
+// and tsize answered, and the number of transfers in flight is bounded.
 package tftp
 
 import (
@@ -30,14 +30,21 @@ import (
 
 // Defaults of Options.
 const (
-	DefaultAddr         = ":69"
-	DefaultIPXEDir      = "/usr/lib/ipxe"
-	DefaultMaxTransfers = 1024
+	DefaultAddr    = ":69"
+	DefaultIPXEDir = "/usr/lib/ipxe"
+	// DefaultMaxTransfers lets a boot storm of a few thousand machines be
+	// served at once: a lockstep transfer holds about 40 KB (its read
+	// buffer, its block, a goroutine) and two file descriptors, a windowed
+	// one its window besides (94 KB at 64 blocks of 1468 bytes).
+	DefaultMaxTransfers = 4096
 	// DefaultBlockSize is the largest blksize granted: an Ethernet frame
 	// (1500) less the IPv4, UDP and TFTP headers, so blocks never fragment.
 	DefaultBlockSize = 1468
-	DefaultTimeout   = 3 * time.Second
-	DefaultRetries   = 5
+	// DefaultWindowSize is the largest windowsize granted: 64 blocks of
+	// 1468 bytes, 94 KB, fit the default socket send buffer.
+	DefaultWindowSize = 64
+	DefaultTimeout    = 3 * time.Second
+	DefaultRetries    = 5
 )
 
 // IPXEBinaries are the names served from the iPXE directory (Debian's
@@ -58,6 +65,10 @@ type Options struct {
 	// BlockSize is the largest blksize granted; a client asking for less
 	// gets what it asked for.
 	BlockSize int
+	// WindowSize is the largest windowsize granted (RFC 7440): a client
+	// asking for a window gets up to that many blocks per ACK. 1 grants
+	// none: every transfer is lockstep.
+	WindowSize int
 	// Timeout is how long to wait for each ACK; Retries how many times a
 	// block is sent before the transfer is abandoned.
 	Timeout time.Duration
@@ -86,6 +97,9 @@ const (
 	resultDenied   = "denied"
 	resultBusy     = "busy"
 	resultWrite    = "write_refused"
+	// resultBadOption: an option value its RFC does not allow, refused
+	// with ERROR code 8.
+	resultBadOption = "bad_option"
 	// resultSizeQuery: the client ended the transfer after the option
 	// acknowledgment, before any data (RFC 2347 error 8), as UEFI PXE
 	// firmware does to learn a file's size before fetching it.
@@ -95,8 +109,9 @@ const (
 // requestBuffer is the socket receive buffer for requests.
 const requestBuffer = 4 << 20
 
-// readBuffer is how much of a file a transfer reads at a time.
-const readBuffer = 64 << 10
+// readBuffer is how much of a file a transfer reads at a time: 11 blocks
+// of 1468 bytes a read(2), 64 MB for DefaultMaxTransfers.
+const readBuffer = 16 << 10
 
 // busyLogEvery spaces the "limit reached" log lines during a boot storm.
 const busyLogEvery = 10 * time.Second
@@ -134,6 +149,12 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.BlockSize < 512 || opts.BlockSize > 65464 {
 		return nil, fmt.Errorf("tftp block size %d: want 512..65464", opts.BlockSize)
+	}
+	if opts.WindowSize == 0 {
+		opts.WindowSize = DefaultWindowSize
+	}
+	if opts.WindowSize < 1 || opts.WindowSize > 65535 {
+		return nil, fmt.Errorf("tftp window size %d: want 1..65535", opts.WindowSize)
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
@@ -182,6 +203,8 @@ func (s *Server) Run(ctx context.Context) error {
 		s.write,
 	)
 	srv.SetBlockSize(s.opts.BlockSize)
+	srv.SetWindowSize(s.opts.WindowSize)
+	srv.SetTransferConn(listenTransfer)
 	srv.SetTimeout(s.opts.Timeout)
 	srv.SetRetries(s.opts.Retries)
 	srv.SetHook(hook{s})
@@ -189,7 +212,8 @@ func (s *Server) Run(ctx context.Context) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(conn) }()
 	s.log.Info("tftp listening", "addr", conn.LocalAddr().String(), "boot_assets", s.opts.Root,
-		"ipxe_dir", s.opts.IPXEDir, "max_transfers", s.opts.MaxTransfers, "max_blksize", s.opts.BlockSize)
+		"ipxe_dir", s.opts.IPXEDir, "max_transfers", s.opts.MaxTransfers, "max_blksize", s.opts.BlockSize,
+		"max_windowsize", s.opts.WindowSize)
 	if s.opts.Listening != nil {
 		s.opts.Listening(conn.LocalAddr())
 	}
@@ -205,9 +229,23 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
-// transfer is one read request being served.
+// transfer is one read request being served, with the options
+// negotiated for it.
 type transfer struct {
-	blksize int
+	blksize    int
+	windowsize int
+	// tsize is the size sent in the option acknowledgment, "" when the
+	// client did not ask for it.
+	tsize string
+}
+
+// logAttrs are the negotiated options, for the transfer's log line.
+func (t *transfer) logAttrs() []any {
+	attrs := []any{"blksize", t.blksize, "windowsize", t.windowsize}
+	if t.tsize != "" {
+		attrs = append(attrs, "tsize", t.tsize)
+	}
+	return attrs
 }
 
 // read serves a read request.
@@ -242,7 +280,7 @@ func (s *Server) read(root *os.Root, name string, rf io.ReaderFrom) error {
 	ot.SetSize(size)
 
 	key := transferKey(client.IP, client.Port)
-	t := &transfer{blksize: 512}
+	t := &transfer{blksize: 512, windowsize: 1}
 	s.transfers.Store(key, t)
 	defer s.transfers.Delete(key)
 	// Buffered: the sender asks for one block at a time, a read(2) each
@@ -251,20 +289,24 @@ func (s *Server) read(root *os.Root, name string, rf io.ReaderFrom) error {
 	d := time.Since(start)
 	s.metrics.bytes.Add(float64(n))
 	s.metrics.duration.Observe(d.Seconds())
-	if n == 0 && sizeQuery(err) {
+	var optErr *tftp.OptionError
+	switch {
+	case n == 0 && sizeQuery(err):
 		s.metrics.transfers.WithLabelValues(resultSizeQuery).Inc()
-		log.Info("tftp size query", "size", size, "duration", d)
-		return nil
-	}
-	if err != nil {
-		s.metrics.transfers.WithLabelValues(resultFailed).Inc()
-		log.Warn("tftp transfer failed", "bytes", n, "size", size, "duration", d, "blksize", t.blksize, "err", err)
+		log.Info("tftp size query", append([]any{"size", size, "duration", d}, t.logAttrs()...)...)
+	case errors.As(err, &optErr):
+		// Refused before the option acknowledgment, with ERROR code 8.
+		s.metrics.transfers.WithLabelValues(resultBadOption).Inc()
+		log.Warn("tftp request refused", "result", resultBadOption, "reason", err)
+	case err != nil:
 		// The transfer already told the client; returning the error would
 		// send a second ERROR packet.
-		return nil
+		s.metrics.transfers.WithLabelValues(resultFailed).Inc()
+		log.Warn("tftp transfer failed", append([]any{"bytes", n, "size", size, "duration", d, "err", err}, t.logAttrs()...)...)
+	default:
+		s.metrics.transfers.WithLabelValues(resultOK).Inc()
+		log.Info("tftp transfer", append([]any{"bytes", n, "duration", d}, t.logAttrs()...)...)
 	}
-	s.metrics.transfers.WithLabelValues(resultOK).Inc()
-	log.Info("tftp transfer", "bytes", n, "duration", d, "blksize", t.blksize)
 	return nil
 }
 
@@ -346,7 +388,7 @@ func transferKey(ip net.IP, port int) string {
 	return net.JoinHostPort(ip.String(), strconv.Itoa(port))
 }
 
-// hook learns the negotiated blksize of a transfer as it ends.
+// hook learns the negotiated options of a transfer as it ends.
 type hook struct{ s *Server }
 
 func (h hook) OnSuccess(st tftp.TransferStats) { h.record(st) }
@@ -361,9 +403,14 @@ func (h hook) record(st tftp.TransferStats) {
 	if !ok {
 		return
 	}
+	t := v.(*transfer)
 	if n, err := strconv.Atoi(st.Opts["blksize"]); err == nil {
-		v.(*transfer).blksize = n
+		t.blksize = n
 	}
+	if n, err := strconv.Atoi(st.Opts["windowsize"]); err == nil {
+		t.windowsize = n
+	}
+	t.tsize = st.Opts["tsize"]
 }
 
 type metrics struct {
@@ -376,7 +423,7 @@ func newMetrics() *metrics {
 	m := &metrics{
 		transfers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "attestation_tftp_transfers_total",
-			Help: "TFTP requests by result: ok, failed, size_query, not_found, denied, busy, write_refused.",
+			Help: "TFTP requests by result: ok, failed, size_query, not_found, denied, busy, write_refused, bad_option.",
 		}, []string{"result"}),
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "attestation_tftp_sent_bytes_total",
@@ -388,7 +435,7 @@ func newMetrics() *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
 		}),
 	}
-	for _, r := range []string{resultOK, resultFailed, resultSizeQuery, resultNotFound, resultDenied, resultBusy, resultWrite} {
+	for _, r := range []string{resultOK, resultFailed, resultSizeQuery, resultNotFound, resultDenied, resultBusy, resultWrite, resultBadOption} {
 		m.transfers.WithLabelValues(r)
 	}
 	return m

@@ -107,8 +107,9 @@ func (ts *testServer) file(t testing.TB, name string, n int) []byte {
 	return b
 }
 
-// get fetches name with pin/tftp's client; blksize 0 asks for none.
-func get(addr, name string, blksize int, tsize bool) ([]byte, int64, error) {
+// get fetches name with pin/tftp's client; blksize and window 0 ask for
+// none.
+func get(addr, name string, blksize, window int, tsize bool) ([]byte, int64, error) {
 	c, err := tftp.NewClient(addr)
 	if err != nil {
 		return nil, 0, err
@@ -117,6 +118,7 @@ func get(addr, name string, blksize int, tsize bool) ([]byte, int64, error) {
 	if blksize != 0 {
 		c.SetBlockSize(blksize)
 	}
+	c.SetWindowSize(window)
 	c.RequestTSize(tsize)
 	wt, err := c.Receive(name, "octet")
 	if err != nil {
@@ -139,39 +141,53 @@ func TestTransfers(t *testing.T) {
 		name    string
 		size    int
 		blksize int
-		want    int // the blksize the log line reports
+		window  int
+		// What the log line reports.
+		wantBlksize, wantWindow int
 	}{
-		{"empty", 0, 0, 512},
-		{"one block exactly", 512, 0, 512},
-		{"small default blksize", 10_000, 0, 512},
-		{"blksize 1468", 1 << 20, 1468, 1468},
-		{"multiple of 1468", 1468 * 7, 1468, 1468},
-		{"smaller blksize honoured", 100_000, 1024, 1024},
-		{"larger blksize clamped", 100_000, 8192, 1468},
+		{"empty", 0, 0, 0, 512, 1},
+		{"one block exactly", 512, 0, 0, 512, 1},
+		{"small default blksize", 10_000, 0, 0, 512, 1},
+		{"blksize 1468", 1 << 20, 1468, 0, 1468, 1},
+		{"multiple of 1468", 1468 * 7, 1468, 0, 1468, 1},
+		{"smaller blksize honoured", 100_000, 1024, 0, 1024, 1},
+		{"larger blksize clamped", 100_000, 8192, 0, 1468, 1},
+		{"windowsize 16", 1 << 20, 1468, 16, 1468, 16},
+		{"windowsize 4 at 512", 100_000, 0, 4, 512, 4},
+		{"windowsize, multiple of the window", 1468 * 64 * 3, 1468, 64, 1468, 64},
+		{"larger windowsize clamped", 1 << 20, 1468, 1000, 1468, DefaultWindowSize},
+		{"windowsize, empty", 0, 1468, 16, 1468, 16},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			name := strings.ReplaceAll(tc.name, " ", "-") + ".bin"
+			name := strings.ReplaceAll(strings.ReplaceAll(tc.name, " ", "-"), ",", "") + ".bin"
 			want := ts.file(t, name, tc.size)
-			got, size, err := get(ts.addr, name, tc.blksize, true)
+			got, size, err := get(ts.addr, name, tc.blksize, tc.window, true)
 			if err != nil {
 				t.Fatalf("get %s: %v", name, err)
 			}
 			if !bytes.Equal(got, want) {
 				t.Fatalf("got %d bytes, want the %d bytes of the file", len(got), len(want))
 			}
-			if size != int64(tc.size) {
-				t.Errorf("tsize %d, want %d", size, tc.size)
+			wantLog := []string{"msg=\"tftp transfer\"", "blksize=" + strconv.Itoa(tc.wantBlksize), "windowsize=" + strconv.Itoa(tc.wantWindow),
+				"bytes=" + strconv.Itoa(tc.size), "client=127.0.0.1:", "duration="}
+			// pin/tftp takes a tsize of 0 for the client's question and
+			// leaves it out of the OACK.
+			if tc.size > 0 {
+				if size != int64(tc.size) {
+					t.Errorf("tsize %d, want %d", size, tc.size)
+				}
+				wantLog = append(wantLog, "tsize="+strconv.Itoa(tc.size))
 			}
 			line := waitLog(t, ts.logs, "file="+name)
-			for _, s := range []string{"msg=\"tftp transfer\"", "blksize=" + strconv.Itoa(tc.want), "bytes=" + strconv.Itoa(tc.size), "client=127.0.0.1:", "duration="} {
+			for _, s := range wantLog {
 				if !strings.Contains(line, s) {
 					t.Errorf("log line %q lacks %q", line, s)
 				}
 			}
 		})
 	}
-	if got := testutil.ToFloat64(ts.srv.metrics.transfers.WithLabelValues(resultOK)); got != 7 {
-		t.Errorf("transfers ok = %v, want 7", got)
+	if got := testutil.ToFloat64(ts.srv.metrics.transfers.WithLabelValues(resultOK)); got != 12 {
+		t.Errorf("transfers ok = %v, want 12", got)
 	}
 	if n, err := testutil.GatherAndCount(ts.reg, "attestation_tftp_transfer_duration_seconds", "attestation_tftp_sent_bytes_total"); err != nil || n != 2 {
 		t.Errorf("gathered %d metrics (%v), want 2", n, err)
@@ -181,7 +197,7 @@ func TestTransfers(t *testing.T) {
 func TestSubdirAndIPXE(t *testing.T) {
 	ts := startServer(t, Options{})
 	want := ts.file(t, "pxelinux.cfg/default", 3000)
-	if got, _, err := get(ts.addr, "pxelinux.cfg/default", 0, false); err != nil || !bytes.Equal(got, want) {
+	if got, _, err := get(ts.addr, "pxelinux.cfg/default", 0, 0, false); err != nil || !bytes.Equal(got, want) {
 		t.Errorf("get pxelinux.cfg/default: %d bytes, %v; want the file", len(got), err)
 	}
 
@@ -193,15 +209,15 @@ func TestSubdirAndIPXE(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(ts.ipxe, "other.rom"), kpxe, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if got, _, err := get(ts.addr, "undionly.kpxe", 1468, true); err != nil || !bytes.Equal(got, kpxe) {
+	if got, _, err := get(ts.addr, "undionly.kpxe", 1468, 0, true); err != nil || !bytes.Equal(got, kpxe) {
 		t.Errorf("get undionly.kpxe: %d bytes, %v; want the iPXE binary", len(got), err)
 	}
-	if _, _, err := get(ts.addr, "other.rom", 0, false); err == nil {
+	if _, _, err := get(ts.addr, "other.rom", 0, 0, false); err == nil {
 		t.Errorf("get other.rom from the iPXE directory: no error, want only the iPXE binaries served from it")
 	}
 	// A file of that name in the assets directory wins.
 	own := ts.file(t, "undionly.kpxe", 5000)
-	if got, _, err := get(ts.addr, "undionly.kpxe", 0, false); err != nil || !bytes.Equal(got, own) {
+	if got, _, err := get(ts.addr, "undionly.kpxe", 0, 0, false); err != nil || !bytes.Equal(got, own) {
 		t.Errorf("get undionly.kpxe with one in the assets: %d bytes, %v; want the assets' file", len(got), err)
 	}
 }
@@ -234,7 +250,7 @@ func TestRefused(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := testutil.ToFloat64(ts.srv.metrics.transfers.WithLabelValues(tc.result))
-			got, _, err := get(ts.addr, tc.file, 0, false)
+			got, _, err := get(ts.addr, tc.file, 0, 0, false)
 			if err == nil {
 				t.Fatalf("get %s: %d bytes, want an error", tc.file, len(got))
 			}
@@ -322,7 +338,7 @@ func TestTransferLimit(t *testing.T) {
 	r1 := holdTransfer(t, ts.addr, "big.bin")
 	r2 := holdTransfer(t, ts.addr, "big.bin")
 	for range 3 {
-		if _, _, err := get(ts.addr, "big.bin", 0, false); err == nil || !strings.Contains(err.Error(), "busy") {
+		if _, _, err := get(ts.addr, "big.bin", 0, 0, false); err == nil || !strings.Contains(err.Error(), "busy") {
 			t.Fatalf("third transfer: %v, want the busy error", err)
 		}
 	}
@@ -341,7 +357,7 @@ func TestTransferLimit(t *testing.T) {
 	// The slots come back once the held transfers end.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		got, _, err := get(ts.addr, "big.bin", 0, false)
+		got, _, err := get(ts.addr, "big.bin", 0, 0, false)
 		if err == nil {
 			if !bytes.Equal(got, want) {
 				t.Fatalf("got %d bytes, want the file", len(got))
@@ -374,7 +390,7 @@ func TestSizeQuery(t *testing.T) {
 		t.Errorf("log line %q, want an INFO tftp size query with size=10000", line)
 	}
 	// Then the firmware fetches the file.
-	got, _, err := get(ts.addr, "snponly.efi", 1468, true)
+	got, _, err := get(ts.addr, "snponly.efi", 1468, 0, true)
 	if err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("get after the size query: %d bytes, %v; want the file", len(got), err)
 	}
@@ -384,6 +400,81 @@ func TestSizeQuery(t *testing.T) {
 			t.Errorf("transfers{result=%s} = %v, want %v", result, got, want)
 		}
 	}
+}
+
+// TestBadOptions asks for windowsizes RFC 7440 does not allow: each
+// request is refused with ERROR code 8 naming the option, counted and
+// logged, before any option acknowledgment or data.
+func TestBadOptions(t *testing.T) {
+	ts := startServer(t, Options{})
+	ts.file(t, "f.bin", 10_000)
+	for _, value := range []string{"0", "65536", "-1", "sixteen", ""} {
+		t.Run("windowsize "+value, func(t *testing.T) {
+			before := testutil.ToFloat64(ts.srv.metrics.transfers.WithLabelValues(resultBadOption))
+			conn, reply, _ := rawRequest(t, ts.addr, "f.bin", "blksize\x001468\x00windowsize\x00"+value+"\x00")
+			defer conn.Close()
+			if op, code := binary.BigEndian.Uint16(reply), binary.BigEndian.Uint16(reply[2:]); op != 5 || code != 8 ||
+				!bytes.Contains(reply, []byte(`windowsize "`+value+`"`)) {
+				t.Errorf("got %q, want ERROR code 8 naming windowsize %q", reply, value)
+			}
+			// Counted once the handler returns, which can be after the
+			// client has its answer.
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				after := testutil.ToFloat64(ts.srv.metrics.transfers.WithLabelValues(resultBadOption))
+				if after == before+1 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("transfers{result=bad_option} went from %v to %v, want one more", before, after)
+				}
+			}
+		})
+	}
+	line := waitLog(t, ts.logs, `result=bad_option`)
+	if !strings.Contains(line, "level=WARN") || !strings.Contains(line, `msg="tftp request refused"`) || !strings.Contains(line, "windowsize") {
+		t.Errorf("log line %q, want a WARN tftp request refused naming windowsize", line)
+	}
+	if got := testutil.ToFloat64(ts.srv.metrics.transfers.WithLabelValues(resultOK)); got != 0 {
+		t.Errorf("transfers ok = %v, want 0", got)
+	}
+}
+
+// TestWindowSizeLoss fetches with windowsize 16 through a proxy that loses
+// one DATA packet in 25 and one ACK in 10: the window is sent again from the last
+// block acknowledged and the client gets the file's bytes.
+func TestWindowSizeLoss(t *testing.T) {
+	ts := startServer(t, Options{Timeout: 300 * time.Millisecond})
+	want := ts.file(t, "f.bin", 300_000)
+	proxy := newLossyProxy(t, ts.addr, 25, 10)
+	c, err := tftp.NewClient(proxy.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetTimeout(300 * time.Millisecond)
+	c.SetBackoff(func(int) time.Duration { return 0 })
+	c.SetBlockSize(1468)
+	c.SetWindowSize(16)
+	wt, err := c.Receive("f.bin", "octet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got bytes.Buffer
+	if _, err := wt.WriteTo(&got); err != nil {
+		t.Fatalf("receive through the lossy proxy: %v", err)
+	}
+	if !bytes.Equal(got.Bytes(), want) {
+		t.Errorf("got %d bytes, want the %d of the file", got.Len(), len(want))
+	}
+	// The server is done once the proxy has relayed the last ACK.
+	line := waitLog(t, ts.logs, "file=f.bin ")
+	if !strings.Contains(line, `msg="tftp transfer"`) || !strings.Contains(line, " windowsize=16") {
+		t.Errorf("log line %q, want a tftp transfer with windowsize 16", line)
+	}
+	data, acks := proxy.lostPackets()
+	if data == 0 || acks == 0 {
+		t.Errorf("the proxy lost %d DATA and %d ACK packets, want some of each", data, acks)
+	}
+	t.Logf("lost %d DATA and %d ACK packets of a 300 KB transfer", data, acks)
 }
 
 func TestRunStops(t *testing.T) {
@@ -402,6 +493,11 @@ func TestRunStops(t *testing.T) {
 	}
 	if _, err := New(Options{BlockSize: 100}); err == nil {
 		t.Errorf("New with blksize 100: nil, want an error")
+	}
+	for _, w := range []int{-1, 65536} {
+		if _, err := New(Options{WindowSize: w}); err == nil {
+			t.Errorf("New with windowsize %d: nil, want an error", w)
+		}
 	}
 }
 
@@ -440,7 +536,7 @@ func TestWildcardAddr(t *testing.T) {
 	go func() { done <- srv.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 	port := (<-listening).(*net.UDPAddr).Port
-	got, _, err := get("127.0.0.1:"+strconv.Itoa(port), "f", 1468, true)
+	got, _, err := get("127.0.0.1:"+strconv.Itoa(port), "f", 1468, 0, true)
 	if err != nil || len(got) != 5000 {
 		t.Fatalf("get over IPv4 from the wildcard socket: %d bytes, %v", len(got), err)
 	}
