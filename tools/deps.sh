@@ -6,6 +6,7 @@
 #                         kernel, iPXE, OVMF, DHCP and TFTP clients, perfdhcp,
 #                         xorriso, systemd-analyze)
 #   tools/deps.sh bench   the reference servers and load generators of make bench
+#                         (and atftpd, extracted beside tftpd-hpa: see below)
 #
 # A package is installed only when what it provides is missing. As root
 # apt-get runs directly, otherwise through sudo. For build a failure stops
@@ -103,4 +104,26 @@ main() {
 	return 0
 }
 
+# atftpd, the windowsize reference of make bench, conflicts with tftpd-hpa,
+# the lockstep one: it is extracted from its package into ATFTPD_DIR
+# (boot/tftp's benchmark looks there), not installed.
+ATFTPD_DIR=/usr/local/lib/attestation-bench/atftpd
+
+extract_atftpd() {
+	command -v atftpd >/dev/null && return 0
+	[[ -x ${DEPS_ROOT:-}$ATFTPD_DIR/usr/sbin/atftpd ]] && return 0
+	local run=() tmp
+	[[ $(id -u) == 0 ]] || run=(sudo)
+	tmp=$(mktemp -d) || return 0
+	echo "extracting atftpd (it conflicts with tftpd-hpa) into $ATFTPD_DIR"
+	if ! (cd "$tmp" && apt-get download -qq atftpd 2>/dev/null) ||
+		! "${run[@]}" mkdir -p "$ATFTPD_DIR" || ! "${run[@]}" dpkg -x "$tmp"/atftpd_*.deb "$ATFTPD_DIR"; then
+		echo "could not extract atftpd: the windowsize figures show this server alone" >&2
+	fi
+	rm -rf "$tmp"
+}
+
 main "$@"
+status=$?
+[[ ${1:-} == bench ]] && extract_atftpd
+exit $status
