@@ -73,7 +73,12 @@ func TestUEFINetworkBootInVM(t *testing.T) {
 	if !strings.Contains(tftp, " file=snponly.efi bytes="+strconv.Itoa(len(want))+" ") {
 		t.Fatalf("TFTP of snponly.efi: %s; want a complete transfer of its %d bytes", tftp, len(want))
 	}
-	t.Logf("TFTP of snponly.efi with blksize %s", regexp.MustCompile(`blksize=(\d+)`).FindStringSubmatch(tftp)[1])
+	// OVMF asks for windowsize (RFC 7440): more than one block per ACK.
+	opts := regexp.MustCompile(` duration=(\S+) blksize=(\d+) windowsize=(\d+)`).FindStringSubmatch(tftp)
+	if opts == nil || opts[3] == "1" {
+		t.Fatalf("TFTP of snponly.efi: %s; want a windowsize above 1 negotiated", tftp)
+	}
+	t.Logf("TFTP of snponly.efi in %s with blksize %s and windowsize %s", opts[1], opts[2], opts[3])
 
 	// iPXE, chainloaded: its own DHCP, then the script and the assets.
 	for _, step := range []string{
