@@ -74,8 +74,10 @@ func TestExtensionsGuide(t *testing.T) {
 		}
 	}
 	dir := t.TempDir()
-	if !strings.Contains(files["go.mod"], "=> ../attestation/third_party/go-diskfs\n") {
-		t.Fatalf("the guide's go.mod does not carry attestation's replace of go-diskfs:\n%s", files["go.mod"])
+	for _, dep := range []string{"go-diskfs", "pin-tftp"} {
+		if !strings.Contains(files["go.mod"], "=> ../attestation/third_party/"+dep+"\n") {
+			t.Fatalf("the guide's go.mod does not carry attestation's replace of %s:\n%s", dep, files["go.mod"])
+		}
 	}
 	files["go.mod"] = strings.ReplaceAll(files["go.mod"], "=> ../attestation", "=> "+repo)
 	sum, err := os.ReadFile(filepath.Join(repo, "go.sum"))
