@@ -200,14 +200,13 @@ type setting struct {
 	flag, env, key, help string
 	get                  func(*Config) string
 	set                  func(*Config, string) error
+	// boolean flags take no value (--allow-no-tpm).
+	boolean bool
 }
-
-// booleans are the settings whose flags take no value (--allow-no-tpm).
-var booleans = map[string]bool{"allow-no-tpm": true, "metrics-auth": true, "tls-self-signed": true, "pxe-router-advertisements": true}
 
 // boolSetting is a setting of a bool field.
 func boolSetting(flag, env, key, help string, field func(*Config) *bool) setting {
-	return setting{flag: flag, env: env, key: key, help: help,
+	return setting{flag: flag, env: env, key: key, help: help, boolean: true,
 		get: func(c *Config) string { return strconv.FormatBool(*field(c)) },
 		set: func(c *Config, v string) error {
 			b, err := strconv.ParseBool(v)
@@ -259,16 +258,16 @@ func duration(flag, env, key, help string, field func(*Config) *Duration) settin
 }
 
 var settings = []setting{
-	{"listen", "ATTESTATION_LISTEN", "listen", "address of the API listener (Connect, gRPC, REST, /metrics)",
-		func(c *Config) string { return c.Listen }, func(c *Config, v string) error { c.Listen = v; return nil }},
-	{"data-dir", "ATTESTATION_DATA_DIR", "data_dir", "directory of the SQLite database and the generated admin token",
-		func(c *Config) string { return c.DataDir }, func(c *Config, v string) error { c.DataDir = v; return nil }},
-	{"admin-token", "ATTESTATION_ADMIN_TOKEN", "admin_token", "operators' static bearer token (default: generated into DATA_DIR/admin-token); prefer the variable, flags show in ps",
-		func(c *Config) string { return "" }, func(c *Config, v string) error { c.AdminToken = v; return nil }},
-	{"log-level", "ATTESTATION_LOG_LEVEL", "log_level", "log level: debug, info, warn or error",
-		func(c *Config) string { return c.LogLevel }, func(c *Config, v string) error { c.LogLevel = v; return nil }},
-	{"log-format", "ATTESTATION_LOG_FORMAT", "log_format", "log format: text or json",
-		func(c *Config) string { return c.LogFormat }, func(c *Config, v string) error { c.LogFormat = v; return nil }},
+	{flag: "listen", env: "ATTESTATION_LISTEN", key: "listen", help: "address of the API listener (Connect, gRPC, REST, /metrics)",
+		get: func(c *Config) string { return c.Listen }, set: func(c *Config, v string) error { c.Listen = v; return nil }},
+	{flag: "data-dir", env: "ATTESTATION_DATA_DIR", key: "data_dir", help: "directory of the SQLite database and the generated admin token",
+		get: func(c *Config) string { return c.DataDir }, set: func(c *Config, v string) error { c.DataDir = v; return nil }},
+	{flag: "admin-token", env: "ATTESTATION_ADMIN_TOKEN", key: "admin_token", help: "operators' static bearer token (default: generated into DATA_DIR/admin-token); prefer the variable, flags show in ps",
+		get: func(c *Config) string { return "" }, set: func(c *Config, v string) error { c.AdminToken = v; return nil }},
+	{flag: "log-level", env: "ATTESTATION_LOG_LEVEL", key: "log_level", help: "log level: debug, info, warn or error",
+		get: func(c *Config) string { return c.LogLevel }, set: func(c *Config, v string) error { c.LogLevel = v; return nil }},
+	{flag: "log-format", env: "ATTESTATION_LOG_FORMAT", key: "log_format", help: "log format: text or json",
+		get: func(c *Config) string { return c.LogFormat }, set: func(c *Config, v string) error { c.LogFormat = v; return nil }},
 	duration("event-handler-timeout", "ATTESTATION_EVENT_HANDLER_TIMEOUT", "event_handler_timeout", "time limit of each event handler call",
 		func(c *Config) *Duration { return &c.EventHandlerTimeout }),
 	{flag: "public-url", env: "ATTESTATION_PUBLIC_URL", key: "public_url",
@@ -423,7 +422,7 @@ func AddFlags(fs *pflag.FlagSet) {
 	fs.String(ConfigFlag, "", "YAML config file (env "+ConfigEnv+")")
 	for _, s := range settings {
 		help := fmt.Sprintf("%s (env %s, file key %s)", s.help, s.env, s.key)
-		if booleans[s.flag] {
+		if s.boolean {
 			v, _ := strconv.ParseBool(s.get(&def))
 			fs.Bool(s.flag, v, help)
 			continue
