@@ -182,6 +182,8 @@ func (r *Responder) Run(ctx context.Context) error {
 		r.log.Debug("ndp router solicitation not sent", "err", err)
 	}
 	r.log.Info("ndp answering router solicitations", "interface", ifi.Name)
+	// Every answer is the same message.
+	ra := advertisement(ifi.HardwareAddr)
 	buf := make([]byte, 1500)
 	for {
 		n, cm, src, err := p.ReadFrom(buf)
@@ -207,13 +209,14 @@ func (r *Responder) Run(ctx context.Context) error {
 					"for", r.opts.Quiet)
 			}
 		case typeRouterSolicitation:
-			r.answer(p, ifi, buf[:n], from)
+			r.answer(p, ra, ifi.Name, buf[:n], from)
 		}
 	}
 }
 
-// answer answers one solicitation when decide says so.
-func (r *Responder) answer(p *ipv6.PacketConn, ifi *net.Interface, b []byte, from *net.IPAddr) {
+// answer answers one solicitation, b from from on the interface zone,
+// with the advertisement ra when decide says so.
+func (r *Responder) answer(p *ipv6.PacketConn, ra []byte, zone string, b []byte, from *net.IPAddr) {
 	s, err := parseSolicitation(b)
 	if err != nil {
 		r.solicitations.WithLabelValues(resultMalformed).Inc()
@@ -226,8 +229,8 @@ func (r *Responder) answer(p *ipv6.PacketConn, ifi *net.Interface, b []byte, fro
 		r.log.Debug("ndp solicitation not answered", "from", from.String(), "mac", s.mac.String(), "reason", result)
 		return
 	}
-	to := &net.IPAddr{IP: from.IP, Zone: ifi.Name}
-	if _, err := p.WriteTo(advertisement(ifi.HardwareAddr), nil, to); err != nil {
+	to := &net.IPAddr{IP: from.IP, Zone: zone}
+	if _, err := p.WriteTo(ra, nil, to); err != nil {
 		r.solicitations.WithLabelValues(resultSendError).Inc()
 		r.log.Warn("ndp router advertisement not sent", "mac", s.mac.String(), "to", to.String(), "err", err)
 		return
