@@ -34,11 +34,14 @@ type segmentConn struct {
 	// checksum offload on the route's device, a path MTU below the
 	// block): the windows go out one datagram at a time.
 	off bool
+	// refused, when set, is told of the error that turned off on.
+	refused func(to net.Addr, err error)
 }
 
 // listenTransfer opens the socket of a transfer, for pin/tftp's
-// SetTransferConn.
-func listenTransfer(laddr *net.UDPAddr) (net.PacketConn, error) {
+// SetTransferConn; refused, when set, is told why the kernel refused a
+// segmented send, once for the socket.
+func listenTransfer(laddr *net.UDPAddr, refused func(to net.Addr, err error)) (net.PacketConn, error) {
 	c, err := net.ListenUDP("udp", laddr)
 	if err != nil {
 		return nil, err
@@ -48,7 +51,7 @@ func listenTransfer(laddr *net.UDPAddr) (net.PacketConn, error) {
 		c.Close()
 		return nil, err
 	}
-	sc := &segmentConn{UDPConn: c, raw: raw}
+	sc := &segmentConn{UDPConn: c, raw: raw, refused: refused}
 	raw.Control(func(fd uintptr) {
 		domain, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN)
 		sc.inet6 = err == nil && domain == unix.AF_INET6
@@ -62,11 +65,15 @@ func (c *segmentConn) WriteBatchTo(datagrams [][]byte, addr net.Addr) error {
 	ua := addr.(*net.UDPAddr)
 	for len(datagrams) > 0 {
 		if n := segmentRun(datagrams); n > 1 && !c.off {
-			if err := c.writeSegments(datagrams[:n], ua); err == nil {
+			err := c.writeSegments(datagrams[:n], ua)
+			if err == nil {
 				datagrams = datagrams[n:]
 				continue
 			}
 			c.off = true
+			if c.refused != nil {
+				c.refused(ua, err)
+			}
 		}
 		if _, err := c.WriteToUDP(datagrams[0], ua); err != nil {
 			return err

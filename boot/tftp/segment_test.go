@@ -6,6 +6,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestSegmentRun(t *testing.T) {
@@ -50,7 +52,7 @@ func TestSegmentConn(t *testing.T) {
 	defer peer.Close()
 	for _, laddr := range []*net.UDPAddr{{IP: net.IPv4(127, 0, 0, 1)}, {}} {
 		t.Run(fmt.Sprintf("bound to %v", laddr.IP), func(t *testing.T) {
-			pc, err := listenTransfer(laddr)
+			pc, err := listenTransfer(laddr, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -69,17 +71,60 @@ func TestSegmentConn(t *testing.T) {
 			if pc.(*segmentConn).off {
 				t.Errorf("the kernel refused UDP_SEGMENT on loopback: the window went out one datagram at a time")
 			}
-			buf := make([]byte, 65536)
-			for i, want := range window {
-				peer.SetReadDeadline(time.Now().Add(2 * time.Second))
-				n, _, err := peer.ReadFromUDP(buf)
-				if err != nil {
-					t.Fatalf("datagram %d: %v", i, err)
-				}
-				if !bytes.Equal(buf[:n], want) {
-					t.Fatalf("datagram %d: %d bytes of %d, want %d bytes of %d", i, n, buf[0], len(want), want[0])
-				}
-			}
+			receive(t, peer, window)
 		})
+	}
+}
+
+// receive reads from peer the datagrams of window, each as one datagram,
+// in order.
+func receive(t *testing.T, peer *net.UDPConn, window [][]byte) {
+	t.Helper()
+	buf := make([]byte, 65536)
+	for i, want := range window {
+		peer.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, _, err := peer.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("datagram %d: %v", i, err)
+		}
+		if !bytes.Equal(buf[:n], want) {
+			t.Fatalf("datagram %d: %d bytes of %d, want %d bytes of %d", i, n, buf[0], len(want), want[0])
+		}
+	}
+}
+
+// TestSegmentFallback: when the kernel refuses a segmented send (here
+// because the socket sends without UDP checksums, SO_NO_CHECK), the
+// window still arrives, one datagram at a time, and the refusal is
+// reported once for the socket.
+func TestSegmentFallback(t *testing.T) {
+	peer, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	var refusals []error
+	pc, err := listenTransfer(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, func(_ net.Addr, err error) { refusals = append(refusals, err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	c := pc.(*segmentConn)
+	var serr error
+	if err := c.raw.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_NO_CHECK, 1) }); err != nil || serr != nil {
+		t.Fatalf("SO_NO_CHECK: %v %v", err, serr)
+	}
+	var window [][]byte
+	for i := range 4 {
+		window = append(window, bytes.Repeat([]byte{byte(i)}, 1472))
+	}
+	for range 2 {
+		if err := c.WriteBatchTo(window, peer.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+		receive(t, peer, window)
+	}
+	if !c.off || len(refusals) != 1 || refusals[0] == nil {
+		t.Errorf("off %v, refusals %v; want off after one refusal reported", c.off, refusals)
 	}
 }

@@ -131,6 +131,9 @@ type Server struct {
 	// busyLogged spaces the "limit reached" lines out to one every
 	// busyLogEvery.
 	busyLogged logging.Every
+	// segmentsRefused logs the first refusal of a segmented send only:
+	// where the kernel refuses one, it refuses every transfer's alike.
+	segmentsRefused sync.Once
 }
 
 // New checks the options and registers the metrics.
@@ -204,7 +207,9 @@ func (s *Server) Run(ctx context.Context) error {
 	)
 	srv.SetBlockSize(s.opts.BlockSize)
 	srv.SetWindowSize(s.opts.WindowSize)
-	srv.SetTransferConn(listenTransfer)
+	srv.SetTransferConn(func(laddr *net.UDPAddr) (net.PacketConn, error) {
+		return listenTransfer(laddr, s.segmentRefused)
+	})
 	srv.SetTimeout(s.opts.Timeout)
 	srv.SetRetries(s.opts.Retries)
 	srv.SetHook(hook{s})
@@ -227,6 +232,15 @@ func (s *Server) Run(ctx context.Context) error {
 	srv.Shutdown()
 	<-served
 	return nil
+}
+
+// segmentRefused logs, the first time only, that the kernel refused to
+// send a window in one segmented send: that transfer, and others on such
+// a route, send their windows one datagram at a time.
+func (s *Server) segmentRefused(to net.Addr, err error) {
+	s.segmentsRefused.Do(func() {
+		s.log.Warn("tftp UDP segmentation refused: windows go out one datagram at a time", "client", to.String(), "err", err)
+	})
 }
 
 // transfer is one read request being served, with the options
