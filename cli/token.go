@@ -201,11 +201,11 @@ func (l *login) refresh(ctx context.Context) (*login, error) {
 	}
 	ctx, cancel := context.WithTimeout(oidcContext(ctx), oidcTimeout)
 	defer cancel()
-	prov, err := oidc.NewProvider(ctx, l.Issuer)
+	prov, err := discover(ctx, l.Issuer)
 	if err != nil {
-		return nil, &authError{fmt.Sprintf("cannot refresh the login: discover the OIDC provider %s: %v", l.Issuer, err)}
+		return nil, &authError{"cannot refresh the login: " + err.Error()}
 	}
-	cfg := oauthConfig(prov, l.ClientID)
+	cfg := oauthConfig(prov.Provider, l.ClientID)
 	tok, err := cfg.TokenSource(ctx, &oauth2.Token{RefreshToken: l.RefreshToken}).Token()
 	if err != nil {
 		var re *oauth2.RetrieveError
