@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -73,11 +74,11 @@ mapper instead (see docs/keycloak.md).`,
 			}
 			// An unreadable login only gives no defaults; this one replaces it.
 			current, _ := readLogin(path)
-			issuer = firstNonEmpty(issuer, env.Getenv(EnvOIDCIssuer), current.issuer())
+			issuer = cmp.Or(issuer, env.Getenv(EnvOIDCIssuer), current.issuer())
 			if issuer == "" {
 				return usageErrorf("no OIDC issuer: pass --issuer or set %s (Keycloak: https://HOST/realms/REALM)", EnvOIDCIssuer)
 			}
-			clientID = firstNonEmpty(clientID, env.Getenv(EnvOIDCClientID), current.clientID(), DefaultClientID)
+			clientID = cmp.Or(clientID, env.Getenv(EnvOIDCClientID), current.clientID(), DefaultClientID)
 			return env.deviceLogin(cmd.Context(), path, issuer, clientID, audience)
 		},
 	}
@@ -413,15 +414,6 @@ func (l *login) clientID() string {
 		return ""
 	}
 	return l.ClientID
-}
-
-func firstNonEmpty(vals ...string) string {
-	for _, v := range vals {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }
 
 func noneIfEmpty(s string) string {
