@@ -189,9 +189,11 @@ func (s *storage) decide(userCode, subject string, approve bool) error {
 
 // --- tokens ---
 
-func (s *storage) newAccessToken(subject, clientID string) (id string, expires time.Time) {
-	id, expires = randomID(), time.Now().Add(s.accessTTL)
-	s.access[id] = &accessToken{subject: subject, clientID: clientID, expires: expires}
+// newAccessToken records an access token of the client for subject,
+// lasting ttl; s.mu is held.
+func (s *storage) newAccessToken(subject string, ttl time.Duration) (id string, expires time.Time) {
+	id, expires = randomID(), time.Now().Add(ttl)
+	s.access[id] = &accessToken{subject: subject, clientID: s.client.id, expires: expires}
 	return id, expires
 }
 
@@ -200,15 +202,13 @@ func (s *storage) newAccessToken(subject, clientID string) (id string, expires t
 func (s *storage) mint(subject string, ttl time.Duration) (id string, expires time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	id, expires = randomID(), time.Now().Add(ttl)
-	s.access[id] = &accessToken{subject: subject, clientID: s.client.id, expires: expires}
-	return id, expires
+	return s.newAccessToken(subject, ttl)
 }
 
 func (s *storage) CreateAccessToken(_ context.Context, req op.TokenRequest) (string, time.Time, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	id, exp := s.newAccessToken(req.GetSubject(), s.client.id)
+	id, exp := s.newAccessToken(req.GetSubject(), s.accessTTL)
 	return id, exp, nil
 }
 
@@ -237,7 +237,7 @@ func (s *storage) CreateAccessAndRefreshTokens(_ context.Context, req op.TokenRe
 	rt.expires = time.Now().Add(s.refreshTTL)
 	value := randomID()
 	s.refresh[value] = rt
-	id, exp := s.newAccessToken(rt.subject, rt.clientID)
+	id, exp := s.newAccessToken(rt.subject, s.accessTTL)
 	return id, value, exp, nil
 }
 
