@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -270,7 +271,7 @@ func write(src, work string, product *goMod, exts []Extension) error {
 			fmt.Fprintf(&mod, "require %s %s\n", e.Module, unversioned)
 		}
 	}
-	fmt.Fprintf(&mod, "\nreplace %s => %s\n", Module, src)
+	fmt.Fprintf(&mod, "\nreplace %s => %s\n", Module, modPath(src))
 	// The product's own replaces, which Go applies only in the main
 	// module, with relative paths made absolute; a local extension
 	// replaces a module of the same path itself.
@@ -291,14 +292,17 @@ func write(src, work string, product *goMod, exts []Extension) error {
 		repl := r.New.Path
 		if r.New.Version != "" {
 			repl += " " + r.New.Version
-		} else if !filepath.IsAbs(repl) {
-			repl = filepath.Join(src, repl)
+		} else {
+			if !filepath.IsAbs(repl) {
+				repl = filepath.Join(src, repl)
+			}
+			repl = modPath(repl)
 		}
 		fmt.Fprintf(&mod, "replace %s => %s\n", old, repl)
 	}
 	for _, e := range exts {
 		if e.Replace != "" {
-			fmt.Fprintf(&mod, "replace %s => %s\n", e.Module, e.Replace)
+			fmt.Fprintf(&mod, "replace %s => %s\n", e.Module, modPath(e.Replace))
 		}
 	}
 	if err := os.MkdirAll(work, 0o755); err != nil {
@@ -334,6 +338,15 @@ func write(src, work string, product *goMod, exts []Extension) error {
 		}
 	}
 	return nil
+}
+
+// modPath is a directory as go.mod writes it: quoted when it holds white
+// space or a quote, which would end it unquoted.
+func modPath(dir string) string {
+	if strings.ContainsAny(dir, " \t\"'`\\") {
+		return strconv.Quote(dir)
+	}
+	return dir
 }
 
 // withImports is the product's main with a blank import of each extension
