@@ -268,10 +268,7 @@ func AuditRoutes(st *store.Store, name, prefix string, mux *http.ServeMux, log *
 			next.ServeHTTP(w, r)
 			return
 		}
-		inner := r.Clone(r.Context())
-		inner.URL.Path = strings.TrimPrefix(r.URL.Path, prefix)
-		inner.URL.RawPath = strings.TrimPrefix(r.URL.RawPath, prefix)
-		_, pattern := mux.Handler(inner)
+		_, pattern, inner := ExtensionRoute(mux, prefix, r)
 		if pattern == "" {
 			next.ServeHTTP(w, r)
 			return
@@ -292,6 +289,22 @@ func AuditRoutes(st *store.Store, name, prefix string, mux *http.ServeMux, log *
 				"request_id", audit.RequestID(ctx), "err", err)
 		}
 	})
+}
+
+// ExtensionRoute returns the handler and pattern mux serves r with when
+// mounted under prefix by http.StripPrefix (pattern "" when no route
+// matches), and r as mux sees it. Path and RawPath are both trimmed, as
+// StripPrefix does: a lookup on Path alone would miss a route whose
+// wildcard holds an escaped slash ("a%2Fb") that mux still serves.
+func ExtensionRoute(mux *http.ServeMux, prefix string, r *http.Request) (http.Handler, string, *http.Request) {
+	u := *r.URL
+	u.Path = strings.TrimPrefix(r.URL.Path, prefix)
+	u.RawPath = strings.TrimPrefix(r.URL.RawPath, prefix)
+	inner := new(http.Request)
+	*inner = *r
+	inner.URL = &u
+	h, pattern := mux.Handler(inner)
+	return h, pattern, inner
 }
 
 func mutating(method string) bool {

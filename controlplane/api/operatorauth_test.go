@@ -369,3 +369,25 @@ func readAll(t *testing.T, resp *http.Response) []byte {
 	}
 	return b
 }
+
+// TestExtensionRoleEscapedPath: an escaped slash in a route's wildcard
+// ("a%2Fb") does not hide the route from the role check, which must see
+// the path as the extension's mux routes it.
+func TestExtensionRoleEscapedPath(t *testing.T) {
+	iss := authtest.Start(t)
+	d := oidcDaemon(t, iss, nil)
+	viewer := bearer(iss.Token(t, iss.Claims("vera", "viewer")))
+	for _, path := range []string{"/api/v1/webhook/targets/a%2Fb/test", "/api/v1/tags/machines/a%2Fb/tags"} {
+		req, _ := http.NewRequest(http.MethodPost, d.URL+path, strings.NewReader("{}"))
+		req.Header.Set("Authorization", viewer)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := readAll(t, resp)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("POST %s as a viewer: got %s %s, want 403", path, resp.Status, body)
+		}
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"time"
 
@@ -218,10 +217,7 @@ func (l *loaded) requiredRole(prefix string, r *http.Request) auth.Role {
 	if l.mux == nil {
 		return auth.Viewer
 	}
-	inner := r.Clone(r.Context())
-	inner.URL.Path = strings.TrimPrefix(r.URL.Path, prefix)
-	inner.URL.RawPath = ""
-	h, pattern := l.mux.Handler(inner)
+	h, pattern, _ := api.ExtensionRoute(l.mux, prefix, r)
 	if pattern == "" {
 		return auth.Viewer
 	}
