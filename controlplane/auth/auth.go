@@ -66,9 +66,9 @@ func (p *Principal) Has(r Role) bool {
 	return false
 }
 
-// Require returns nil when p holds role, else a permission_denied error
-// that names what needs it, the role and what p holds.
-func Require(p *Principal, role Role, what string) error {
+// require returns nil when p holds role, else an error that names what
+// needs it, the role and what p holds (permission_denied at the edge).
+func require(p *Principal, role Role, what string) error {
 	if p != nil && p.Has(role) {
 		return nil
 	}
@@ -87,8 +87,7 @@ func Require(p *Principal, role Role, what string) error {
 			who = fmt.Sprintf("%s (subject %s)", p.Name, p.Subject)
 		}
 	}
-	return connect.NewError(connect.CodePermissionDenied,
-		fmt.Errorf("%s needs the %s role; %s has %s", what, role, who, held))
+	return fmt.Errorf("%s needs the %s role; %s has %s", what, role, who, held)
 }
 
 // ErrNoCredentials: the request carried no bearer token.
@@ -205,8 +204,8 @@ func (i *interceptor) authenticate(ctx context.Context, procedure string, h http
 	if err != nil {
 		return nil, connect.NewError(codeOf(err), err)
 	}
-	if err := Require(p, i.required(procedure), procedureName(procedure)); err != nil {
-		return nil, err
+	if err := require(p, i.required(procedure), procedureName(procedure)); err != nil {
+		return nil, connect.NewError(connect.CodePermissionDenied, err)
 	}
 	return WithPrincipal(ctx, p), nil
 }
@@ -299,8 +298,8 @@ func Middleware(a Authenticator, required func(r *http.Request) Role, next http.
 			WriteJSONError(w, status, int(code), err.Error())
 			return
 		}
-		if err := Require(p, required(r), r.Method+" "+r.URL.Path); err != nil {
-			WriteJSONError(w, http.StatusForbidden, int(connect.CodePermissionDenied), err.(*connect.Error).Message())
+		if err := require(p, required(r), r.Method+" "+r.URL.Path); err != nil {
+			WriteJSONError(w, http.StatusForbidden, int(connect.CodePermissionDenied), err.Error())
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), p)))
