@@ -24,11 +24,10 @@ type keySet struct {
 	now    func() time.Time
 	log    *slog.Logger
 
-	mu        sync.Mutex
-	keys      []jose.JSONWebKey
-	fetched   time.Time
-	fetchErr  error
-	haveFetch bool
+	mu       sync.Mutex
+	keys     []jose.JSONWebKey
+	fetched  time.Time // of the last fetch; zero before the first
+	fetchErr error     // of the last fetch, when it failed
 }
 
 // maxJWKSBytes bounds the key set document read.
@@ -62,31 +61,27 @@ func (k *keySet) VerifySignature(ctx context.Context, jwt string) ([]byte, error
 	return nil, errors.New("bad signature")
 }
 
-// keysFor returns the keys, fetching them when there are none yet or
-// when kid is not among them and the last fetch is old enough.
+// keysFor returns the keys, fetching them when there are none or kid is
+// not among them, and the last fetch is at least keyRefetchInterval old.
+// A failed fetch keeps the keys had before; with none, it is the error.
 func (k *keySet) keysFor(ctx context.Context, kid string) ([]jose.JSONWebKey, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	stale := !k.haveFetch || (kid != "" && !hasKey(k.keys, kid))
-	if !stale || (k.haveFetch && k.now().Sub(k.fetched) < keyRefetchInterval) {
-		if len(k.keys) == 0 && k.fetchErr != nil {
-			return nil, k.fetchErr
+	missing := len(k.keys) == 0 || (kid != "" && !hasKey(k.keys, kid))
+	if missing && (k.fetched.IsZero() || k.now().Sub(k.fetched) >= keyRefetchInterval) {
+		k.fetched = k.now()
+		if keys, err := k.fetch(ctx); err != nil {
+			k.fetchErr = &UnavailableError{fmt.Errorf("fetch the issuer's keys from %s: %w", k.url, err)}
+			k.log.Warn("OIDC keys unreachable", "url", k.url, "err", err)
+		} else {
+			k.keys, k.fetchErr = keys, nil
+			k.log.Info("fetched OIDC keys", "url", k.url, "keys", len(keys))
 		}
-		return k.keys, nil
 	}
-	k.haveFetch, k.fetched = true, k.now()
-	keys, err := k.fetch(ctx)
-	if err != nil {
-		k.fetchErr = &UnavailableError{fmt.Errorf("fetch the issuer's keys from %s: %w", k.url, err)}
-		k.log.Warn("OIDC keys unreachable", "url", k.url, "err", err)
-		if len(k.keys) == 0 {
-			return nil, k.fetchErr
-		}
-		return k.keys, nil
+	if len(k.keys) == 0 && k.fetchErr != nil {
+		return nil, k.fetchErr
 	}
-	k.keys, k.fetchErr = keys, nil
-	k.log.Info("fetched OIDC keys", "url", k.url, "keys", len(keys))
-	return keys, nil
+	return k.keys, nil
 }
 
 // fetch reads the key set document.
