@@ -15,7 +15,8 @@ import (
 	"github.com/attestation/attestation/proto/gen/attestation/v1/attestationv1connect"
 )
 
-// auditActions are the core's audit actions, for completion.
+// auditActions are the core's audit actions, for completion: audit.Actions,
+// which the CLI cannot import (a test keeps the two equal).
 var auditActions = []string{
 	"machine.register", "machine.approve", "machine.revoke", "machine.set_role",
 	"machine.reinstate", "config.set", "config.delete", "schematic.create", "image.build",

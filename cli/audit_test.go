@@ -1,9 +1,11 @@
 package cli_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/attestation/attestation/controlplane/audit"
 	"github.com/attestation/attestation/controlplane/daemon/daemontest"
 )
 
@@ -142,4 +144,19 @@ func TestAuditList(t *testing.T) {
 			t.Errorf("events table: want an ACTOR column, - for the agent's event and admin-token for the approval:\n%s", table)
 		}
 	})
+}
+
+// TestAuditActionCompletion: --action completes the core's actions, as
+// the daemon names them (audit.Actions).
+func TestAuditActionCompletion(t *testing.T) {
+	r := runCLI(t, environ{}, "__complete", "audit", "list", "--action", "")
+	var got []string
+	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		if !strings.HasPrefix(line, ":") { // the last line is the directive
+			got = append(got, line)
+		}
+	}
+	if want := audit.Actions(); !slices.Equal(got, want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
 }
