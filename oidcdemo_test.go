@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -16,18 +15,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// freePort returns a loopback address no one listens on.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+	"github.com/attestation/attestation/internal/proctest"
+)
 
 // TestOIDCDemo follows the README's "Try it without Keycloak" with the
 // real binaries: make run-oidc-demo's script starts the development
@@ -44,7 +34,7 @@ func TestOIDCDemo(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	oidc, api := freePort(t), freePort(t)
+	oidc, api := proctest.FreeAddr(t), proctest.FreeAddr(t)
 	issuer, apiURL := "http://"+oidc, "http://"+api
 
 	ctx, cancel := context.WithCancel(context.Background())
