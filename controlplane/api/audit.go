@@ -207,7 +207,7 @@ func (a *auditor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		if err != nil {
 			msg, _ := req.Any().(proto.Message)
 			machineID, detail := p.about(msg)
-			a.refused(ctx, audit.Record{Action: p.action, MachineID: auditMachineID(machineID), Detail: detail, Result: auditResult(err)})
+			a.record(ctx, audit.Record{Action: p.action, MachineID: auditMachineID(machineID), Detail: detail, Result: auditResult(err)})
 		}
 		return resp, err
 	}
@@ -222,9 +222,9 @@ func (a *auditor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connec
 	return next
 }
 
-// refused records a failed action in a transaction of its own, when its
-// caller was authenticated; a caller that hung up does not stop it.
-func (a *auditor) refused(ctx context.Context, rec audit.Record) {
+// record writes rec in a transaction of its own, when the caller was
+// authenticated; a caller that hung up does not stop it.
+func (a *auditor) record(ctx context.Context, rec audit.Record) {
 	if _, ok := audit.ActorFrom(ctx); !ok {
 		return
 	}
@@ -263,6 +263,7 @@ func (r actorRecorder) Authenticate(ctx context.Context, h http.Header) (*auth.P
 // Requests for no route, and callers that were not authenticated, are not
 // recorded.
 func AuditRoutes(st *store.Store, name, prefix string, mux *http.ServeMux, log *slog.Logger, next http.Handler) http.Handler {
+	a := &auditor{store: st, log: log}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if mux == nil || !mutating(r.Method) {
 			next.ServeHTTP(w, r)
@@ -275,19 +276,11 @@ func AuditRoutes(st *store.Store, name, prefix string, mux *http.ServeMux, log *
 		}
 		rw := &outcomeWriter{ResponseWriter: w}
 		next.ServeHTTP(rw, r)
-		ctx := r.Context()
-		if _, ok := audit.ActorFrom(ctx); !ok {
-			return
-		}
 		action := name + " " + pattern
 		if !strings.HasPrefix(pattern, r.Method+" ") {
 			action = name + " " + r.Method + " " + pattern
 		}
-		rec := audit.Record{Action: action, MachineID: auditMachineID(wildcard(pattern, inner.URL.EscapedPath(), "machine_id")), Result: rw.result()}
-		if _, err := st.Update(context.WithoutCancel(ctx), func(tx *store.Tx) error { return tx.Audit(ctx, rec) }); err != nil {
-			log.Error("audit record not written", "action", rec.Action, "result", rec.Result,
-				"request_id", audit.RequestID(ctx), "err", err)
-		}
+		a.record(r.Context(), audit.Record{Action: action, MachineID: auditMachineID(wildcard(pattern, inner.URL.EscapedPath(), "machine_id")), Result: rw.result()})
 	})
 }
 
