@@ -48,19 +48,19 @@ func (s *Server) IssueCertificate(ctx context.Context, req *connect.Request[atte
 		}
 	}
 	c, err := s.authenticate(ctx, req.Header().Get("Authorization"))
+	if connect.CodeOf(err) == connect.CodeUnauthenticated {
+		// Revoking a machine ends its session: say why its agent's
+		// renewal fails rather than that it should attest again.
+		if revoked := s.revokedKey(ctx, msg); revoked != nil {
+			err = revoked
+		}
+	}
 	var revoked *errRevokedCertificate
 	if errors.As(err, &revoked) {
 		s.log.Warn("certificate renewal refused: machine decommissioned", "machine", revoked.m.ID, "serial", revoked.serial, "reason", revoked.m.DecommissionReason)
 		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("certificate renewal refused: %w", err))
 	}
 	if err != nil {
-		if connect.CodeOf(err) == connect.CodeUnauthenticated {
-			// Revoking a machine ends its session: say why its agent's
-			// renewal fails rather than that it should attest again.
-			if refused := s.refuseDecommissionedRenewal(ctx, msg); refused != nil {
-				return nil, refused
-			}
-		}
 		return nil, err
 	}
 	log := s.log.With("machine", c.MachineID)
@@ -145,12 +145,11 @@ func verifyNodeKey(m *store.Machine, msg *attestationv1.IssueCertificateRequest)
 	return key, nil
 }
 
-// refuseDecommissionedRenewal returns the refusal of a renewal by a
-// decommissioned machine: the certified key had a certificate of a
-// machine that is now decommissioned, and the machine's AK certified it
-// for this CSR. Anything else returns nil, and the caller's missing
-// session stands.
-func (s *Server) refuseDecommissionedRenewal(ctx context.Context, msg *attestationv1.IssueCertificateRequest) error {
+// revokedKey returns the certificate of a decommissioned machine that
+// the certified key had, when the machine's AK certified it for this
+// CSR: an agent calling with a session that the revocation ended. Anything
+// else returns nil, and the caller's missing session stands.
+func (s *Server) revokedKey(ctx context.Context, msg *attestationv1.IssueCertificateRequest) *errRevokedCertificate {
 	name, err := attest.Name(msg.KeyPublic)
 	if err != nil {
 		return nil
@@ -166,10 +165,7 @@ func (s *Server) refuseDecommissionedRenewal(ctx context.Context, msg *attestati
 	if _, err := verifyNodeKey(m, msg); err != nil {
 		return nil
 	}
-	s.log.Warn("certificate renewal refused: machine decommissioned", "machine", m.ID, "serial", c.Serial, "reason", m.DecommissionReason)
-	return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
-		"certificate renewal refused: machine %s is decommissioned%s; an operator must reinstate it (attestation machines reinstate %s), then it must attest again",
-		m.ID, reasonSuffix(m.DecommissionReason), m.ID))
+	return &errRevokedCertificate{serial: c.Serial, m: m}
 }
 
 func reasonSuffix(reason string) string {

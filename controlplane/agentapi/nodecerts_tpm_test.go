@@ -171,7 +171,8 @@ func TestRenewalOfRevokedMachine(t *testing.T) {
 	a := boot(t, "simulator")
 	ch, attested := h.enroll(t, a, nil)
 	id := ch.MachineId
-	if _, err := h.issueCertificate(t, attested.SessionToken, certify(t, a, id)); err != nil {
+	issued, err := h.issueCertificate(t, attested.SessionToken, certify(t, a, id))
+	if err != nil {
 		t.Fatalf("IssueCertificate: %v", err)
 	}
 	if _, err := h.machines.RevokeMachine(t.Context(), connect.NewRequest(&attestationv1.RevokeMachineRequest{Id: id, Reason: "stolen"})); err != nil {
@@ -179,16 +180,16 @@ func TestRenewalOfRevokedMachine(t *testing.T) {
 	}
 	before := h.eventTypes(t, id)
 
-	_, err := h.issueCertificate(t, attested.SessionToken, certify(t, a, id))
-	wantCode(t, err, connect.CodeFailedPrecondition, "certificate renewal refused", "decommissioned (stolen)", "reinstate")
+	_, err = h.issueCertificate(t, attested.SessionToken, certify(t, a, id))
+	wantCode(t, err, connect.CodeFailedPrecondition, "certificate renewal refused", "node certificate "+issued.Serial+" no longer works", "decommissioned (stolen)", "reinstate")
 	if !strings.Contains(l.String(), "certificate renewal refused: machine decommissioned") {
 		t.Errorf("the daemon did not log the refusal; its log:\n%s", l.String())
 	}
 	if got := h.eventTypes(t, id); got != before {
 		t.Errorf("events %q after the refused renewal, want %q", got, before)
 	}
-	// Without a certificate of a decommissioned machine, a request
-	// without a session is only that.
+	// Without a session at all, the certified key's certificate still
+	// names the decommissioned machine.
 	_, err = h.issueCertificate(t, "", certify(t, a, id))
 	wantCode(t, err, connect.CodeFailedPrecondition, "certificate renewal refused")
 }
