@@ -62,6 +62,11 @@ func (s *Server) byCertificate(ctx context.Context, cert *x509.Certificate) (*ca
 	unauthenticated := func(format string, args ...any) error {
 		return connect.NewError(connect.CodeUnauthenticated, fmt.Errorf(format, args...))
 	}
+	// Verified again, not only in the handshake: the handshake builds the
+	// chain with the intermediates the client sends, and checks the
+	// validity once for a connection that lives on; VerifyNode takes only
+	// what the CA signed itself (a configured CA may have sub-CAs) and
+	// checks the validity now.
 	id, fp, err := s.o.CA.VerifyNode(cert, time.Now())
 	if err != nil {
 		return nil, unauthenticated("%v", err)

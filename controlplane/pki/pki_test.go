@@ -5,6 +5,9 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -106,4 +109,76 @@ func TestIssue(t *testing.T) {
 	if pki.Serial(node) == pki.Serial(srv) {
 		t.Error("two certificates share a serial")
 	}
+}
+
+// TestVerifyNodeRefusesSubCA: a node certificate under a sub-CA of a
+// configured CA that allows one passes a TLS handshake, which takes the
+// intermediates the client sends, but not VerifyNode, which takes only
+// what the CA signed itself. That is why the agent API verifies a
+// presented certificate again: its serial, machine and EK are not secret.
+func TestVerifyNodeRefusesSubCA(t *testing.T) {
+	now := time.Now()
+	dir := t.TempDir()
+	caCert, caKey := newCA(t, "operator CA", nil, nil)
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(caKey)
+	certPath, keyPath := filepath.Join(dir, pki.CertFile), filepath.Join(dir, pki.KeyFile)
+	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caCert.Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := pki.Load(certPath, keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, subKey := newCA(t, "another service's CA", caCert, caKey)
+	issued, err := ca.IssueNode(subKey.Public(), machineID, ekFP, now, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A copy of a node certificate the CA issued, signed by the sub-CA.
+	forged := &x509.Certificate{SerialNumber: issued.SerialNumber, Subject: issued.Subject, URIs: issued.URIs,
+		NotBefore: issued.NotBefore, NotAfter: issued.NotAfter, KeyUsage: issued.KeyUsage, ExtKeyUsage: issued.ExtKeyUsage}
+	der, err := x509.CreateCertificate(rand.Reader, forged, sub, subKey.Public(), subKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+
+	intermediates := x509.NewCertPool()
+	intermediates.AddCert(sub)
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: ca.Pool(), Intermediates: intermediates, CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Fatalf("the handshake's verification refused the sub-CA's certificate (%v): this test no longer shows the difference", err)
+	}
+	if pki.Serial(leaf) != pki.Serial(issued) {
+		t.Fatalf("serial %s, want the issued %s", pki.Serial(leaf), pki.Serial(issued))
+	}
+	if _, _, err := ca.VerifyNode(leaf, now); err == nil || !strings.Contains(err.Error(), "unknown authority") {
+		t.Errorf("VerifyNode of a certificate the CA did not sign itself: %v; want unknown authority", err)
+	}
+}
+
+// newCA makes a CA certificate, with no path length limit, signed by
+// parent (nil: itself).
+func newCA(t *testing.T, name string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert, key
 }
