@@ -39,13 +39,22 @@ func (e *errRevokedCertificate) Error() string {
 		e.serial, e.m.ID, reasonSuffix(e.m.DecommissionReason), e.m.ID)
 }
 
+// errRevokedReinstated: a node certificate revoked when its machine was
+// decommissioned, presented after the machine was reinstated; the caller
+// is authenticated by its session as if it presented none, and gets a
+// new certificate after attesting again.
+var errRevokedReinstated = errors.New("node certificate revoked before the machine was reinstated")
+
 // authenticate names the agent calling: by the node certificate its TLS
 // connection presented (verified against the daemon's CA in the
 // handshake, and here against the record of what was issued and the
 // machine's state, on every call), else by its session credential.
 func (s *Server) authenticate(ctx context.Context, authorization string) (*caller, error) {
 	if cert := listener.PeerCertificate(ctx); cert != nil && s.o.CA != nil {
-		return s.byCertificate(ctx, cert)
+		c, err := s.byCertificate(ctx, cert)
+		if !errors.Is(err, errRevokedReinstated) {
+			return c, err
+		}
 	}
 	sess, err := s.session(ctx, authorization)
 	if err != nil {
@@ -86,8 +95,13 @@ func (s *Server) byCertificate(ctx context.Context, cert *x509.Certificate) (*ca
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	if m.State == lifecycle.Decommissioned || !rec.RevokedAt.IsZero() {
+	if m.State == lifecycle.Decommissioned {
 		return nil, &errRevokedCertificate{serial: serial, m: m}
+	}
+	if !rec.RevokedAt.IsZero() {
+		// Revoked with the machine, which an operator has reinstated
+		// since: the certificate proves nothing, the session must.
+		return nil, errRevokedReinstated
 	}
 	return &caller{MachineID: m.ID, EKFingerprint: m.EKFingerprint, serial: serial}, nil
 }

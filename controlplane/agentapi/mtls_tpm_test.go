@@ -112,6 +112,28 @@ func TestMutualTLS(t *testing.T) {
 	_, err = agent.IssueCertificate(t.Context(), connect.NewRequest(&attestationv1.IssueCertificateRequest{
 		Csr: r.CSR, KeyPublic: r.KeyPublic, CertifyInfo: r.CertifyInfo, CertifySignature: r.CertifySignature}))
 	wantCode(t, err, connect.CodeFailedPrecondition, "certificate renewal refused", "decommissioned")
+
+	// Reinstated: the revoked certificate proves nothing (not even that
+	// the machine is decommissioned); a fresh attestation's session does,
+	// and gets a certificate again.
+	if _, err := h.machines.ReinstateMachine(t.Context(), connect.NewRequest(&attestationv1.ReinstateMachineRequest{Id: id})); err != nil {
+		t.Fatal(err)
+	}
+	_, err = agent.Heartbeat(t.Context(), connect.NewRequest(&attestationv1.HeartbeatRequest{}))
+	wantCode(t, err, connect.CodeUnauthenticated, "no session credential")
+	_, again := h.enroll(t, a, nil)
+	r = certify(t, a, id)
+	req := connect.NewRequest(&attestationv1.IssueCertificateRequest{
+		Csr: r.CSR, KeyPublic: r.KeyPublic, CertifyInfo: r.CertifyInfo, CertifySignature: r.CertifySignature})
+	req.Header().Set("Authorization", "Bearer "+again.SessionToken)
+	reissued, err := agent.IssueCertificate(t.Context(), req)
+	if err != nil {
+		t.Fatalf("a certificate after reinstating, over a connection presenting the revoked one: %v", err)
+	}
+	fresh := certClient(t, h, nodeTLSCertificate(t, a, reissued.Msg.Certificate))
+	if _, err := fresh.Heartbeat(t.Context(), connect.NewRequest(&attestationv1.HeartbeatRequest{})); err != nil {
+		t.Errorf("Heartbeat with the certificate issued after reinstating: %v", err)
+	}
 }
 
 // TestForeignClientCertificate: a client certificate of another CA fails
