@@ -1072,6 +1072,7 @@ func TestMetrics(t *testing.T) {
 		{"provisioned machines", "attestation_machines", map[string]string{"state": "provisioned"}, 1},
 		{"decommissioned machines", "attestation_machines", map[string]string{"state": "decommissioned"}, 1},
 		{"events committed", "attestation_events_committed", nil, eventsCommitted},
+		{"commits fsynced", "attestation_database_synchronous", nil, 2},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			got, ok := value(c.metric, c.labels)

@@ -83,12 +83,15 @@ var (
 		"Committed events not yet delivered, by subscriber.", []string{"subscriber"}, nil)
 	eventsDesc = prometheus.NewDesc("attestation_events_committed",
 		"Sequence number of the newest committed event.", nil, nil)
+	synchronousDesc = prometheus.NewDesc("attestation_database_synchronous",
+		"SQLite's synchronous setting on the write connection, as SQLite reports it: 2 (FULL) or 3 (EXTRA) fsync the WAL at every commit, before the change is acknowledged; 1 (NORMAL) and 0 (OFF) do not.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- machinesDesc
 	ch <- pendingDesc
 	ch <- eventsDesc
+	ch <- synchronousDesc
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -98,6 +101,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, st := range lifecycle.States() {
 			ch <- prometheus.MustNewConstMetric(machinesDesc, prometheus.GaugeValue, float64(counts[st]), string(st))
 		}
+	}
+	if n, err := c.store.Synchronous(ctx); err == nil {
+		ch <- prometheus.MustNewConstMetric(synchronousDesc, prometheus.GaugeValue, float64(n))
 	}
 	last, err := c.store.LastEventSeq(ctx)
 	if err != nil {

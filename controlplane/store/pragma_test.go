@@ -49,3 +49,19 @@ func TestPragmas(t *testing.T) {
 		t.Errorf("reader: got query_only=%d (%v), want 1", queryOnly, err)
 	}
 }
+
+// TestSynchronous: what Synchronous reports is the writer's setting, FULL.
+func TestSynchronous(t *testing.T) {
+	st, err := Open(t.Context(), filepath.Join(t.TempDir(), "attestation.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	n, err := st.Synchronous(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 {
+		t.Errorf("got synchronous %d, want 2 (FULL)", n)
+	}
+}
