@@ -10,5 +10,16 @@
 // libcrypto when cgo is on, see internal/ekrsa): a load generator, never
 // part of the product. The database is durable as in production (SQLite, WAL,
 // synchronous=FULL: one fsync per commit), so the figures depend mostly on
-// the disk. The benchmarks measure and report; they never assert a speed.
+// the disk.
+//
+// The boot storm (bootstorm_test.go) is the whole system: 1,000 simulated
+// machines, powered on 10 ms apart, each doing a network boot's real
+// sequence (DHCP in full mode, TFTP of the iPXE binary, iPXE's DHCP, HTTP
+// of the script, the kernel and the initramfs, the agent's DHCP, then the
+// agent's enrollment) against one attestationd pinned to CPU 0 in a
+// network namespace, the machines pinned to CPU 1 in another (one
+// process, bootmachine_test.go); TestBootStorm is its 100-machine version,
+// an integration test.
+//
+// The benchmarks measure and report; they never assert a speed.
 package bench
