@@ -26,7 +26,7 @@ deps: ## Install the Debian packages the build needs (gcc, libc and OpenSSL head
 	@tools/deps.sh build
 
 .PHONY: test-deps
-test-deps: deps ## Install what the integration tests use (swtpm, QEMU and a kernel, iPXE, OVMF, TFTP and DHCP clients, perfdhcp, systemd-analyze), when missing
+test-deps: deps ## Install what the integration tests use (swtpm, QEMU and a kernel, iPXE, OVMF, TFTP and DHCP clients, perfdhcp, systemd-analyze, PostgreSQL), when missing
 	@tools/deps.sh test
 
 .PHONY: build

@@ -4,7 +4,7 @@
 #   tools/deps.sh build   gcc and the C headers cgo links against (required)
 #   tools/deps.sh test    what the integration tests use (swtpm, QEMU, a
 #                         kernel, iPXE, OVMF, DHCP and TFTP clients, perfdhcp,
-#                         xorriso, systemd-analyze)
+#                         xorriso, systemd-analyze, PostgreSQL)
 #   tools/deps.sh bench   the reference servers and load generators of make bench
 #                         (and atftpd, extracted beside tftpd-hpa: see below)
 #
@@ -43,6 +43,7 @@ want() {
 		echo "cmd:atftp atftp"
 		echo "cmd:xorriso xorriso"
 		echo "cmd:systemd-analyze systemd"
+		echo "/usr/lib/postgresql/*/bin/initdb postgresql"
 		;;
 	bench)
 		echo "cmd:wrk wrk"

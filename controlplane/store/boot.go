@@ -9,15 +9,11 @@ import (
 // is compared as stored: lower-case and colon-separated. When several
 // machines reported it (a NIC moved to another server), the most recently
 // registered one wins: it is the one that last booted with it.
-//
-// The MACs are a JSON array per row, so this scans the table; the LIKE
-// test skips most rows before the JSON is parsed.
 func (s *Store) MachineByMAC(ctx context.Context, mac string) (*Machine, error) {
 	mac = strings.ToLower(mac)
-	return scanMachine(s.r.QueryRowContext(ctx, `SELECT `+machineColumns+` FROM machines
-		WHERE macs LIKE ? ESCAPE '\'
-		  AND EXISTS (SELECT 1 FROM json_each(machines.macs) WHERE json_each.value = ?)
-		ORDER BY registered_at DESC, id DESC LIMIT 1`, `%"`+escapeLike(mac)+`"%`, mac))
+	// The MACs are a JSON array per row, so this scans the table; the
+	// LIKE test skips most rows before the JSON is parsed.
+	return scanMachine(s.r.QueryRowContext(ctx, s.d.machineByMAC, `%"`+escapeLike(mac)+`"%`, mac))
 }
 
 // MachineBySMBIOSUUID returns the most recently registered machine with

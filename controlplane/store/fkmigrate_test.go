@@ -56,28 +56,30 @@ func TestForeignKeysOffMigration(t *testing.T) {
 // TestEventWithoutMachine: an event about no machine is stored (machine_id
 // NULL) and listed with an empty machine ID, after the machine events.
 func TestEventWithoutMachine(t *testing.T) {
-	st := open(t, tempDB(t))
-	ctx := t.Context()
-	evs, err := st.Update(ctx, func(tx *store.Tx) error {
-		return tx.Emit(ctx, &store.Machine{}, &events.ImageCreated{SchematicID: "abc", ISOURL: "http://x/images/abc/attestation.iso"})
+	forEachEngine(t, func(t *testing.T, b backend) {
+		st := b.fresh(t)
+		ctx := t.Context()
+		evs, err := st.Update(ctx, func(tx *store.Tx) error {
+			return tx.Emit(ctx, &store.Machine{}, &events.ImageCreated{SchematicID: "abc", ISOURL: "http://x/images/abc/attestation.iso"})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) != 1 || evs[0].MachineID != "" {
+			t.Fatalf("emitted %+v", evs)
+		}
+		got, err := st.ListEvents(ctx, store.EventFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0].Type != events.TypeImageCreated || got[0].MachineID != "" || got[0].Seq != evs[0].Seq {
+			t.Fatalf("listed %+v", got)
+		}
+		var null bool
+		if err := st.DB().QueryRowContext(ctx, `SELECT machine_id IS NULL FROM events`).Scan(&null); err != nil || !null {
+			t.Fatalf("machine_id IS NULL = %v (%v)", null, err)
+		}
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(evs) != 1 || evs[0].MachineID != "" {
-		t.Fatalf("emitted %+v", evs)
-	}
-	got, err := st.ListEvents(ctx, store.EventFilter{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 1 || got[0].Type != events.TypeImageCreated || got[0].MachineID != "" || got[0].Seq != evs[0].Seq {
-		t.Fatalf("listed %+v", got)
-	}
-	var null bool
-	if err := st.DB().QueryRowContext(ctx, `SELECT machine_id IS NULL FROM events`).Scan(&null); err != nil || !null {
-		t.Fatalf("machine_id IS NULL = %v (%v)", null, err)
-	}
 }
 
 // TestEventsMigrationKeepsSequence runs 0008 on an events table whose

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"runtime/debug"
 	"time"
 
@@ -40,6 +41,11 @@ type updateResult struct {
 // not undo the others. Every caller still returns only after its change is
 // durable, and the changes commit in the order they ran; what is saved is
 // the fsyncs, which bound the commit rate.
+//
+// On PostgreSQL, where other instances write too, a group that conflicts
+// with their writes runs again: fn may then run more than once, each time
+// on a fresh Tx, and only the last run's writes and events count. fn must
+// therefore change nothing but through tx (or change it idempotently).
 func (s *Store) Update(ctx context.Context, fn func(*Tx) error) ([]events.Envelope, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -85,20 +91,54 @@ func (s *Store) commitLoop() {
 	}
 }
 
+// maxGroupAttempts bounds how many times a group runs when it keeps
+// conflicting with other writers (PostgreSQL).
+const maxGroupAttempts = 10
+
 // commitGroup runs a group of updates in one transaction, each in a
-// savepoint, and commits once.
+// savepoint, and commits once. On PostgreSQL a group that conflicts with
+// another instance's writes (a serialization failure or a deadlock) runs
+// again as a whole, each update's fn on a fresh Tx, a bounded number of
+// times.
 func (s *Store) commitGroup(group []*update) {
-	results := make([]updateResult, len(group))
-	failAll := func(err error) {
-		for i, u := range group {
-			u.result <- updateResult{err: errors.Join(results[i].err, err)}
+	var results []updateResult
+	for attempt := 1; ; attempt++ {
+		var conflict error
+		results, conflict = s.runGroup(group)
+		if conflict == nil {
+			break
 		}
+		if attempt == maxGroupAttempts {
+			for i := range results {
+				results[i] = updateResult{err: fmt.Errorf("gave up after %d conflicts with other writers: %w", attempt, conflict)}
+			}
+			break
+		}
+		// Apart from the writer it met, so as not to meet it again.
+		time.Sleep(time.Duration(attempt) * time.Duration(1+rand.N(5)) * time.Millisecond)
+	}
+	for i, u := range group {
+		u.result <- results[i]
+	}
+}
+
+// runGroup runs the group once. It returns the outcome of each update,
+// or the conflict that rolled the whole group back for it to run again.
+func (s *Store) runGroup(group []*update) (results []updateResult, conflict error) {
+	results = make([]updateResult, len(group))
+	failAll := func(err error) ([]updateResult, error) {
+		if s.d.retryable(err) {
+			return results, err
+		}
+		for i := range results {
+			results[i] = updateResult{err: errors.Join(results[i].err, err)}
+		}
+		return results, nil
 	}
 	ctx := context.Background()
-	tx, err := s.w.BeginTx(ctx, nil)
+	tx, err := s.w.BeginTx(ctx, s.d.groupTx)
 	if err != nil {
-		failAll(fmt.Errorf("begin transaction: %w", err))
-		return
+		return failAll(fmt.Errorf("begin transaction: %w", err))
 	}
 	for i, u := range group {
 		if err := u.ctx.Err(); err != nil {
@@ -107,39 +147,41 @@ func (s *Store) commitGroup(group []*update) {
 		}
 		if _, err := tx.StmtContext(ctx, s.savepoint).ExecContext(ctx); err != nil {
 			tx.Rollback()
-			failAll(fmt.Errorf("savepoint: %w", err))
-			return
+			return failAll(fmt.Errorf("savepoint: %w", err))
 		}
-		t := &Tx{tx: tx, now: time.Now().UTC()}
+		t := &Tx{tx: tx, d: s.d, now: time.Now().UTC()}
 		if p, err := runFn(t, u.fn); err != nil || p != nil {
+			if s.d.retryable(err) {
+				tx.Rollback()
+				return results, err
+			}
 			results[i].err, results[i].panicked = err, p
 			// Undo only this update. If SQLite aborted the whole
 			// transaction (I/O error, disk full), nothing can be kept.
 			if _, rerr := tx.StmtContext(ctx, s.rollbackTo).ExecContext(ctx); rerr != nil {
 				tx.Rollback()
-				failAll(fmt.Errorf("transaction aborted: %w", rerr))
-				return
+				return failAll(fmt.Errorf("transaction aborted: %w", rerr))
 			}
 		} else {
 			results[i].events = t.emitted
 		}
 		if _, err := tx.StmtContext(ctx, s.release).ExecContext(ctx); err != nil {
 			tx.Rollback()
-			failAll(fmt.Errorf("release savepoint: %w", err))
-			return
+			return failAll(fmt.Errorf("release savepoint: %w", err))
 		}
 	}
 	if err := tx.Commit(); err != nil {
 		tx.Rollback()
+		if s.d.retryable(err) {
+			return results, err
+		}
 		for i := range results {
 			if results[i].err == nil {
 				results[i] = updateResult{err: fmt.Errorf("commit: %w", err)}
 			}
 		}
 	}
-	for i, u := range group {
-		u.result <- results[i]
-	}
+	return results, nil
 }
 
 // runFn calls fn, catching a panic so that one bad update cannot take

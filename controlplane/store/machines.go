@@ -142,8 +142,12 @@ func toNull(t time.Time) sql.NullInt64 {
 // commit together or not at all.
 type Tx struct {
 	tx      *sql.Tx
+	d       *dialect
 	now     time.Time
 	emitted []events.Envelope
+	// eventsLocked: this transaction holds PostgreSQL's event log lock
+	// (postgres.go).
+	eventsLocked bool
 }
 
 // exec, query and queryRow run a statement of the transaction with the
@@ -266,13 +270,11 @@ func (t *Tx) Emit(ctx context.Context, m *Machine, ev events.Event) error {
 	if err != nil {
 		return err
 	}
-	res, err := t.exec(ctx, `INSERT INTO events (id, type, machine_id, ek_fingerprint, created_at, payload, actor_subject, actor_name)
-		VALUES (?, ?, NULLIF(?, ''), ?, ?, ?, ?, ?)`,
-		h.ID, h.Event, h.MachineID, h.EKFingerprint, h.Timestamp.UnixNano(), string(payload), subject, name)
+	h.Seq, err = t.d.insertEvent(ctx, t, []any{
+		h.ID, h.Event, h.MachineID, h.EKFingerprint, h.Timestamp.UnixNano(), string(payload), subject, name})
 	if err != nil {
 		return fmt.Errorf("write %s event to outbox: %w", h.Event, err)
 	}
-	h.Seq, _ = res.LastInsertId()
 	t.emitted = append(t.emitted, events.Envelope{
 		Seq: h.Seq, ID: h.ID, Type: h.Event, MachineID: h.MachineID,
 		EKFingerprint: h.EKFingerprint, Time: h.Timestamp, Actor: h.Actor, Payload: payload,

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io/fs"
 	"path"
@@ -74,10 +75,42 @@ func (e *SchemaTooNewError) Error() string {
 		"it was written by a newer attestationd; run that version or restore a backup", e.Track, e.Have, e.Support)
 }
 
+// PostgresDir is the directory, in the file system of a track's
+// migrations, that holds the track's PostgreSQL migrations: the same
+// versions and names as the SQLite ones beside it, in PostgreSQL's SQL.
+const PostgresDir = "postgres"
+
+// ErrNoPostgresMigrations: a track has no PostgreSQL migrations.
+var ErrNoPostgresMigrations = errors.New("no PostgreSQL migrations (" + PostgresDir + "/NNNN_name.sql beside the SQLite ones): it cannot run on PostgreSQL")
+
+// LoadTrack reads the migrations of a track for this store's engine: on
+// SQLite the files NNNN_name.sql at the root of fsys, on PostgreSQL
+// those in its directory postgres (ErrNoPostgresMigrations when it has
+// none).
+func (s *Store) LoadTrack(fsys fs.FS) ([]Migration, error) {
+	if s.d.engine != PostgreSQL {
+		return LoadMigrations(fsys, ".")
+	}
+	if fi, err := fs.Stat(fsys, PostgresDir); err != nil || !fi.IsDir() {
+		return nil, ErrNoPostgresMigrations
+	}
+	return LoadMigrations(fsys, PostgresDir)
+}
+
 // Migrate applies the pending migrations of a track, each in its own
 // transaction together with its bookkeeping row. The core schema is the
-// track "core"; every extension gets a track of its own.
+// track "core"; every extension gets a track of its own. On PostgreSQL,
+// processes that migrate at once take turns.
 func (s *Store) Migrate(ctx context.Context, track string, migs []Migration) (applied int, err error) {
+	unlock, err := s.d.lockMigrations(ctx, s)
+	if err != nil {
+		return 0, fmt.Errorf("migrate %s: %w", track, err)
+	}
+	defer unlock()
+	return s.migrate(ctx, track, migs)
+}
+
+func (s *Store) migrate(ctx context.Context, track string, migs []Migration) (applied int, err error) {
 	var current int
 	err = s.w.QueryRowContext(ctx,
 		`SELECT COALESCE(MAX(version), 0) FROM schema_migrations WHERE track = ?`, track).Scan(&current)
@@ -98,10 +131,13 @@ func (s *Store) Migrate(ctx context.Context, track string, migs []Migration) (ap
 			return err
 		}
 		var err error
-		if m.foreignKeysOff() {
-			err = s.withoutForeignKeys(ctx, apply)
-		} else {
+		switch {
+		case !m.foreignKeysOff():
 			err = s.inTx(ctx, apply)
+		case s.d.foreignKeysOff == nil:
+			err = fmt.Errorf("marked %q, which only SQLite has: %s enforces foreign keys throughout", ForeignKeysOff, s.d.engine)
+		default:
+			err = s.d.foreignKeysOff(s, ctx, apply)
 		}
 		if err != nil {
 			return applied, fmt.Errorf("apply migration %s %04d_%s: %w", track, m.Version, m.Name, err)

@@ -1,30 +1,54 @@
-// Package store keeps the control plane's state in SQLite: machines, the
-// event outbox and log, delivery cursors, and versioned migrations with one
-// track for the core and one per extension.
+// Package store keeps the control plane's state: machines, the event
+// outbox and log, delivery cursors, and versioned migrations with one
+// track for the core and one per extension. It runs on SQLite (the
+// default: a file in the data directory, nothing to install) or on
+// PostgreSQL (several daemons sharing one database).
 //
-// Durability: the database runs in WAL mode with synchronous=FULL, so the
-// WAL is fsynced at every commit. A change acknowledged to a client
-// survives kill -9 of the daemon (SQLite writes it to the WAL before the
-// commit returns) and a power loss (the fsync makes the WAL reach the disk
-// before the commit returns). synchronous=NORMAL would survive kill -9 too
-// but could lose the last commits on power loss, so it is not used.
+// There is one implementation for both, over database/sql: SQLite through
+// github.com/mattn/go-sqlite3, PostgreSQL through the database/sql driver
+// of github.com/jackc/pgx/v5 (its stdlib package). The queries are written
+// once, with ? placeholders, which PostgreSQL's connections rewrite into
+// $1, $2, ... (once per query text, then cached); what the engines need
+// said differently is in one place per engine: sqlite.go and postgres.go
+// (dialect.go says what that is). Each engine has its own migrations,
+// with the same versions and names: migrations/core for SQLite and
+// migrations/postgres/core for PostgreSQL; an extension ships its
+// PostgreSQL migrations in a directory postgres beside its SQLite ones.
+//
+// Writes are group-committed (group.go) on both. Reads use a pool that
+// refuses writes.
+//
+// Durability on SQLite: the database runs in WAL mode with
+// synchronous=FULL, so the WAL is fsynced at every commit. A change
+// acknowledged to a client survives kill -9 of the daemon (SQLite writes
+// it to the WAL before the commit returns) and a power loss (the fsync
+// makes the WAL reach the disk before the commit returns).
+// synchronous=NORMAL would survive kill -9 too but could lose the last
+// commits on power loss, so it is not used.
+//
+// Durability on PostgreSQL: a commit returns once the server has flushed
+// its WAL (synchronous_commit on, fsync on), so an acknowledged change
+// survives the daemon's and the server's crash. OpenPostgres refuses a
+// server or database with fsync or synchronous_commit off (on, local,
+// remote_write and remote_apply all wait for the local flush). Surviving
+// the loss of the server's machine is a synchronous standby's
+// job (synchronous replication), configured in PostgreSQL.
+//
+// Several daemons on one PostgreSQL database: each group of updates runs
+// serializable and runs again when it conflicts with another daemon's
+// (Update); events commit in the order of their seq across daemons (a
+// transaction lock taken at the first event it writes); migrations take
+// turns (an advisory lock); and Lead gives one daemon at a time the
+// leadership of a name (an advisory lock held by a connection).
 package store
 
 import (
 	"context"
 	"database/sql"
-	"embed"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
-
-	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
 )
-
-//go:embed migrations/core/*.sql
-var coreMigrations embed.FS
 
 // CoreTrack is the migration track of the core schema.
 const CoreTrack = "core"
@@ -36,9 +60,18 @@ var ErrNotFound = errors.New("not found")
 // has one writer at a time; queuing in Go is cheaper than busy retries);
 // reads use a small pool that WAL lets run beside the writer.
 type Store struct {
+	d    *dialect
 	path string
 	w    *sql.DB
 	r    *sql.DB
+	// leases is PostgreSQL's pool of the connections that hold leases
+	// (lead.go); nil on SQLite.
+	leases *sql.DB
+	// held are the leases this store holds, released by Close.
+	heldMu sync.Mutex
+	held   map[*Lease]struct{}
+	// local are the names leading which an SQLite store holds (lead.go).
+	local map[string]bool
 
 	// Update requests queue here for the group committer (group.go),
 	// which brackets each in a savepoint with these statements.
@@ -49,31 +82,18 @@ type Store struct {
 	closeOnce                      sync.Once
 }
 
-// Open opens (creating if needed) the database at path and applies the
+// open makes the store of handles w (writes), r (reads) and leases
+// (PostgreSQL's leadership connections; nil on SQLite) and applies the
 // core migrations.
-func Open(ctx context.Context, path string) (*Store, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("create database directory: %w", err)
-	}
-	// Each connection keeps its prepared statements (_stmt_cache_size):
-	// preparing a query costs more than running it, and the same few
-	// queries run for every request.
-	dsn := "file:" + path + "?_journal_mode=WAL&_synchronous=FULL&_foreign_keys=on&_busy_timeout=10000&_stmt_cache_size=128"
-	w, err := sql.Open("sqlite3", dsn+"&_txlock=immediate")
-	if err != nil {
-		return nil, fmt.Errorf("open database %s: %w", path, err)
-	}
-	w.SetMaxOpenConns(1)
-	w.SetMaxIdleConns(1)
-	w.SetConnMaxLifetime(0)
-	r, err := sql.Open("sqlite3", dsn+"&_query_only=true")
-	if err != nil {
+func open(ctx context.Context, d *dialect, path string, w, r, leases *sql.DB) (*Store, error) {
+	s := &Store{d: d, path: path, w: w, r: r, leases: leases, updates: make(chan *update), quit: make(chan struct{}), done: make(chan struct{})}
+	closeAll := func() {
 		w.Close()
-		return nil, fmt.Errorf("open database %s: %w", path, err)
+		r.Close()
+		if leases != nil {
+			leases.Close()
+		}
 	}
-	r.SetMaxOpenConns(4)
-	r.SetMaxIdleConns(4)
-	s := &Store{path: path, w: w, r: r, updates: make(chan *update), quit: make(chan struct{}), done: make(chan struct{})}
 	// Prepared once: without arguments, the driver would parse and
 	// prepare the statement again at every execution.
 	for _, p := range []struct {
@@ -84,9 +104,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		{&s.release, `RELEASE update_fn`},
 		{&s.rollbackTo, `ROLLBACK TO update_fn`},
 	} {
+		var err error
 		if *p.stmt, err = w.PrepareContext(ctx, p.sql); err != nil {
-			w.Close()
-			r.Close()
+			closeAll()
 			return nil, fmt.Errorf("open database %s: prepare %s: %w", path, p.sql, err)
 		}
 	}
@@ -99,33 +119,28 @@ func Open(ctx context.Context, path string) (*Store, error) {
 }
 
 func (s *Store) init(ctx context.Context) error {
-	var mode string
-	if err := s.w.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode); err != nil {
+	if err := s.d.checkDurability(ctx, s); err != nil {
+		return err
+	}
+	unlock, err := s.d.lockMigrations(ctx, s)
+	if err != nil {
 		return fmt.Errorf("open database %s: %w", s.path, err)
 	}
-	if mode != "wal" {
-		return fmt.Errorf("open database %s: journal mode is %q, want wal", s.path, mode)
-	}
-	_, err := s.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		track      TEXT NOT NULL,
-		version    INTEGER NOT NULL,
-		name       TEXT NOT NULL,
-		applied_at INTEGER NOT NULL,
-		PRIMARY KEY (track, version))`)
-	if err != nil {
+	defer unlock()
+	if _, err := s.w.ExecContext(ctx, s.d.schemaMigrations); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
-	migs, err := LoadMigrations(coreMigrations, "migrations/core")
+	migs, err := LoadMigrations(s.d.coreMigrations, s.d.coreDir)
 	if err != nil {
 		return err
 	}
-	if _, err := s.Migrate(ctx, CoreTrack, migs); err != nil {
+	if _, err := s.migrate(ctx, CoreTrack, migs); err != nil {
 		return err
 	}
 	return nil
 }
 
-// Path is the database file.
+// Path is the database file, or PostgreSQL's URL without its password.
 func (s *Store) Path() string { return s.path }
 
 // DB is the write handle, for extensions that keep their own tables.
@@ -138,7 +153,12 @@ func (s *Store) ReadDB() *sql.DB { return s.r }
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() { close(s.quit) })
 	<-s.done
-	return errors.Join(s.savepoint.Close(), s.release.Close(), s.rollbackTo.Close(), s.r.Close(), s.w.Close())
+	s.releaseAll()
+	err := errors.Join(s.savepoint.Close(), s.release.Close(), s.rollbackTo.Close(), s.r.Close(), s.w.Close())
+	if s.leases != nil {
+		err = errors.Join(err, s.leases.Close())
+	}
+	return err
 }
 
 // Ping checks that the database answers.
