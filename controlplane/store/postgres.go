@@ -116,6 +116,19 @@ func checkPostgresDurability(ctx context.Context, s *Store) error {
 	return nil
 }
 
+// postgresSynchronous is Store.Synchronous on PostgreSQL, in SQLite's
+// numbers: 2 (FULL) when a commit waits for its WAL's flush, 0 when not.
+func postgresSynchronous(ctx context.Context, s *Store) (int, error) {
+	var v string
+	if err := s.w.QueryRowContext(ctx, `SELECT current_setting('synchronous_commit')`).Scan(&v); err != nil {
+		return 0, fmt.Errorf("read synchronous_commit of %s: %w", s.path, err)
+	}
+	if v == "off" {
+		return 0, nil
+	}
+	return 2, nil
+}
+
 // RedactDSN returns dsn with its password, if any, replaced by "xxxxx",
 // in the URL's user part and in a password parameter alike: for logs and
 // errors.

@@ -90,6 +90,9 @@ func TestPostgres(t *testing.T) {
 	t.Run("a server that can lose commits is refused", func(t *testing.T) {
 		db := b.newDB(t)
 		st := b.open(t, db)
+		if n, err := st.Synchronous(t.Context()); n != 2 || err != nil {
+			t.Errorf("Synchronous = %d, %v; want 2 (each commit flushed)", n, err)
+		}
 		name := strings.TrimPrefix(strings.SplitN(db, "?", 2)[0], "postgres:///")
 		if _, err := st.DB().ExecContext(t.Context(), `ALTER DATABASE `+name+` SET synchronous_commit = off`); err != nil {
 			t.Fatal(err)
