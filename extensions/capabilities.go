@@ -57,6 +57,13 @@ type Provisioner interface {
 // extension's own track. Every table, index, view and trigger they create
 // must be named extension_<name>_*: checked before they run, and an
 // extension that breaks the rule is not loaded.
+//
+// Those files are SQLite's. To run on PostgreSQL too (attestationd
+// --database postgres://...), the file system also holds a directory
+// postgres with the same versions and names in PostgreSQL's SQL
+// (postgres/0001_create_tags.sql, ...); on PostgreSQL an extension
+// without it is not loaded. The host's handles take ? placeholders on
+// both engines.
 type Migrator interface {
 	Migrations() fs.FS
 }

@@ -30,6 +30,10 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// DataDir holds the database and the generated admin token.
 	DataDir string `yaml:"data_dir"`
+	// Database is the PostgreSQL database to keep the state in, a
+	// postgres:// or postgresql:// URL; empty: the SQLite file in
+	// DataDir.
+	Database string `yaml:"database"`
 	// AdminToken is the operators' static bearer token; when empty one is
 	// generated into DataDir/admin-token on first start.
 	AdminToken string `yaml:"admin_token"`
@@ -262,6 +266,9 @@ var settings = []setting{
 		get: func(c *Config) string { return c.Listen }, set: func(c *Config, v string) error { c.Listen = v; return nil }},
 	{flag: "data-dir", env: "ATTESTATION_DATA_DIR", key: "data_dir", help: "directory of the SQLite database and the generated admin token",
 		get: func(c *Config) string { return c.DataDir }, set: func(c *Config, v string) error { c.DataDir = v; return nil }},
+	{flag: "database", env: "ATTESTATION_DATABASE", key: "database",
+		help: "PostgreSQL database to keep the state in, for several daemons sharing it: postgres://USER@HOST/DB?sslmode=verify-full (the password in ~/.pgpass or PGPASSWORD rather than here; default: the SQLite file DATA_DIR/attestation.db)",
+		get:  func(c *Config) string { return c.Database }, set: func(c *Config, v string) error { c.Database = v; return nil }},
 	{flag: "admin-token", env: "ATTESTATION_ADMIN_TOKEN", key: "admin_token", help: "operators' static bearer token (default: generated into DATA_DIR/admin-token); prefer the variable, flags show in ps",
 		get: func(c *Config) string { return "" }, set: func(c *Config, v string) error { c.AdminToken = v; return nil }},
 	{flag: "log-level", env: "ATTESTATION_LOG_LEVEL", key: "log_level", help: "log level: debug, info, warn or error",
@@ -485,6 +492,9 @@ func (c *Config) validate() error {
 	if strings.TrimSpace(c.DataDir) == "" {
 		return bad("data_dir", "must not be empty")
 	}
+	if err := c.validateDatabase(); err != nil {
+		return err
+	}
 	if _, err := c.SlogLevel(); err != nil {
 		return err
 	}
@@ -528,6 +538,22 @@ func (c *Config) validate() error {
 		return err
 	}
 	return c.validateAttestation()
+}
+
+// validateDatabase accepts no database (SQLite) or a PostgreSQL URL. The
+// value is not quoted back: it may hold a password.
+func (c *Config) validateDatabase() error {
+	if c.Database == "" {
+		return nil
+	}
+	scheme, _, _ := strings.Cut(c.Database, "://")
+	if scheme != "postgres" && scheme != "postgresql" {
+		return bad("database", "want a postgres:// or postgresql:// URL (PostgreSQL), or nothing for the SQLite file in data_dir")
+	}
+	if _, err := url.Parse(c.Database); err != nil {
+		return bad("database", "not a valid URL (check the escaping of special characters in the user or password: %%40 for @)")
+	}
+	return nil
 }
 
 // TLS reports whether the API is served over TLS.

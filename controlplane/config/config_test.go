@@ -102,6 +102,12 @@ func TestPrecedence(t *testing.T) {
 			}),
 		},
 		{
+			name: "database from the file, then the variable",
+			file: "database: postgresql://app@db.example/attestation\n",
+			env:  map[string]string{"ATTESTATION_DATABASE": "postgres://app@db2.example/attestation?sslmode=verify-full"},
+			want: with(func(c *Config) { c.Database = "postgres://app@db2.example/attestation?sslmode=verify-full" }),
+		},
+		{
 			name: "empty file",
 			file: "# nothing set yet\n",
 			want: Default(),
@@ -243,6 +249,12 @@ func TestBadInput(t *testing.T) {
 		{name: "bad self-signed env", env: map[string]string{"ATTESTATION_TLS_SELF_SIGNED": "yes please"}, wantErr: `ATTESTATION_TLS_SELF_SIGNED: "yes please": want true or false`},
 		{name: "ca cert without key", env: map[string]string{"ATTESTATION_CA_CERT": "/etc/ca.crt"}, wantErr: "ATTESTATION_CA_CERT: set ca_key too (the CA's private key)"},
 		{name: "ca key without cert", args: []string{"--ca-key", "/etc/ca.key"}, wantErr: "--ca-key: set ca_cert too (the CA's certificate)"},
+		{name: "database not PostgreSQL", env: map[string]string{"ATTESTATION_DATABASE": "mysql://app:s3cret@db/attestation"},
+			wantErr: "ATTESTATION_DATABASE: want a postgres:// or postgresql:// URL (PostgreSQL), or nothing for the SQLite file in data_dir"},
+		{name: "database a file path", args: []string{"--database", "/var/lib/attestation/attestation.db"},
+			wantErr: "--database: want a postgres:// or postgresql:// URL (PostgreSQL), or nothing for the SQLite file in data_dir"},
+		{name: "database URL unparsable", env: map[string]string{"ATTESTATION_DATABASE": "postgres://app:s3%cret@db/attestation"},
+			wantErr: "ATTESTATION_DATABASE: not a valid URL (check the escaping of special characters in the user or password: %40 for @)"},
 		{name: "bad env over file", file: "log_format: json\n", env: map[string]string{"ATTESTATION_LOG_FORMAT": "yaml"}, wantErr: `ATTESTATION_LOG_FORMAT: "yaml": want text or json`},
 	}
 	for _, tc := range tests {

@@ -31,7 +31,7 @@ func TestFileErrors(t *testing.T) {
 		want string
 	}{
 		{"unknown key", "listen: :9000\ndata_dir: /d\nbogus_key: 1\n",
-			`FILE:3: unknown key "bogus_key" (known keys: listen, data_dir, admin_token, log_level, ...`},
+			`FILE:3: unknown key "bogus_key" (known keys: listen, data_dir, database, admin_token, ...`},
 		{"misspelt key", "listne: :9000\n",
 			`FILE:1: unknown key "listne" (did you mean listen?)`},
 		{"nested unknown key", "pcr_policy:\n  worker:\n    7: " + pcr + "\n    seven: " + pcr + "\n",

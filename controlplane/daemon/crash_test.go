@@ -25,6 +25,7 @@ import (
 	"github.com/attestation/attestation/controlplane/config"
 	"github.com/attestation/attestation/controlplane/daemon"
 	"github.com/attestation/attestation/controlplane/events"
+	"github.com/attestation/attestation/internal/pgtest"
 )
 
 // The test binary runs itself as a daemon when childEnv is set: the crash
@@ -47,7 +48,7 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv(childEnv); mode != "" {
 		os.Exit(runChild(mode, os.Getenv(childDirEnv)))
 	}
-	os.Exit(m.Run())
+	os.Exit(pgtest.Run(m))
 }
 
 // runChild runs a daemon on loopback with data in dir/data and one extra

@@ -57,6 +57,18 @@ type Options struct {
 	Extensions []extensions.Extension
 }
 
+// openStore opens the PostgreSQL database of dsn, or when it is empty the
+// SQLite file in the data directory.
+func openStore(ctx context.Context, dsn, dataDir string) (*store.Store, error) {
+	if dsn == "" {
+		return store.Open(ctx, filepath.Join(dataDir, DatabaseFile))
+	}
+	if !store.IsPostgresDSN(dsn) {
+		return nil, fmt.Errorf("database %s: want a postgres:// or postgresql:// URL", store.RedactDSN(dsn))
+	}
+	return store.OpenPostgres(ctx, dsn)
+}
+
 // Run runs the daemon until ctx is done, then shuts down and returns nil;
 // it returns an error when it cannot start or a server fails.
 func Run(ctx context.Context, cfg config.Config, opts Options) error {
@@ -106,14 +118,14 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if tlsConfig != nil {
 		warnPlainPublicURL(publicURL, log)
 	}
-	dbPath := filepath.Join(dataDir, DatabaseFile)
-	st, err := store.Open(ctx, dbPath)
+	st, err := openStore(ctx, cfg.Database, dataDir)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	version, _ := st.SchemaVersion(ctx, store.CoreTrack)
-	log.Info("database ready", "data_dir", dataDir, "database", dbPath, "schema_version", version)
+	// Path is PostgreSQL's URL without its password.
+	log.Info("database ready", "engine", st.Engine(), "data_dir", dataDir, "database", st.Path(), "schema_version", version)
 
 	authn, err := operatorAuth(ctx, cfg, dataDir, log)
 	if err != nil {

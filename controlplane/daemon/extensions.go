@@ -133,7 +133,10 @@ func (h *host) loadOne(ctx context.Context, l *loaded, st *store.Store, baseURL 
 		if fsys == nil {
 			return errors.New("migrations: Migrations returned nil")
 		}
-		migs, err := store.LoadMigrations(fsys, ".")
+		migs, err := st.LoadTrack(fsys)
+		if errors.Is(err, store.ErrNoPostgresMigrations) {
+			return fmt.Errorf("migrations: extension %s has %w", name, err)
+		}
 		if err != nil {
 			return fmt.Errorf("migrations: %w", err)
 		}

@@ -18,10 +18,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/attestation/attestation/controlplane/config"
 	"github.com/attestation/attestation/controlplane/daemon/daemontest"
 	"github.com/attestation/attestation/controlplane/events"
 	"github.com/attestation/attestation/extensions"
 	"github.com/attestation/attestation/extensions/extensiontest"
+	"github.com/attestation/attestation/internal/pgtest"
 )
 
 // probe is a configurable extension for host tests.
@@ -338,5 +340,30 @@ func TestExtensionCLIPluginFailure(t *testing.T) {
 	res = kit.CLIEnv(map[string]string{"ATTESTATION_API_URL": kit.URL, "HOME": t.TempDir()}, "works")
 	if res.Code != 1 || !strings.Contains(res.Stderr, "not logged in") || !strings.Contains(res.Stderr, "ATTESTATION_TOKEN") {
 		t.Fatalf("works without a token: exit %d, stderr %q; want a not-logged-in message", res.Code, res.Stderr)
+	}
+}
+
+// TestExtensionMigrationsOnPostgres: on PostgreSQL an extension's
+// migrations come from its directory postgres; one without it is not
+// loaded, and says why, naming the extension.
+func TestExtensionMigrationsOnPostgres(t *testing.T) {
+	both := &probe{name: "both", migrations: fstest.MapFS{
+		"0001_create.sql":          {Data: []byte("CREATE TABLE extension_both_items (id TEXT PRIMARY KEY, n INTEGER);")},
+		"postgres/0001_create.sql": {Data: []byte("CREATE TABLE extension_both_items (id TEXT PRIMARY KEY, n BIGINT);")},
+	}}
+	sqliteOnly := &probe{name: "lite", migrations: fstest.MapFS{
+		"0001_create.sql": {Data: []byte("CREATE TABLE extension_lite_items (id TEXT PRIMARY KEY);")},
+	}}
+	kit := extensiontest.StartWith(t, extensiontest.Options{Config: func(c *config.Config) { c.Database = pgtest.DSN(t) }}, both, sqliteOnly)
+	st := extensionStatuses(t, kit)
+	if st["both"]["status"] != "running" {
+		t.Errorf("both: status %q, want running", st["both"]["status"])
+	}
+	want := "failed: migrations: extension lite has no PostgreSQL migrations"
+	if s := st["lite"]["status"]; !strings.HasPrefix(s, want) {
+		t.Errorf("lite: status %q, want it to start %q", s, want)
+	}
+	if _, err := both.host.DB.ExecContext(t.Context(), `INSERT INTO extension_both_items (id, n) VALUES (?, ?)`, "a", int64(1)<<40); err != nil {
+		t.Errorf("use the table of the PostgreSQL migration with ? placeholders: %v", err)
 	}
 }

@@ -83,7 +83,7 @@ func (e *Extension) Provision(_ context.Context, host *extensions.Host) error {
 	return nil
 }
 
-//go:embed migrations/*.sql
+//go:embed migrations/*.sql migrations/postgres/*.sql
 var migrations embed.FS
 
 // Migrations implements extensions.Migrator.

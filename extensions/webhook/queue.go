@@ -194,7 +194,9 @@ func (q *queue) list(ctx context.Context, f listFilter) ([]delivery, error) {
 	if len(where) > 0 {
 		query += ` WHERE ` + strings.Join(where, " AND ")
 	}
-	query += ` ORDER BY created_at DESC, rowid DESC LIMIT ?`
+	// seq and target, not SQLite's rowid: the query runs on PostgreSQL
+	// too. Rows of one enqueue share created_at and seq.
+	query += ` ORDER BY created_at DESC, seq DESC, target DESC LIMIT ?`
 	rows, err := q.db.QueryContext(ctx, query, append(args, f.Limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("list deliveries: %w", err)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -31,11 +32,18 @@ func FreeAddr(t testing.TB) string {
 // the daemon's URL, http://addr.
 func Start(t testing.TB, cmd *exec.Cmd, addr string) string {
 	t.Helper()
+	url, _ := StartOutput(t, cmd, addr)
+	return url
+}
+
+// StartOutput is Start that also returns a function reading what the
+// daemon has written so far (stdout and stderr), for tests of its logs.
+func StartOutput(t testing.TB, cmd *exec.Cmd, addr string) (string, func() string) {
+	t.Helper()
 	url := "http://" + addr
-	// One writer for both streams: exec writes it from one goroutine at a
-	// time, and it is read only once the process has exited.
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	// One writer for both streams, read while the process writes it.
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", cmd.Path, err)
 	}
@@ -66,10 +74,27 @@ func Start(t testing.TB, cmd *exec.Cmd, addr string) string {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return url
+				return url, out.String
 			}
 		}
 	}
 	t.Fatalf("attestationd did not answer %s/healthz within a minute", url)
-	return ""
+	return "", nil
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
