@@ -132,6 +132,9 @@ type stormResult struct {
 	DaemonWrote        int64
 	// PeakBooting is the most machines booting at once.
 	PeakBooting int
+	// CPUBusy is how busy CPU 0 and CPU 1 were over the storm (0 to 1),
+	// with whatever else the machine ran.
+	CPUBusy [2]float64
 }
 
 // runMachines is the machines' process: it runs the storm spec
@@ -209,6 +212,10 @@ func bootMachines(s stormSpec) (*stormResult, error) {
 		return nil, fmt.Errorf("the daemon's writes: %w", err)
 	}
 	load0 := processCPU()
+	stat0, err := cpuTimes()
+	if err != nil {
+		return nil, err
+	}
 	var (
 		wg            sync.WaitGroup
 		booting, peak atomic.Int64
@@ -236,6 +243,15 @@ func bootMachines(s stormSpec) (*stormResult, error) {
 	wg.Wait()
 	res.Elapsed = time.Since(start)
 	res.LoadCPU = processCPU() - load0
+	stat1, err := cpuTimes()
+	if err != nil {
+		return nil, err
+	}
+	for i := range res.CPUBusy {
+		if total := stat1[i].total - stat0[i].total; total > 0 {
+			res.CPUBusy[i] = 1 - float64(stat1[i].idle-stat0[i].idle)/float64(total)
+		}
+	}
 	cpu1, err := procCPU(s.DaemonPID)
 	if err != nil {
 		return nil, fmt.Errorf("the daemon's CPU time: %w", err)
@@ -263,6 +279,33 @@ func procIO(pid int, field string) (int64, error) {
 	return 0, fmt.Errorf("no %s in /proc/%d/io", field, pid)
 }
 
+// cpuTime is one CPU's time in /proc/stat, in ticks.
+type cpuTime struct{ idle, total int64 }
+
+// cpuTimes reads CPU 0's and CPU 1's times from /proc/stat.
+func cpuTimes() ([2]cpuTime, error) {
+	var out [2]cpuTime
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return out, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 6 || (f[0] != "cpu0" && f[0] != "cpu1") {
+			continue
+		}
+		t := &out[f[0][3]-'0']
+		for i, v := range f[1:] {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			t.total += n
+			if i == 3 || i == 4 { // idle, iowait
+				t.idle += n
+			}
+		}
+	}
+	return out, nil
+}
+
 // waitReady waits for the daemon's /readyz.
 func waitReady(url string) error {
 	deadline := time.Now().Add(30 * time.Second)
@@ -286,8 +329,7 @@ func waitReady(url string) error {
 // MAC with a role and hostname, so that it is approved on attestation and
 // its DHCP and boot script requests find it by MAC.
 func preRegisterMachines(url string, ms []*simMachine) error {
-	admin := (&daemonProc{}).admin()
-	client := attestationv1connect.NewMachineServiceClient(http.DefaultClient, url, admin...)
+	client := attestationv1connect.NewMachineServiceClient(http.DefaultClient, url, (&daemonProc{}).admin()...)
 	var g errgroup.Group
 	g.SetLimit(16)
 	for i, m := range ms {
