@@ -8,14 +8,11 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // zeroReader is n zero bytes, never held in memory.
@@ -57,75 +54,28 @@ func procStatus(pid int, field string) (int64, error) {
 	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
-// procCPU is the user+system CPU time of process pid so far.
-func procCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the command name (which may hold spaces), from state.
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * time.Second / 100, nil // USER_HZ
-}
-
-// pinSelf moves every thread of this process to cpu (threads made later
-// inherit it) and returns what puts them back where they were, so that
-// the benchmarks after this one run as before.
-func pinSelf(cpu int) (restore func(), err error) {
-	var was, set unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &was); err != nil {
-		return nil, err
-	}
-	set.Set(cpu)
-	if err := setAffinity(&set); err != nil {
-		return nil, fmt.Errorf("pin to CPU %d: %w", cpu, err)
-	}
-	return func() { setAffinity(&was) }, nil
-}
-
-// setAffinity sets the CPUs of every thread of this process.
-func setAffinity(set *unix.CPUSet) error {
-	tasks, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		return err
-	}
-	for _, t := range tasks {
-		tid, _ := strconv.Atoi(t.Name())
-		if err := unix.SchedSetaffinity(tid, set); err != nil {
-			return fmt.Errorf("thread %d: %w", tid, err)
-		}
-	}
-	return nil
-}
-
 // BenchmarkOversizedBodies measures what an attacker on the agents'
 // network gets from sending oversized bodies without a token: the
 // daemon's peak RSS while 100 clients each post a 10 MB body and 100 a
 // gzip bomb (1 GB of zeros at gzip -1, 4.3 MB) to AgentService.Register at
 // once, beside its RSS at rest (target: under 2x), and then 100 small
 // bombs (under the 1 MiB limit, inflating to 200 MB each), which the
-// daemon must inflate to find out. The daemon runs on CPU 0, the clients
-// on CPU 1; its CPU time comes from /proc/PID/stat.
+// daemon must inflate to find out. The daemon runs on one CPU, the
+// clients on another (cpuPin, as in the enrollment storm); its CPU time
+// comes from /proc/PID/stat.
 func BenchmarkOversizedBodies(b *testing.B) {
-	if runtime.NumCPU() < 2 {
-		b.Fatalf("needs 2 CPUs to pin the daemon and the clients apart, have %d", runtime.NumCPU())
-	}
+	needCPUs(b, fatalf)
 	bin := buildDaemon(b)
 	big := gzipZeros(1<<30, gzip.BestSpeed)
 	small := gzipZeros(200<<20, gzip.BestCompression)
-	restore, err := pinSelf(1)
-	if err != nil {
-		b.Fatalf("pin the clients to CPU 1: %v", err)
-	}
-	b.Cleanup(restore)
+	pin := pinStorm(b, fatalf)
+	b.Log("pinning: " + pin.how)
 	// Each phase has a daemon of its own: what one leaves in the heap
 	// would count as the next one's rest.
 	phase := func(name string, run func(send sender, wg *sync.WaitGroup, codes chan<- int)) {
-		d := startDaemonOn(b, bin, "0")
+		d := startDaemon(b, bin, pin)
 		defer d.stop()
-		pid := d.cmd.Process.Pid
+		pid := d.pid()
 		send := newSender(d.url + "/attestation.v1.AgentService/Register")
 		// At rest: started, and a few small requests served.
 		for range 10 {

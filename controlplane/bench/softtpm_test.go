@@ -251,16 +251,25 @@ func append2B(b, v []byte) []byte {
 
 // ekKeys returns n RSA 2048 EK private keys. Making one takes about 0.1 s
 // of CPU, so they are kept in the user's cache directory and reused by the
-// next run.
+// next run, which makes only those it lacks (a file a batch,
+// ek-rsa2048-FROM-TO.pem, all of them read).
 func ekKeys(n int) ([]*rsa.PrivateKey, error) {
 	dir, err := os.UserCacheDir()
 	if err != nil {
 		dir = os.TempDir()
 	}
-	path := filepath.Join(dir, "attestation-bench", fmt.Sprintf("ek-rsa2048-%d.pem", n))
-	if b, err := os.ReadFile(path); err == nil {
-		var keys []*rsa.PrivateKey
-		for {
+	dir = filepath.Join(dir, "attestation-bench")
+	files, _ := filepath.Glob(filepath.Join(dir, "ek-rsa2048-*.pem"))
+	var (
+		keys []*rsa.PrivateKey
+		seen = map[string]bool{}
+	)
+	for _, path := range files {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		for len(keys) < n {
 			var block *pem.Block
 			if block, b = pem.Decode(b); block == nil {
 				break
@@ -269,22 +278,24 @@ func ekKeys(n int) ([]*rsa.PrivateKey, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", path, err)
 			}
-			keys = append(keys, k)
-		}
-		if len(keys) == n {
-			return keys, nil
+			if !seen[string(block.Bytes)] {
+				seen[string(block.Bytes)] = true
+				keys = append(keys, k)
+			}
 		}
 	}
-	keys := make([]*rsa.PrivateKey, n)
+	if len(keys) == n {
+		return keys, nil
+	}
+	have := len(keys)
+	keys = append(keys, make([]*rsa.PrivateKey, n-have)...)
 	var (
 		wg   sync.WaitGroup
 		next = make(chan int)
 		errs = make(chan error, n)
 	)
 	for range runtime.NumCPU() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := range next {
 				k, err := rsa.GenerateKey(rand.Reader, 2048)
 				if err != nil {
@@ -293,9 +304,9 @@ func ekKeys(n int) ([]*rsa.PrivateKey, error) {
 				}
 				keys[i] = k
 			}
-		}()
+		})
 	}
-	for i := range n {
+	for i := have; i < n; i++ {
 		next <- i
 	}
 	close(next)
@@ -305,11 +316,12 @@ func ekKeys(n int) ([]*rsa.PrivateKey, error) {
 		return nil, err
 	}
 	var buf bytes.Buffer
-	for _, k := range keys {
+	for _, k := range keys[have:] {
 		pem.Encode(&buf, &pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)})
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err == nil {
-		os.WriteFile(path, buf.Bytes(), 0o600) // a cache: failing to write it only costs time
+	if err := os.MkdirAll(dir, 0o700); err == nil {
+		// A cache: failing to write it only costs time.
+		os.WriteFile(filepath.Join(dir, fmt.Sprintf("ek-rsa2048-%d-%d.pem", have, n)), buf.Bytes(), 0o600)
 	}
 	return keys, nil
 }
