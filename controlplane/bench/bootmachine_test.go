@@ -456,7 +456,7 @@ func (b *stormBoot) machine(ctx context.Context, m *simMachine, r *machineResult
 	agentHTTP := machineHTTP(ip)
 	defer agentHTTP.CloseIdleConnections()
 	var lat enrollLatency
-	if err := enroll(ctx, attestationv1connect.NewAgentServiceClient(agentHTTP, b.spec.URL), agentHTTP, m.tpm, &lat); err != nil {
+	if err := agentClient(agentHTTP, b.spec.URL).enroll(ctx, m.tpm, &lat); err != nil {
 		return fmt.Errorf("enroll: %w", err)
 	}
 	r.Phases[phaseRegister], r.Phases[phaseAttest], r.Phases[phaseWatch], r.Phases[phaseConfig] = lat.register, lat.attest, lat.watch, lat.config

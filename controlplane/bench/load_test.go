@@ -26,7 +26,11 @@ type stormClient struct {
 }
 
 func newStormClient(url string) *stormClient {
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1024}}
+	return agentClient(&http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1024}}, url)
+}
+
+// agentClient is a stormClient of the daemon at url over hc.
+func agentClient(hc *http.Client, url string) *stormClient {
 	return &stormClient{http: hc, agent: attestationv1connect.NewAgentServiceClient(hc, url)}
 }
 

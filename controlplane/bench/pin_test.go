@@ -370,14 +370,14 @@ func setAffinity(set *unix.CPUSet) error {
 	}
 }
 
-// cpuTimes is what /proc/stat says one CPU did since boot.
-type cpuTimes struct{ busy, idle, steal time.Duration }
+// cpuTicks is what /proc/stat says one CPU did since boot.
+type cpuTicks struct{ busy, idle, steal time.Duration }
 
-// readCPUTimes reads the times of cpu from /proc/stat.
-func readCPUTimes(cpu int) (cpuTimes, error) {
+// readCPUTicks reads the times of cpu from /proc/stat.
+func readCPUTicks(cpu int) (cpuTicks, error) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return cpuTimes{}, err
+		return cpuTicks{}, err
 	}
 	prefix := fmt.Sprintf("cpu%d ", cpu)
 	for _, line := range strings.Split(string(b), "\n") {
@@ -394,13 +394,13 @@ func readCPUTimes(cpu int) (cpuTimes, error) {
 		for i := range t {
 			n, err := strconv.ParseInt(f[i], 10, 64)
 			if err != nil {
-				return cpuTimes{}, fmt.Errorf("/proc/stat %s: %w", prefix, err)
+				return cpuTicks{}, fmt.Errorf("/proc/stat %s: %w", prefix, err)
 			}
 			t[i] = time.Duration(n) * time.Second / userHZ
 		}
-		return cpuTimes{busy: t[0] + t[1] + t[2] + t[5] + t[6], idle: t[3] + t[4], steal: t[7]}, nil
+		return cpuTicks{busy: t[0] + t[1] + t[2] + t[5] + t[6], idle: t[3] + t[4], steal: t[7]}, nil
 	}
-	return cpuTimes{}, fmt.Errorf("no %sin /proc/stat", prefix)
+	return cpuTicks{}, fmt.Errorf("no %sin /proc/stat", prefix)
 }
 
 // userHZ is the unit of the times in /proc (USER_HZ, 100 on Linux).

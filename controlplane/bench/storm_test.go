@@ -28,7 +28,7 @@ type usage struct {
 	wrote        int64
 	// cpus are the daemon's CPU and the load generator's, as /proc/stat
 	// counts them (all processes).
-	cpus [2]cpuTimes
+	cpus [2]cpuTicks
 }
 
 func takeUsage(ctx context.Context, d *daemonProc, pin *cpuPin) (usage, error) {
@@ -44,7 +44,7 @@ func takeUsage(ctx context.Context, d *daemonProc, pin *cpuPin) (usage, error) {
 		return u, err
 	}
 	for i, cpu := range []int{pin.daemonCPU, pin.loadCPU} {
-		if u.cpus[i], err = readCPUTimes(cpu); err != nil {
+		if u.cpus[i], err = readCPUTicks(cpu); err != nil {
 			return u, err
 		}
 	}
@@ -58,7 +58,7 @@ func (u usage) since(v usage) usage {
 		daemon: u.daemon - v.daemon, load: u.load - v.load,
 		heap:  heap{u.heap.mallocs - v.heap.mallocs, u.heap.bytes - v.heap.bytes},
 		wrote: u.wrote - v.wrote,
-		cpus: [2]cpuTimes{
+		cpus: [2]cpuTicks{
 			{u.cpus[0].busy - v.cpus[0].busy, u.cpus[0].idle - v.cpus[0].idle, u.cpus[0].steal - v.cpus[0].steal},
 			{u.cpus[1].busy - v.cpus[1].busy, u.cpus[1].idle - v.cpus[1].idle, u.cpus[1].steal - v.cpus[1].steal},
 		},
