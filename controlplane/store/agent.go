@@ -82,7 +82,7 @@ func (s *Store) GetSession(ctx context.Context, tokenHash []byte) (*Session, err
 		ss               Session
 		created, expires int64
 	)
-	err := s.r.QueryRowContext(ctx, `SELECT token_hash, machine_id, ek_fingerprint, created_at, expires_at
+	err := s.lookup(ctx, `SELECT token_hash, machine_id, ek_fingerprint, created_at, expires_at
 		FROM agent_sessions WHERE token_hash = ?`, tokenHash).Scan(&ss.TokenHash, &ss.MachineID, &ss.EKFingerprint, &created, &expires)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
@@ -113,7 +113,7 @@ func (t *Tx) InsertConfigToken(ctx context.Context, machineID, tokenID string, t
 // token that is neither used nor revoked (expired or not), or ErrNotFound.
 func (s *Store) UsableConfigToken(ctx context.Context, machineID string) (id string, expires time.Time, err error) {
 	var exp int64
-	err = s.r.QueryRowContext(ctx, `SELECT token_id, expires_at FROM config_tokens
+	err = s.lookup(ctx, `SELECT token_id, expires_at FROM config_tokens
 		WHERE machine_id = ? AND used_at IS NULL AND revoked_at IS NULL
 		ORDER BY created_at DESC LIMIT 1`, machineID).Scan(&id, &exp)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -203,7 +203,7 @@ func (t *Tx) DeleteConfigTemplate(ctx context.Context, role string) (*ConfigTemp
 
 // GetConfigTemplate returns the template of a role, or ErrNotFound.
 func (s *Store) GetConfigTemplate(ctx context.Context, role string) (*ConfigTemplate, error) {
-	return scanTemplate(s.r.QueryRowContext(ctx, `SELECT role, template, schematic_id, updated_at FROM config_templates WHERE role = ?`, role))
+	return scanTemplate(s.lookup(ctx, `SELECT role, template, schematic_id, updated_at FROM config_templates WHERE role = ?`, role))
 }
 
 // ListConfigTemplates returns every template, ordered by role.

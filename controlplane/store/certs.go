@@ -107,7 +107,7 @@ func (s *Store) NodeCertificates(ctx context.Context, machineID string) ([]*Node
 // NodeCertificateByKey returns the newest certificate issued to the key
 // with the given TPM name, or ErrNotFound.
 func (s *Store) NodeCertificateByKey(ctx context.Context, keyName []byte) (*NodeCertificate, error) {
-	c, err := scanNodeCertificate(s.r.QueryRowContext(ctx, `SELECT `+nodeCertificateColumns+` FROM node_certificates
+	c, err := scanNodeCertificate(s.lookup(ctx, `SELECT `+nodeCertificateColumns+` FROM node_certificates
 		WHERE key_name = ? ORDER BY issued_at DESC LIMIT 1`, keyName))
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("find node certificate by key: %w", err)
@@ -118,7 +118,7 @@ func (s *Store) NodeCertificateByKey(ctx context.Context, keyName []byte) (*Node
 // NodeCertificateBySerial returns the certificate with serial (lower-case
 // hex), or ErrNotFound.
 func (s *Store) NodeCertificateBySerial(ctx context.Context, serial string) (*NodeCertificate, error) {
-	c, err := scanNodeCertificate(s.r.QueryRowContext(ctx, `SELECT `+nodeCertificateColumns+` FROM node_certificates
+	c, err := scanNodeCertificate(s.lookup(ctx, `SELECT `+nodeCertificateColumns+` FROM node_certificates
 		WHERE serial = ?`, serial))
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("find node certificate %s: %w", serial, err)

@@ -284,12 +284,12 @@ func (t *Tx) Emit(ctx context.Context, m *Machine, ev events.Event) error {
 
 // GetMachine returns the machine with the given ID, or ErrNotFound.
 func (s *Store) GetMachine(ctx context.Context, id string) (*Machine, error) {
-	return scanMachine(s.r.QueryRowContext(ctx, `SELECT `+machineColumns+` FROM machines WHERE id = ?`, id))
+	return scanMachine(s.lookup(ctx, `SELECT `+machineColumns+` FROM machines WHERE id = ?`, id))
 }
 
 // GetMachineByEK returns the machine with the given EK fingerprint, or ErrNotFound.
 func (s *Store) GetMachineByEK(ctx context.Context, fp string) (*Machine, error) {
-	return scanMachine(s.r.QueryRowContext(ctx, `SELECT `+machineColumns+` FROM machines WHERE ek_fingerprint = ?`, fp))
+	return scanMachine(s.lookup(ctx, `SELECT `+machineColumns+` FROM machines WHERE ek_fingerprint = ?`, fp))
 }
 
 // MachineFilter selects machines; zero fields match everything.

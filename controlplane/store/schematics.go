@@ -40,7 +40,7 @@ func (t *Tx) Schematic(ctx context.Context, id string) (*Schematic, error) {
 
 // GetSchematic returns a schematic, or ErrNotFound.
 func (s *Store) GetSchematic(ctx context.Context, id string) (*Schematic, error) {
-	return scanSchematic(s.r.QueryRowContext(ctx, `SELECT id, document, created_at FROM schematics WHERE id = ?`, id))
+	return scanSchematic(s.lookup(ctx, `SELECT id, document, created_at FROM schematics WHERE id = ?`, id))
 }
 
 // ListSchematics returns every schematic, oldest first.

@@ -167,6 +167,15 @@ func (s *Store) Ping(ctx context.Context) error {
 	return s.r.QueryRowContext(ctx, `SELECT 1`).Scan(&one)
 }
 
+// lookup reads at most one row by key (a primary key or an indexed
+// column) from the read pool. Such a read is over in microseconds, so it
+// is not made cancellable: a context that can end costs database/sql a
+// goroutine per query and the driver a callback to interrupt it, which
+// the few lookups of every agent request would pay for nothing.
+func (s *Store) lookup(ctx context.Context, query string, args ...any) *sql.Row {
+	return s.r.QueryRowContext(context.WithoutCancel(ctx), query, args...)
+}
+
 func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
