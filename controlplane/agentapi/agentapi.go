@@ -40,6 +40,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/attestation/attestation/controlplane/api"
 	"github.com/attestation/attestation/controlplane/attest"
 	"github.com/attestation/attestation/controlplane/configs"
 	"github.com/attestation/attestation/controlplane/events"
@@ -495,6 +496,8 @@ func (s *Server) WatchApproval(ctx context.Context, req *connect.Request[attesta
 			}
 			last = resp
 		}
+		// What was sent goes out now, not when the stream ends.
+		api.FlushHeld(ctx)
 		select {
 		case <-ctx.Done():
 			return nil

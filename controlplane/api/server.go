@@ -122,7 +122,7 @@ func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 	agent := connect.WithHandlerOptions(append(limits, connect.WithInterceptors(m, logErrors, validator))...)
 
 	mux := http.NewServeMux()
-	procedures := func(path string, h http.Handler) { handleProcedures(mux, path, h) }
+	procedures := func(path string, h http.Handler) { handleProcedures(mux, path, h, nil) }
 	var services []*vanguard.Service
 	mount := func(path string, h http.Handler) {
 		procedures(path, h)
@@ -138,7 +138,10 @@ func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 	// Agents past attestation authenticate with their node certificate:
 	// the agent API reads it from the context (listener.PeerCertificate).
 	agentPath, agentHandler := attestationv1connect.NewAgentServiceHandler(o.Agent, agent, connect.WithCompressMinBytes(4<<10))
-	procedures(agentPath, listener.WithPeer(agentHandler))
+	// WatchApproval flushes before it waits (FlushHeld).
+	handleProcedures(mux, agentPath, listener.WithPeer(agentHandler), map[string]http.Handler{
+		attestationv1connect.AgentServiceWatchApprovalProcedure: listener.WithPeer(HoldFlushes(agentHandler)),
+	})
 
 	transcoder, err := vanguard.NewTranscoder(services, append(o.Limits.TranscoderOptions(),
 		vanguard.WithCodec(restCodec),
@@ -194,9 +197,10 @@ func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 // handleProcedures registers h, a Connect handler serving the service at
 // path (/package.Service/), for each of the service's procedures rather
 // than for the whole prefix, so that an unknown procedure is the mux's
-// 404 like any unknown path. A service whose descriptor is not linked in
+// 404 like any unknown path. A procedure in special (by path) is served by
+// its handler there instead. A service whose descriptor is not linked in
 // (gRPC reflection v1alpha) keeps its prefix.
-func handleProcedures(mux *http.ServeMux, path string, h http.Handler) {
+func handleProcedures(mux *http.ServeMux, path string, h http.Handler, special map[string]http.Handler) {
 	d, _ := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(strings.Trim(path, "/")))
 	sd, ok := d.(protoreflect.ServiceDescriptor)
 	if !ok {
@@ -204,7 +208,12 @@ func handleProcedures(mux *http.ServeMux, path string, h http.Handler) {
 		return
 	}
 	for i := range sd.Methods().Len() {
-		mux.Handle(path+string(sd.Methods().Get(i).Name()), h)
+		procedure := path + string(sd.Methods().Get(i).Name())
+		if sh, ok := special[procedure]; ok {
+			mux.Handle(procedure, sh)
+		} else {
+			mux.Handle(procedure, h)
+		}
 	}
 }
 
