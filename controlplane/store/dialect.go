@@ -31,8 +31,12 @@ type dialect struct {
 	// pattern (the first argument) and have the MAC (the second) among
 	// them (Store.MachineByMAC).
 	machineByMAC string
-	// insertEvent runs insertEventSQL with args and returns the seq.
-	insertEvent func(ctx context.Context, t *Tx, args []any) (int64, error)
+	// insertEvent writes an event to the outbox; with
+	// insertEventReturning it returns the seq (else LastInsertId has it).
+	insertEvent          string
+	insertEventReturning bool
+	// beforeEvent, when set, runs before a transaction writes an event.
+	beforeEvent func(ctx context.Context, t *Tx) error
 	// retryable reports whether a group that failed with err is to run
 	// again as a whole: a conflict with another writer, not its fault.
 	retryable func(err error) bool

@@ -101,10 +101,9 @@ const maxGroupAttempts = 10
 // again as a whole, each update's fn on a fresh Tx, a bounded number of
 // times.
 func (s *Store) commitGroup(group []*update) {
-	var results []updateResult
+	results := make([]updateResult, len(group))
 	for attempt := 1; ; attempt++ {
-		var conflict error
-		results, conflict = s.runGroup(group)
+		conflict := s.runGroup(group, results)
 		if conflict == nil {
 			break
 		}
@@ -122,18 +121,19 @@ func (s *Store) commitGroup(group []*update) {
 	}
 }
 
-// runGroup runs the group once. It returns the outcome of each update,
-// or the conflict that rolled the whole group back for it to run again.
-func (s *Store) runGroup(group []*update) (results []updateResult, conflict error) {
-	results = make([]updateResult, len(group))
-	failAll := func(err error) ([]updateResult, error) {
+// runGroup runs the group once, writing the outcome of each update to
+// results, unless a conflict rolled the whole group back for it to run
+// again: runGroup then returns the conflict.
+func (s *Store) runGroup(group []*update, results []updateResult) (conflict error) {
+	clear(results)
+	failAll := func(err error) error {
 		if s.d.retryable(err) {
-			return results, err
+			return err
 		}
 		for i := range results {
 			results[i] = updateResult{err: errors.Join(results[i].err, err)}
 		}
-		return results, nil
+		return nil
 	}
 	ctx := context.Background()
 	tx, err := s.w.BeginTx(ctx, s.d.groupTx)
@@ -153,7 +153,7 @@ func (s *Store) runGroup(group []*update) (results []updateResult, conflict erro
 		if p, err := runFn(t, u.fn); err != nil || p != nil {
 			if s.d.retryable(err) {
 				tx.Rollback()
-				return results, err
+				return err
 			}
 			results[i].err, results[i].panicked = err, p
 			// Undo only this update. If SQLite aborted the whole
@@ -173,7 +173,7 @@ func (s *Store) runGroup(group []*update) (results []updateResult, conflict erro
 	if err := tx.Commit(); err != nil {
 		tx.Rollback()
 		if s.d.retryable(err) {
-			return results, err
+			return err
 		}
 		for i := range results {
 			if results[i].err == nil {
@@ -181,7 +181,7 @@ func (s *Store) runGroup(group []*update) (results []updateResult, conflict erro
 			}
 		}
 	}
-	return results, nil
+	return nil
 }
 
 // runFn calls fn, catching a panic so that one bad update cannot take

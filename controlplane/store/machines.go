@@ -270,8 +270,24 @@ func (t *Tx) Emit(ctx context.Context, m *Machine, ev events.Event) error {
 	if err != nil {
 		return err
 	}
-	h.Seq, err = t.d.insertEvent(ctx, t, []any{
-		h.ID, h.Event, h.MachineID, h.EKFingerprint, h.Timestamp.UnixNano(), string(payload), subject, name})
+	if t.d.beforeEvent != nil {
+		if err := t.d.beforeEvent(ctx, t); err != nil {
+			return fmt.Errorf("write %s event to outbox: %w", h.Event, err)
+		}
+	}
+	// The arguments are spelt out at each call, not passed along in a
+	// slice: that would cost the hot path an allocation.
+	if t.d.insertEventReturning {
+		err = t.queryRow(ctx, t.d.insertEvent,
+			h.ID, h.Event, h.MachineID, h.EKFingerprint, h.Timestamp.UnixNano(), string(payload), subject, name).Scan(&h.Seq)
+	} else {
+		var res sql.Result
+		res, err = t.exec(ctx, t.d.insertEvent,
+			h.ID, h.Event, h.MachineID, h.EKFingerprint, h.Timestamp.UnixNano(), string(payload), subject, name)
+		if err == nil {
+			h.Seq, err = res.LastInsertId()
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("write %s event to outbox: %w", h.Event, err)
 	}

@@ -36,21 +36,22 @@ var postgresDialect = dialect{
 		WHERE macs LIKE ? ESCAPE '\'
 		  AND EXISTS (SELECT 1 FROM json_array_elements_text(machines.macs::json) AS mac WHERE mac = ?)
 		ORDER BY registered_at DESC, id DESC LIMIT 1`,
-	insertEvent: func(ctx context.Context, t *Tx, args []any) (int64, error) {
-		// Events commit in the order of their seq, across instances too:
-		// a reader that has seen seq N will never see a smaller one
-		// appear later (a sequence alone hands out numbers in the order
-		// inserts run, not the order transactions commit). The lock is
-		// the transaction's: it is held until the commit is visible.
-		if !t.eventsLocked {
-			if _, err := t.exec(ctx, `SELECT pg_advisory_xact_lock(?)`, lockKey("events")); err != nil {
-				return 0, fmt.Errorf("lock the event log: %w", err)
-			}
-			t.eventsLocked = true
+	insertEvent:          insertEventSQL + ` RETURNING seq`,
+	insertEventReturning: true,
+	// Events commit in the order of their seq, across instances too: a
+	// reader that has seen seq N will never see a smaller one appear
+	// later (a sequence alone hands out numbers in the order inserts run,
+	// not the order transactions commit). The lock is the transaction's:
+	// it is held until the commit is visible.
+	beforeEvent: func(ctx context.Context, t *Tx) error {
+		if t.eventsLocked {
+			return nil
 		}
-		var seq int64
-		err := t.queryRow(ctx, insertEventSQL+` RETURNING seq`, args...).Scan(&seq)
-		return seq, err
+		if _, err := t.exec(ctx, `SELECT pg_advisory_xact_lock(?)`, lockKey("events")); err != nil {
+			return fmt.Errorf("lock the event log: %w", err)
+		}
+		t.eventsLocked = true
+		return nil
 	},
 	retryable: func(err error) bool {
 		var pe *pgconn.PgError

@@ -24,13 +24,7 @@ var sqliteDialect = dialect{
 		WHERE macs LIKE ? ESCAPE '\'
 		  AND EXISTS (SELECT 1 FROM json_each(machines.macs) WHERE json_each.value = ?)
 		ORDER BY registered_at DESC, id DESC LIMIT 1`,
-	insertEvent: func(ctx context.Context, t *Tx, args []any) (int64, error) {
-		res, err := t.exec(ctx, insertEventSQL, args...)
-		if err != nil {
-			return 0, err
-		}
-		return res.LastInsertId()
-	},
+	insertEvent: insertEventSQL,
 	// One writer at a time: a group never conflicts with another.
 	retryable: func(error) bool { return false },
 	// One process owns the file, and its one writer connection applies
