@@ -537,7 +537,8 @@ func (r *stormReport) summary() string {
 		r.loadCPUPerMachine(), 100*r.loadCPU.Seconds()/r.elapsed.Seconds(), 100*r.cpuBusy[1], r.retransmits)
 }
 
-// log writes the storm's table.
+// log writes the storm in a few lines (go test cuts a benchmark's log
+// after ten without -v).
 func (r *stormReport) log(tb testing.TB) {
 	tb.Helper()
 	var b strings.Builder
@@ -545,12 +546,16 @@ func (r *stormReport) log(tb testing.TB) {
 	fmt.Fprintf(&b, "  assets: %s\n", r.assets)
 	fmt.Fprintf(&b, "  storm took %.1f s (the machines' view), at most %d booting at once; daemon wrote %.1f KiB/machine to storage; stopped with %s; database: %d bound leases, machines by state %v\n",
 		r.elapsed.Seconds(), r.peak, float64(r.daemonWrote)/1024/float64(r.machines), r.stop, r.leases, r.state)
-	fmt.Fprintf(&b, "  %-12s %9s %9s\n", "phase", "p50 ms", "p99 ms")
+	b.WriteString("  phases, p50/p99 ms:")
 	for i, name := range phaseNames {
-		fmt.Fprintf(&b, "  %-12s %9.2f %9.2f\n", name, ms(r.phase[i][0]), ms(r.phase[i][1]))
+		fmt.Fprintf(&b, " %s %.0f/%.0f,", name, ms(r.phase[i][0]), ms(r.phase[i][1]))
 	}
-	fmt.Fprintf(&b, "  %-12s %9.2f %9.2f\n", "whole boot", ms(r.whole[0]), ms(r.whole[1]))
-	for _, f := range r.failures {
+	fmt.Fprintf(&b, " whole boot %.0f/%.0f\n", ms(r.whole[0]), ms(r.whole[1]))
+	for i, f := range r.failures {
+		if i == 5 {
+			fmt.Fprintf(&b, "  lost: %d more\n", r.lost-i)
+			break
+		}
 		fmt.Fprintf(&b, "  lost: %s\n", f)
 	}
 	tb.Log(b.String())
