@@ -83,7 +83,9 @@ var openLoopLoads = []float64{0.25, 0.50, 0.80}
 // generator's lateness is charged; the log has the same per request
 // (register, attest, watch, config), the generator's launch lag
 // (p50/p99/max) and the CPUs' use. A launch lag p99 over 20 ms fails the
-// benchmark: the generator, not the daemon, would be the bottleneck.
+// benchmark (after the kill -9 phase has run and reported): the generator,
+// not the daemon, was the bottleneck, its own core full or taken by other
+// processes, and that rate's latencies are marked as not the daemon's.
 //
 // Kill -9 (1,000 agents, 200 at a time, each retrying as attestation-agent
 // does): when half are acknowledged (config in hand), the daemon gets
