@@ -50,3 +50,12 @@ func TestRedactDSN(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenPostgresBadURL: a URL pgx cannot parse is refused without
+// being quoted with its password.
+func TestOpenPostgresBadURL(t *testing.T) {
+	_, err := OpenPostgres(t.Context(), "postgres://app:s3cret@db.example:port/attestation")
+	if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "cannot parse the PostgreSQL URL") {
+		t.Errorf("got %v, want a parse error without the password", err)
+	}
+}
