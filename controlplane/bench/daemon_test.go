@@ -102,6 +102,8 @@ func (d *daemonProc) start() error {
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
+			d.cmd.Process.Kill()
+			<-exited
 			return fmt.Errorf("attestationd not ready within 30s: %v", err)
 		}
 	}

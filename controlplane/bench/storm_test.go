@@ -373,6 +373,7 @@ func killPhase(tb testing.TB, bin string, pin *cpuPin, agents []*softTPM, concur
 		killed      bool
 		ackedBefore = make([]bool, len(agents))
 		half        = make(chan struct{})
+		failed      = make(chan error, len(agents))
 	)
 	type outcome struct {
 		acked    bool
@@ -387,6 +388,7 @@ func killPhase(tb testing.TB, bin string, pin *cpuPin, agents []*softTPM, concur
 				acked, failures, err := c.enrollRetrying(ctx, agents[i])
 				if err != nil {
 					err = fmt.Errorf("agent %d: %w", i, err)
+					failed <- err
 				}
 				mu.Lock()
 				if acked && !killed {
@@ -412,6 +414,8 @@ func killPhase(tb testing.TB, bin string, pin *cpuPin, agents []*softTPM, concur
 	}()
 	select {
 	case <-half:
+	case err := <-failed:
+		tb.Fatalf("before the kill: %v", err)
 	case <-ctx.Done():
 		tb.Fatalf("half the agents not enrolled within the time limit")
 	}
