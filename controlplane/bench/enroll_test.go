@@ -65,8 +65,9 @@ var openLoopLoads = []float64{0.25, 0.50, 0.80}
 // daemon-1core-cpu-bound-enrollments/s, 1,000 over that (derived, not
 // measured); daemon-mallocs/enrollment and daemon-alloc-KiB/enrollment,
 // the growth of its go_memstats_mallocs_total and
-// go_memstats_alloc_bytes_total (/metrics, scraped before and after: the
-// two scrapes' own allocations count too, a few hundred) per enrollment;
+// go_memstats_alloc_bytes_total (/metrics, scraped before and after) per
+// enrollment, less what one scrape allocates (measured by two in a row
+// before the storm);
 // daemon-written-KiB/enrollment, its wchar (/proc/PID/io: WAL and database
 // pages, mostly, and responses); loadgen-cpu-ms/enrollment, this process's
 // CPU. The log adds how each of the two CPUs spent the storm (own side,
@@ -77,8 +78,8 @@ var openLoopLoads = []float64{0.25, 0.50, 0.80}
 // Open loop, at 25, 50 and 80 % of the closed loop's rate: Poisson
 // arrivals (a fixed seed per rate, so the same schedule every run), each
 // enrollment started at its scheduled time in a goroutine of its own
-// whatever the others do, between 1,000 and 2,000 of them (20 s of
-// arrivals). Reported: open<load>-p50-ms, -p99-ms and -p999-ms, of the
+// whatever the others do: as many as 20 s of arrivals bring, at least
+// 1,000 and at most 2,000. Reported: open<load>-p50-ms, -p99-ms and -p999-ms, of the
 // whole enrollment counted from its scheduled arrival, so that the
 // generator's lateness is charged; the log has the same per request
 // (register, attest, watch, config), the generator's launch lag
