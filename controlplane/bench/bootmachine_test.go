@@ -212,9 +212,11 @@ func bootMachines(s stormSpec) (*stormResult, error) {
 		return nil, fmt.Errorf("the daemon's writes: %w", err)
 	}
 	load0 := processCPU()
-	stat0, err := cpuTimes()
-	if err != nil {
-		return nil, err
+	var stat0, stat1 [2]cpuTicks
+	for i := range stat0 {
+		if stat0[i], err = readCPUTicks(i); err != nil {
+			return nil, err
+		}
 	}
 	var (
 		wg            sync.WaitGroup
@@ -243,13 +245,13 @@ func bootMachines(s stormSpec) (*stormResult, error) {
 	wg.Wait()
 	res.Elapsed = time.Since(start)
 	res.LoadCPU = processCPU() - load0
-	stat1, err := cpuTimes()
-	if err != nil {
-		return nil, err
-	}
-	for i := range res.CPUBusy {
-		if total := stat1[i].total - stat0[i].total; total > 0 {
-			res.CPUBusy[i] = 1 - float64(stat1[i].idle-stat0[i].idle)/float64(total)
+	for i := range stat1 {
+		if stat1[i], err = readCPUTicks(i); err != nil {
+			return nil, err
+		}
+		busy := stat1[i].busy - stat0[i].busy
+		if total := busy + stat1[i].idle - stat0[i].idle + stat1[i].steal - stat0[i].steal; total > 0 {
+			res.CPUBusy[i] = float64(busy) / float64(total)
 		}
 	}
 	cpu1, err := procCPU(s.DaemonPID)
@@ -277,33 +279,6 @@ func procIO(pid int, field string) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no %s in /proc/%d/io", field, pid)
-}
-
-// cpuTime is one CPU's time in /proc/stat, in ticks.
-type cpuTime struct{ idle, total int64 }
-
-// cpuTimes reads CPU 0's and CPU 1's times from /proc/stat.
-func cpuTimes() ([2]cpuTime, error) {
-	var out [2]cpuTime
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return out, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 6 || (f[0] != "cpu0" && f[0] != "cpu1") {
-			continue
-		}
-		t := &out[f[0][3]-'0']
-		for i, v := range f[1:] {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			t.total += n
-			if i == 3 || i == 4 { // idle, iowait
-				t.idle += n
-			}
-		}
-	}
-	return out, nil
 }
 
 // waitReady waits for the daemon's /readyz.

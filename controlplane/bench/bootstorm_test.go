@@ -96,7 +96,7 @@ const (
 // ATTESTATION_BOOTSTORM_LOG to keep its log (info level).
 func BenchmarkBootStorm(b *testing.B) {
 	stormNeeds(b)
-	bin := buildAttestationd(b)
+	bin := buildDaemon(b)
 	assets := stormAssets(b)
 	var rs []*stormReport
 	for range b.N {
@@ -141,22 +141,12 @@ func TestBootStorm(t *testing.T) {
 		t.Skip("skipped in -short: builds attestationd and the agent's initramfs")
 	}
 	stormNeeds(t)
-	r := bootStorm(t, buildAttestationd(t), stormAssets(t), bootStormTestMachines)
+	r := bootStorm(t, buildDaemon(t), stormAssets(t), bootStormTestMachines)
 	r.log(t)
 	testenv.Note(t, "%s", r.summary())
 	if r.lost > 0 {
 		t.Fatalf("%d of %d machines lost", r.lost, r.machines)
 	}
-}
-
-// buildAttestationd builds attestationd into a temp dir.
-func buildAttestationd(tb testing.TB) string {
-	tb.Helper()
-	bin := filepath.Join(tb.TempDir(), "attestationd")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/attestationd").CombinedOutput(); err != nil {
-		tb.Fatalf("build attestationd: %v\n%s", err, out)
-	}
-	return bin
 }
 
 // bootAssets is the boot assets directory of a storm and the sums of
