@@ -14,31 +14,29 @@ import (
 )
 
 // Limits bound the work the agent API does for callers that have proved
-// nothing yet: Register calls, and the challenges they leave outstanding.
-// Per source address (an IPv6 caller by its /64, which one host can fill),
-// so that a flood from one place cannot crowd out the machines of another;
-// and overall, so that no number of places can exhaust the daemon.
+// nothing yet: Register calls, per source address (an IPv6 caller by its
+// /64, which one host can fill), so that a flood from one place cannot
+// crowd out the machines of another. The sources tracked are bounded too
+// (maxSources). The challenges Registers leave outstanding hold nothing
+// on the control plane (they are sealed tokens the agents carry); the
+// rate bounds how many one source can have, and so the records their
+// answers leave in the database until they expire.
 type Limits struct {
 	// RegisterRate is how many Register calls a second one source may
 	// make, on average, after a burst of RegisterBurst.
 	RegisterRate  float64
 	RegisterBurst int
-	// MaxChallenges bounds the challenges outstanding at once, and
-	// MaxChallengesPerSource those of one source.
-	MaxChallenges          int
-	MaxChallengesPerSource int
 }
 
 // DefaultLimits: a machine registers once a boot, and again after a
 // refusal; a rack booting at once behind one NAT stays under them.
-var DefaultLimits = Limits{RegisterRate: 5, RegisterBurst: 20, MaxChallenges: 10_000, MaxChallengesPerSource: 64}
+var DefaultLimits = Limits{RegisterRate: 5, RegisterBurst: 20}
 
 // maxSources bounds the sources whose Register rate is tracked at once:
 // past it, a new source waits until idle ones are forgotten.
 const maxSources = 100_000
 
-// admission enforces the Register rate per source; the challenge bounds
-// live with the challenges (challenges.go).
+// admission enforces the Register rate per source.
 type admission struct {
 	limits  Limits
 	refused *prometheus.CounterVec
@@ -61,11 +59,9 @@ type bucket struct {
 func newAdmission(l Limits, reg prometheus.Registerer) *admission {
 	a := &admission{limits: l, sources: map[netip.Addr]*bucket{}, logged: logging.Every{Interval: time.Second}, refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "attestation_agent_register_refused_total",
-		Help: "Register calls refused for load, by reason (rate: the source's Register rate; source_challenges: its outstanding challenges; challenges: all outstanding challenges).",
+		Help: "Register calls refused for load, by reason (rate: the source's Register rate, or too many sources tracked).",
 	}, []string{"reason"})}
-	for _, r := range []string{"rate", "source_challenges", "challenges"} {
-		a.refused.WithLabelValues(r)
-	}
+	a.refused.WithLabelValues("rate")
 	if reg != nil {
 		reg.MustRegister(a.refused)
 	}

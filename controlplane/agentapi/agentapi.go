@@ -4,15 +4,19 @@
 //
 // Register checks the EK and the AK, applies the EK policy and answers
 // with a credential-activation challenge bound to the AK name the daemon
-// computed, plus a quote nonce; both are kept only hashed, in memory,
-// single use, short-lived (challenges.go). An unknown EK becomes a new
-// machine; a known one is not written to until it proves itself. Attest
-// spends the challenge, checks the activated secret in constant time and
-// the quote (signature, nonce, PCR digest, the role's expected PCR
-// values), records what the agent reported at Register, binds the AK to
-// the EK, moves the machine to attested and gives the agent a session
-// credential. WatchApproval, Heartbeat and IssueCertificate take that
-// credential; IssueCertificate issues a node certificate to a key the
+// computed, plus a quote nonce: the challenge, the secret and nonce
+// hashed, is sealed into the token the agent answers with, which any
+// instance that shares the key can open (challenges.go); it is
+// short-lived and answered once. An unknown EK becomes a new machine; a
+// known one is not written to until it proves itself. Attest opens the
+// challenge, checks the activated secret in constant time and the quote
+// (signature, nonce, PCR digest, the role's expected PCR values), and in
+// one transaction records the challenge as used (a replay, on any
+// instance, is refused), records what the agent reported at Register,
+// binds the AK to the EK, moves the machine to attested and gives the
+// agent a session credential; a refused answer spends the challenge too.
+// WatchApproval, Heartbeat and IssueCertificate take that credential;
+// IssueCertificate issues a node certificate to a key the
 // machine's TPM holds, as its attested AK certifies (nodecerts.go). Nothing
 // here ever trusts a MAC or an IP (the IP recorded is the TCP peer's;
 // X-Forwarded-For is ignored).
@@ -45,6 +49,7 @@ import (
 	"github.com/attestation/attestation/controlplane/configs"
 	"github.com/attestation/attestation/controlplane/events"
 	"github.com/attestation/attestation/controlplane/lifecycle"
+	"github.com/attestation/attestation/controlplane/logging"
 	"github.com/attestation/attestation/controlplane/machines"
 	"github.com/attestation/attestation/controlplane/pki"
 	"github.com/attestation/attestation/controlplane/store"
@@ -79,8 +84,13 @@ type Options struct {
 	Committed *events.Signal
 	// Stopping is closed when the server shuts down; streams end then.
 	Stopping <-chan struct{}
-	// Limits bound Register calls and outstanding challenges (zero:
-	// DefaultLimits).
+	// ChallengeKey (ChallengeKeySize bytes) seals challenges: every
+	// instance over one database must have the same, so that any of them
+	// takes the answer to a challenge another issued (the daemon derives
+	// it from its config token key, DeriveChallengeKey). Nil: a random
+	// key, and only this server answers its challenges.
+	ChallengeKey []byte
+	// Limits bound Register calls (zero: DefaultLimits).
 	Limits Limits
 	// CA issues node certificates (nil: IssueCertificate is
 	// Unimplemented), each valid for NodeCertLifetime (default
@@ -97,9 +107,12 @@ type Server struct {
 	o    Options
 	log  *slog.Logger
 	pcrs []int
-	// challenges are the outstanding challenges.
-	challenges challenges
+	// challenges seals challenges and opens them.
+	challenges *sealer
 	admission  *admission
+	// otherKeyLogged spaces out the log lines about challenges sealed
+	// under another key or unreadable.
+	otherKeyLogged logging.Every
 }
 
 // New returns a Server.
@@ -145,44 +158,35 @@ func New(o Options) (*Server, error) {
 	if o.Limits.RegisterRate > 0 && o.Limits.RegisterBurst < 1 {
 		return nil, fmt.Errorf("agent API: a Register rate of %g a second needs a burst of at least 1", o.Limits.RegisterRate)
 	}
-	s := &Server{o: o, log: o.Logger, pcrs: slices.Compact(pcrs), admission: newAdmission(o.Limits, o.Registerer)}
-	s.challenges.max, s.challenges.perSource = o.Limits.MaxChallenges, o.Limits.MaxChallengesPerSource
-	return s, nil
+	key := o.ChallengeKey
+	if key == nil {
+		key = make([]byte, ChallengeKeySize)
+		if _, err := rand.Read(key); err != nil {
+			return nil, fmt.Errorf("agent API: %w", err)
+		}
+	}
+	sealer, err := newSealer(key)
+	if err != nil {
+		return nil, fmt.Errorf("agent API: %w", err)
+	}
+	return &Server{o: o, log: o.Logger, pcrs: slices.Compact(pcrs), challenges: sealer, admission: newAdmission(o.Limits, o.Registerer),
+		otherKeyLogged: logging.Every{Interval: time.Second}}, nil
 }
 
 // admit refuses a Register from src when it would go over the Register
-// rate of src or leave more challenges outstanding than allowed: before
-// any work is done for it (EK checks, database reads and writes).
+// rate of src: before any work is done for it (EK checks, database reads
+// and writes). The rate bounds the challenges a source can have
+// outstanding, and with them the rows their answers leave
+// (store.Tx.UseChallenge); an outstanding challenge holds nothing here.
 func (s *Server) admit(src netip.Addr) error {
-	now := time.Now()
-	if err := s.admission.allowRegister(src, now); err != nil {
-		s.refusedForLoad("rate", src, err)
-		return err
+	err := s.admission.allowRegister(src, time.Now())
+	if err != nil {
+		s.admission.refused.WithLabelValues("rate").Inc()
+		if skipped, ok := s.admission.logged.Allow(time.Now()); ok {
+			s.log.Warn("registration refused for load", "reason", "rate", "source", src, "not_logged_since_last", skipped, "err", err)
+		}
 	}
-	if err := s.challenges.check(src, now); err != nil {
-		return s.challengesFull(src, err)
-	}
-	return nil
-}
-
-// challengesFull logs, counts and maps a refusal for want of room for a
-// challenge.
-func (s *Server) challengesFull(src netip.Addr, err error) error {
-	reason := "challenges"
-	if errors.Is(err, errTooManySourceChallenges) {
-		reason = "source_challenges"
-	}
-	s.refusedForLoad(reason, src, err)
-	return connect.NewError(connect.CodeResourceExhausted, err)
-}
-
-// refusedForLoad counts a Register refused for load and logs it, at most
-// once a second with how many were not logged since.
-func (s *Server) refusedForLoad(reason string, src netip.Addr, err error) {
-	s.admission.refused.WithLabelValues(reason).Inc()
-	if skipped, ok := s.admission.logged.Allow(time.Now()); ok {
-		s.log.Warn("registration refused for load", "reason", reason, "source", src, "not_logged_since_last", skipped, "err", err)
-	}
+	return err
 }
 
 // Register implements AgentService.Register.
@@ -240,19 +244,18 @@ func (s *Server) Register(ctx context.Context, req *connect.Request[attestationv
 	ch := &challenge{
 		tpm:        true,
 		akPublic:   msg.AkPublic,
-		ak:         ak,
 		secretHash: hash(c.Secret),
 		nonceHash:  hash(c.Nonce),
 		pcrs:       s.pcrs,
 	}
-	m, created, err := s.register(ctx, old, reg, ch)
+	m, created, token, err := s.register(ctx, old, reg, ch)
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	log.Info("machine registered", "machine", m.ID, "new", created, "ip", reg.IP, "conflict_with", m.ConflictWith)
+	log.Info("machine registered", "machine", m.ID, "new", created, "ip", reg.IP, "conflict_with", m.ConflictWith, "challenge", ch.idString())
 	return connect.NewResponse(&attestationv1.RegisterResponse{
 		MachineId:       m.ID,
-		ChallengeId:     ch.id,
+		ChallengeId:     token,
 		CredentialBlob:  c.CredentialBlob,
 		EncryptedSecret: c.EncryptedSecret,
 		Nonce:           c.Nonce,
@@ -262,26 +265,24 @@ func (s *Server) Register(ctx context.Context, req *connect.Request[attestationv
 }
 
 // register records a new machine (old is nil when the EK may be unknown)
-// and holds the challenge for it. A known machine is not written to:
-// what its agent reported is recorded when it attests.
-func (s *Server) register(ctx context.Context, old *store.Machine, reg machines.SelfRegistration, ch *challenge) (m *store.Machine, created bool, err error) {
+// and seals the challenge for it into a token. A known machine is not
+// written to: what its agent reported is recorded when it attests.
+func (s *Server) register(ctx context.Context, old *store.Machine, reg machines.SelfRegistration, ch *challenge) (m *store.Machine, created bool, token string, err error) {
 	if m = old; m == nil {
 		if m, created, err = s.o.Machines.SelfRegister(ctx, reg); err != nil {
-			return nil, false, err
+			return nil, false, "", err
 		}
 	}
-	id := make([]byte, 16)
-	if _, err := rand.Read(id); err != nil {
-		return nil, false, err
+	ch.id = make([]byte, challengeIDSize)
+	if _, err := rand.Read(ch.id); err != nil {
+		return nil, false, "", err
 	}
-	now := time.Now()
-	ch.id, ch.machineID, ch.reported = hex.EncodeToString(id), m.ID, reg
-	ch.expires = now.Add(s.o.ChallengeTTL).UTC()
-	ch.source = source(reg.IP)
-	if err := s.challenges.add(ch, now); err != nil {
-		return nil, false, s.challengesFull(ch.source, err)
+	ch.machineID, ch.reported = m.ID, reg
+	ch.expires = time.Now().Add(s.o.ChallengeTTL).UTC()
+	if token, err = s.challenges.seal(ch); err != nil {
+		return nil, false, "", fmt.Errorf("register machine %s: %w", m.ID, err)
 	}
-	return m, created, nil
+	return m, created, token, nil
 }
 
 // noTPMDomain separates the identities of machines without a TPM from EK
@@ -311,14 +312,14 @@ func (s *Server) registerWithoutTPM(ctx context.Context, msg *attestationv1.Regi
 	sum := sha256.Sum256([]byte(noTPMDomain + key))
 	reg.EKFingerprint = hex.EncodeToString(sum[:])
 	ch := &challenge{tpm: false, pcrs: []int{}}
-	m, created, err := s.register(ctx, nil, reg, ch)
+	m, created, token, err := s.register(ctx, nil, reg, ch)
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	s.log.Warn("machine without TPM registered; it proves nothing", "machine", m.ID, "new", created, "ip", reg.IP)
+	s.log.Warn("machine without TPM registered; it proves nothing", "machine", m.ID, "new", created, "ip", reg.IP, "challenge", ch.idString())
 	return connect.NewResponse(&attestationv1.RegisterResponse{
 		MachineId:   m.ID,
-		ChallengeId: ch.id,
+		ChallengeId: token,
 		Pcrs:        []uint32{},
 		ExpiresAt:   timestamppb.New(ch.expires),
 	}), nil
@@ -351,23 +352,27 @@ func (s *Server) Attest(ctx context.Context, req *connect.Request[attestationv1.
 	if msg.ChallengeId == "" {
 		return nil, invalid("challenge_id is required: the one Register returned")
 	}
-	// Taken once: whatever follows, this challenge is spent.
-	ch, err := s.challenges.take(msg.ChallengeId, time.Now())
+	ch, err := s.challenges.open(msg.ChallengeId)
 	if err != nil {
-		if ch != nil { // used or expired: say whose it was
-			why := "attestation refused: challenge expired"
-			if errors.Is(err, store.ErrUsed) {
-				why = "attestation refused: challenge already used (replay?)"
+		// Another key, or one this control plane sealed but cannot read
+		// (a version it does not know): a deployment's fault, logged. An
+		// altered token is the agent's.
+		if !errors.Is(err, errUnknownChallenge) {
+			if skipped, ok := s.otherKeyLogged.Allow(time.Now()); ok {
+				s.log.Warn("attestation refused: "+err.Error(), "ip", peerIP(req.Peer().Addr), "not_logged_since_last", skipped)
 			}
-			s.log.Warn(why, "machine", ch.machineID, "challenge", ch.id)
 		}
-		return nil, challengeError(msg.ChallengeId, err)
+		return nil, challengeError(err)
 	}
-	log := s.log.With("machine", ch.machineID, "challenge", ch.id)
+	log := s.log.With("machine", ch.machineID, "challenge", ch.idString())
+	if !time.Now().Before(ch.expires) {
+		log.Warn("attestation refused: challenge expired")
+		return nil, challengeError(store.ErrExpired)
+	}
+	// Answered once: whatever follows, this challenge is spent.
 	pcrs, err := s.verify(ch, msg)
 	if err != nil {
-		log.Warn("attestation refused", "err", err)
-		return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("attestation failed: %w", err))
+		return nil, s.refuse(ctx, log, ch, err)
 	}
 
 	token, tokenHash, err := machines.NewToken()
@@ -380,6 +385,9 @@ func (s *Server) Attest(ctx context.Context, req *connect.Request[attestationv1.
 		akBound bool
 	)
 	m, err := s.o.Machines.AttestedWith(ctx, ch.machineID, func(tx *store.Tx, m *store.Machine) error {
+		if err := tx.UseChallenge(ctx, ch.id, ch.expires); err != nil {
+			return err
+		}
 		if want := s.o.PCRPolicy[m.Role]; ch.tpm && len(want) > 0 {
 			if err := attest.ComparePCRs(want, pcrs); err != nil {
 				pcrErr = fmt.Errorf("role %s: %w", m.Role, err)
@@ -400,11 +408,18 @@ func (s *Server) Attest(ctx context.Context, req *connect.Request[attestationv1.
 			ExpiresAt:     expires,
 		})
 	})
-	if pcrErr != nil {
-		log.Warn("attestation refused: PCR values differ from the role's policy", "err", pcrErr)
-		return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("attestation failed: %w", pcrErr))
-	}
-	if err != nil {
+	switch {
+	case errors.Is(err, store.ErrUsed):
+		log.Warn("attestation refused: challenge already used (replay?)")
+		return nil, challengeError(err)
+	case pcrErr != nil:
+		return nil, s.refuse(ctx, log, ch, pcrErr)
+	case err != nil:
+		// Not attested (decommissioned meanwhile, say): spent all the same.
+		if used := s.spend(ctx, ch); errors.Is(used, store.ErrUsed) {
+			log.Warn("attestation refused: challenge already used (replay?)")
+			return nil, challengeError(used)
+		}
 		return nil, toConnect(err)
 	}
 	if akBound {
@@ -507,6 +522,29 @@ func (s *Server) WatchApproval(ctx context.Context, req *connect.Request[attesta
 		case <-time.After(watchPoll):
 		}
 	}
+}
+
+// refuse refuses an answer to ch that failed its checks (why): the
+// challenge is spent, on every instance, and the refusal says why, or that
+// the challenge was answered before.
+func (s *Server) refuse(ctx context.Context, log *slog.Logger, ch *challenge, why error) error {
+	if err := s.spend(ctx, ch); errors.Is(err, store.ErrUsed) {
+		log.Warn("attestation refused: challenge already used (replay?)", "err", why)
+		return challengeError(err)
+	} else if err != nil {
+		log.Error("a refused challenge could not be recorded as used", "err", err)
+	}
+	log.Warn("attestation refused", "err", why)
+	return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("attestation failed: %w", why))
+}
+
+// spend records that ch was answered, though not by an attestation; it
+// fails with store.ErrUsed when ch was answered before. It does so even
+// when the caller has gone: the answer was given.
+func (s *Server) spend(ctx context.Context, ch *challenge) error {
+	ctx = context.WithoutCancel(ctx)
+	_, err := s.o.Store.Update(ctx, func(tx *store.Tx) error { return tx.UseChallenge(ctx, ch.id, ch.expires) })
+	return err
 }
 
 // session authenticates an agent by its session credential.

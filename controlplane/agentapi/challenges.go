@@ -1,160 +1,311 @@
 package agentapi
 
 import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/netip"
-	"sync"
+	"math/bits"
 	"time"
 
 	"github.com/attestation/attestation/controlplane/attest"
+	"github.com/attestation/attestation/controlplane/events"
 	"github.com/attestation/attestation/controlplane/machines"
-	"github.com/attestation/attestation/controlplane/store"
 )
 
-// errTooManyChallenges: the table is full of unexpired challenges;
-// errTooManySourceChallenges: those of one source are as many as it may hold.
+// A challenge is not kept by the control plane: Register seals it into a
+// token, the challenge_id the agent sends back with its answer, and
+// Attest opens it. Any instance that holds the key opens any instance's
+// challenges, a restart voids none, and an outstanding challenge costs
+// the control plane no memory and no write. The token is encrypted and
+// authenticated (AES-256-GCM), so the agent can neither read nor change
+// it; the secret and the nonce are in it only as SHA-256 hashes all the
+// same. Single use is the database's: Attest records the challenge's ID
+// in the transaction that records the attestation (store.Tx.UseChallenge),
+// where a replay, on any instance, finds it.
+//
+// A token is base64url (no padding) of
+//
+//	version (1) || key ID (1) || GCM nonce (12) || AES-256-GCM(plaintext)
+//
+// the first two bytes authenticated as additional data; the plaintext is
+// marshal's encoding.
+
+// ChallengeKeySize is the size of the key challenges are sealed with.
+const ChallengeKeySize = 32
+
+const (
+	tokenVersion    = 1
+	challengeIDSize = 16
+	// maxToken bounds a token, as AttestRequest.challenge_id is bounded:
+	// what Register takes in (the AK, the reported hardware) bounds what
+	// is sealed well below it.
+	maxToken = 8192
+	// challengeKeyInfo and keyIDLabel separate the challenge key from
+	// other keys derived from the same secret, and its ID from it.
+	challengeKeyInfo = "attestation challenge seal v1"
+	keyIDLabel       = "attestation challenge key id\x00"
+)
+
+// Why a challenge_id does not open.
 var (
-	errTooManyChallenges       = errors.New("too many attestation challenges outstanding")
-	errTooManySourceChallenges = errors.New("too many attestation challenges outstanding from one source")
+	// errUnknownChallenge: not a token at all, one altered, or one of a
+	// version this control plane does not know.
+	errUnknownChallenge = errors.New("not a challenge this control plane issued")
+	// errOtherKey: a token sealed under another key: another control
+	// plane's, or an instance that does not share this one's key.
+	errOtherKey = errors.New("challenge sealed under another key: another control plane issued it, or its instances do not share their config token key")
+	// errUnreadableChallenge: sealed under this key, but not in a form
+	// this control plane reads (or with an AK it no longer accepts).
+	errUnreadableChallenge = errors.New("a challenge this control plane sealed but cannot read")
 )
 
-// challenge is an outstanding credential-activation challenge. Its secret
-// and nonce are kept only as SHA-256 hashes.
+// DeriveChallengeKey derives the key challenges are sealed with from a
+// secret the instances of one control plane share (the daemon's config
+// token key), so that they open each other's challenges.
+func DeriveChallengeKey(secret []byte) ([]byte, error) {
+	if len(secret) < ChallengeKeySize {
+		return nil, fmt.Errorf("challenge key: want a secret of at least %d bytes, got %d", ChallengeKeySize, len(secret))
+	}
+	return hkdf.Key(sha256.New, secret, nil, challengeKeyInfo, ChallengeKeySize)
+}
+
+// challenge is a credential-activation challenge: what Attest needs to
+// check the answer and record the machine.
 type challenge struct {
-	id        string
+	// id is random: the key of the challenge's use in the database.
+	id        []byte
 	machineID string
 	// tpm is false for a machine registered without a TPM (where policy
 	// allows it): then there is no AK, secret or nonce.
 	tpm        bool
 	akPublic   []byte
-	ak         *attest.AK
 	secretHash []byte
 	nonceHash  []byte
-	pcrs       []int
-	expires    time.Time
+	// pcrs are the PCRs to quote, in increasing order.
+	pcrs    []int
+	expires time.Time
 	// reported is what the agent said about its machine when it
 	// registered; it is recorded only once the machine has proved itself.
 	reported machines.SelfRegistration
-	// source is where the Register came from (see source()).
-	source netip.Addr
-	used   bool
+
+	// ak is akPublic parsed (nil without a TPM); not sealed.
+	ak *attest.AK
 }
 
-// challenges holds the outstanding challenges in memory. A challenge is
-// not machine state: it lives for a minute, a restart voids it (the agent
-// registers again, as after any refusal), and keeping it out of the
-// database saves a durable write per enrollment. Each is single use: take
-// hands it out once; a used one stays, as a tombstone, until it expires,
-// so that a replay is refused as one.
-type challenges struct {
-	// max and perSource bound the unused, unexpired challenges held, in
-	// all and of one source (0: no bound).
-	max, perSource int
+// idString is the challenge's ID as logs show it.
+func (c *challenge) idString() string { return hex.EncodeToString(c.id) }
 
-	mu sync.Mutex
-	m  map[string]*challenge
-	// open counts the unused challenges, in all and by source.
-	open     int
-	bySource map[netip.Addr]int
-	// queue holds the challenges in the order they expire (they all live
-	// the same time), for pruning.
-	queue []*challenge
+// sealer seals challenges into tokens and opens them.
+type sealer struct {
+	aead  cipher.AEAD
+	keyID byte
 }
 
-// add stores c, first dropping the challenges that have expired.
-func (cs *challenges) add(c *challenge, now time.Time) error {
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	cs.prune(now)
-	if err := cs.room(c.source); err != nil {
-		return err
+func newSealer(key []byte) (*sealer, error) {
+	if len(key) != ChallengeKeySize {
+		return nil, fmt.Errorf("challenge key: want %d bytes, got %d", ChallengeKeySize, len(key))
 	}
-	if cs.m == nil {
-		cs.m = make(map[string]*challenge)
-		cs.bySource = make(map[netip.Addr]int)
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("challenge key: %w", err)
 	}
-	cs.m[c.id] = c
-	cs.queue = append(cs.queue, c)
-	cs.open++
-	cs.bySource[c.source]++
-	return nil
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("challenge key: %w", err)
+	}
+	id := sha256.Sum256(append([]byte(keyIDLabel), key...))
+	return &sealer{aead: aead, keyID: id[0]}, nil
 }
 
-// check reports, without holding a place, whether a challenge of src
-// would be taken now: Register asks before it does any work.
-func (cs *challenges) check(src netip.Addr, now time.Time) error {
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	cs.prune(now)
-	return cs.room(src)
+// seal returns c as a token.
+func (s *sealer) seal(c *challenge) (string, error) {
+	head := 2 + s.aead.NonceSize()
+	plain := c.marshal()
+	raw := make([]byte, head, head+len(plain)+s.aead.Overhead())
+	raw[0], raw[1] = tokenVersion, s.keyID
+	nonce := raw[2:head]
+	if _, err := rand.Read(nonce); err != nil {
+		return "", fmt.Errorf("seal challenge: %w", err)
+	}
+	raw = s.aead.Seal(raw, nonce, plain, raw[:2])
+	token := base64.RawURLEncoding.EncodeToString(raw)
+	if len(token) > maxToken {
+		return "", fmt.Errorf("seal challenge: a token of %d bytes, more than the %d an AttestRequest carries", len(token), maxToken)
+	}
+	return token, nil
 }
 
-// room fails when the table, or src's share of it, is full.
-func (cs *challenges) room(src netip.Addr) error {
+// open returns the challenge sealed in token. It fails with
+// errUnknownChallenge, errOtherKey or errUnreadableChallenge; it does not
+// look at the expiry.
+func (s *sealer) open(token string) (*challenge, error) {
+	head := 2 + s.aead.NonceSize()
+	if len(token) > maxToken || base64.RawURLEncoding.DecodedLen(len(token)) < head+s.aead.Overhead() {
+		return nil, errUnknownChallenge
+	}
+	// The decoder skips line breaks: the length is checked again.
+	raw, err := base64.RawURLEncoding.DecodeString(token)
 	switch {
-	case cs.max > 0 && cs.open >= cs.max:
-		return fmt.Errorf("%w: %d in all, the most this control plane holds; retry in a few seconds", errTooManyChallenges, cs.max)
-	case cs.perSource > 0 && cs.bySource[src] >= cs.perSource:
-		return fmt.Errorf("%w: %d from %s, the most one source may hold; answer them or retry when they expire", errTooManySourceChallenges, cs.perSource, src)
+	case err != nil || len(raw) < head+s.aead.Overhead() || raw[0] != tokenVersion:
+		return nil, errUnknownChallenge
+	case raw[1] != s.keyID:
+		return nil, errOtherKey
 	}
-	return nil
-}
-
-// close counts c as no longer open (taken, or expired unused).
-func (cs *challenges) close(c *challenge) {
-	cs.open--
-	if cs.bySource[c.source]--; cs.bySource[c.source] <= 0 {
-		delete(cs.bySource, c.source)
+	plain, err := s.aead.Open(raw[head:head], raw[2:head], raw[head:], raw[:2])
+	if err != nil {
+		return nil, errUnknownChallenge
 	}
-}
-
-// prune forgets expired challenges. The queue is in expiry order as long
-// as the TTL does not change; an entry out of order only waits longer.
-func (cs *challenges) prune(now time.Time) {
-	n := 0
-	for _, c := range cs.queue {
-		if now.Before(c.expires) {
-			break
-		}
-		delete(cs.m, c.id)
-		if !c.used {
-			cs.close(c)
-		}
-		n++
+	c, err := unmarshalChallenge(plain)
+	if err == nil && c.tpm {
+		// Parsed as Register parsed it: a control plane with other
+		// rules for AKs (a newer one) refuses the old challenge.
+		c.ak, err = attest.ParseAKPublic(c.akPublic)
 	}
-	if n > 0 {
-		clear(cs.queue[:n])
-		cs.queue = cs.queue[n:]
-	}
-}
-
-// take hands out challenge id for answering, once: it fails with
-// store.ErrNotFound for an unknown (or long expired) challenge, and with
-// store.ErrUsed for one taken before or store.ErrExpired for one past its
-// expiry, returning the challenge then too (to say whose it was). Of any
-// number of concurrent takes of one challenge, one succeeds.
-func (cs *challenges) take(id string, now time.Time) (*challenge, error) {
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	c, ok := cs.m[id]
-	switch {
-	case !ok:
-		return nil, store.ErrNotFound
-	case c.used:
-		return c, store.ErrUsed
-	}
-	c.used = true
-	cs.close(c)
-	if !now.Before(c.expires) {
-		return c, store.ErrExpired
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUnreadableChallenge, err)
 	}
 	return c, nil
 }
 
-// len is the number of challenges held, used or not, expired or not.
-func (cs *challenges) len() int {
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	return len(cs.m)
+// flagTPM is the one flag of the encoding.
+const flagTPM = 1
+
+// marshal encodes c: its ID, its expiry (Unix nanoseconds, 8 bytes big
+// endian), a flags byte, the PCRs as a 32-bit mask (big endian), then
+// fields each prefixed by its length (uvarint): machine ID, AK public,
+// secret hash, nonce hash, and the report (EK fingerprint, IP, SMBIOS
+// UUID, serial, product), then the number of MACs (uvarint) and each MAC
+// as a field.
+func (c *challenge) marshal() []byte {
+	r, hw := c.reported, c.reported.Hardware
+	b := make([]byte, 0, 192+len(c.akPublic)+len(hw.Serial)+len(hw.Product)+24*len(hw.MACs))
+	b = append(b, c.id...)
+	b = binary.BigEndian.AppendUint64(b, uint64(c.expires.UnixNano()))
+	var flags byte
+	if c.tpm {
+		flags |= flagTPM
+	}
+	b = append(b, flags)
+	var mask uint32
+	for _, i := range c.pcrs {
+		mask |= 1 << i
+	}
+	b = binary.BigEndian.AppendUint32(b, mask)
+	b = appendField(b, c.machineID)
+	b = appendField(b, c.akPublic)
+	b = appendField(b, c.secretHash)
+	b = appendField(b, c.nonceHash)
+	for _, f := range []string{r.EKFingerprint, r.IP, hw.SMBIOSUUID, hw.Serial, hw.Product} {
+		b = appendField(b, f)
+	}
+	b = binary.AppendUvarint(b, uint64(len(hw.MACs)))
+	for _, mac := range hw.MACs {
+		b = appendField(b, mac)
+	}
+	return b
+}
+
+func appendField[F ~string | ~[]byte](b []byte, f F) []byte {
+	b = binary.AppendUvarint(b, uint64(len(f)))
+	return append(b, f...)
+}
+
+// unmarshalChallenge decodes what marshal encoded.
+func unmarshalChallenge(p []byte) (*challenge, error) {
+	d := decoder{b: p}
+	c := &challenge{id: d.next(challengeIDSize)}
+	expires := d.next(8)
+	flags := d.next(1)
+	mask := d.next(4)
+	c.machineID = string(d.field())
+	c.akPublic = d.field()
+	c.secretHash = d.field()
+	c.nonceHash = d.field()
+	r := &c.reported
+	r.EKFingerprint, r.IP = string(d.field()), string(d.field())
+	r.Hardware = events.Hardware{SMBIOSUUID: string(d.field()), Serial: string(d.field()), Product: string(d.field())}
+	// Each MAC takes a byte at least: a count beyond what is left is no
+	// allocation.
+	if n := d.uvarint(); n > uint64(len(d.b)) {
+		d.fail()
+	} else if n > 0 {
+		r.Hardware.MACs = make([]string, n)
+		for i := range r.Hardware.MACs {
+			r.Hardware.MACs[i] = string(d.field())
+		}
+	}
+	switch {
+	case d.err != nil:
+		return nil, d.err
+	case len(d.b) > 0:
+		return nil, fmt.Errorf("challenge: %d bytes after the end", len(d.b))
+	case flags[0]&^flagTPM != 0:
+		return nil, fmt.Errorf("challenge: unknown flags %#x", flags[0])
+	}
+	m := binary.BigEndian.Uint32(mask)
+	if m>>(attest.MaxPCR+1) != 0 {
+		return nil, fmt.Errorf("challenge: PCR mask %#x beyond PCR %d", m, attest.MaxPCR)
+	}
+	c.pcrs = make([]int, 0, bits.OnesCount32(m))
+	for i := range attest.MaxPCR + 1 {
+		if m&(1<<i) != 0 {
+			c.pcrs = append(c.pcrs, i)
+		}
+	}
+	c.tpm = flags[0]&flagTPM != 0
+	r.TPMAvailable = c.tpm
+	c.expires = time.Unix(0, int64(binary.BigEndian.Uint64(expires))).UTC()
+	return c, nil
+}
+
+// decoder reads marshal's encoding; after the first error it reads
+// nothing and keeps that error.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail() {
+	if d.err == nil {
+		d.err = errors.New("challenge: truncated")
+	}
+	d.b = nil
+}
+
+// next returns the next n bytes (a slice of the input).
+func (d *decoder) next(n int) []byte {
+	if d.err != nil || n > len(d.b) {
+		d.fail()
+		return make([]byte, n)
+	}
+	out := d.b[:n:n]
+	d.b = d.b[n:]
+	return out
+}
+
+func (d *decoder) uvarint() uint64 {
+	v, n := binary.Uvarint(d.b)
+	if d.err != nil || n <= 0 {
+		d.fail()
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+// field returns the next length-prefixed field.
+func (d *decoder) field() []byte {
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		d.fail()
+		return nil
+	}
+	return d.next(int(n))
 }

@@ -29,15 +29,19 @@ func invalid(format string, args ...any) error {
 	return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf(format, args...))
 }
 
-// challengeError explains why challenge id cannot be answered.
-func challengeError(id string, err error) error {
+// challengeError explains why a challenge cannot be answered: err is
+// store.ErrUsed, store.ErrExpired, or an error of sealer.open. The
+// token itself is not repeated: it is long, and says nothing readable.
+func challengeError(err error) error {
 	switch {
 	case errors.Is(err, store.ErrUsed):
 		return connect.NewError(connect.CodeFailedPrecondition, errors.New("this challenge was used already (a challenge is answered once): call Register for a new one"))
 	case errors.Is(err, store.ErrExpired):
 		return connect.NewError(connect.CodeFailedPrecondition, errors.New("this challenge has expired: call Register for a new one"))
-	case errors.Is(err, store.ErrNotFound):
-		return connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown challenge %s: call Register for a new one (challenges last a minute and end when the control plane restarts)", id))
+	case errors.Is(err, errOtherKey), errors.Is(err, errUnreadableChallenge):
+		return connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown challenge: %w: call Register for a new one", err))
+	case errors.Is(err, errUnknownChallenge):
+		return connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown challenge: %w (altered, or not a challenge_id Register returned): call Register for a new one", errUnknownChallenge))
 	}
 	return toConnect(err)
 }

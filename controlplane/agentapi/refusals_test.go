@@ -8,8 +8,7 @@ package agentapi_test
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
+	"crypto/ecdh"
 	"crypto/rand"
 	"encoding/hex"
 	"slices"
@@ -22,8 +21,10 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/attestation/attestation/controlplane/agentapi"
 	"github.com/attestation/attestation/controlplane/config"
 	attestationv1 "github.com/attestation/attestation/proto/gen/attestation/v1"
+	"github.com/attestation/attestation/proto/gen/attestation/v1/attestationv1connect"
 )
 
 // notOnline fails when the machine came online.
@@ -41,32 +42,11 @@ func (h *harness) notOnline(t *testing.T, id string) {
 // TPM.
 func softAK(t *testing.T) []byte {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	k, err := ecdh.P256().GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub := tpm2.TPMTPublic{
-		Type:    tpm2.TPMAlgECC,
-		NameAlg: tpm2.TPMAlgSHA256,
-		ObjectAttributes: tpm2.TPMAObject{
-			FixedTPM: true, FixedParent: true, SensitiveDataOrigin: true,
-			UserWithAuth: true, Restricted: true, SignEncrypt: true,
-		},
-		Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
-			Symmetric: tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgNull},
-			Scheme: tpm2.TPMTECCScheme{
-				Scheme:  tpm2.TPMAlgECDSA,
-				Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgECDSA, &tpm2.TPMSSigSchemeECDSA{HashAlg: tpm2.TPMAlgSHA256}),
-			},
-			CurveID: tpm2.TPMECCNistP256,
-			KDF:     tpm2.TPMTKDFScheme{Scheme: tpm2.TPMAlgNull},
-		}),
-		Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
-			X: tpm2.TPM2BECCParameter{Buffer: k.X.FillBytes(make([]byte, 32))},
-			Y: tpm2.TPM2BECCParameter{Buffer: k.Y.FillBytes(make([]byte, 32))},
-		}),
-	}
-	return tpm2.Marshal(pub)
+	return agentapi.ECCAKPublic(k.PublicKey().Bytes())
 }
 
 // TestRefuseCredentialForAnotherAK: the agent presents an AK that is not
@@ -119,37 +99,44 @@ func TestRefuseReplay(t *testing.T) {
 
 	ch = h.register(t, registration(a, nil))
 	req = quote(t, a, ch, answer(t, a, ch))
+	answerAtOnce(t, req, h.agent)
+	if got, want := h.eventTypes(t, ch.MachineId), "registered online online"; got != want {
+		t.Errorf("events %q, want %q", got, want)
+	}
+}
+
+// answerAtOnce sends req ten times at once, to the clients in turn, and
+// fails unless exactly one gets a session and the others are refused as
+// replays.
+func answerAtOnce(t *testing.T, req *attestationv1.AttestRequest, clients ...attestationv1connect.AgentServiceClient) {
+	t.Helper()
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
 		sessions int
-		refused  []connect.Code
+		refused  []error
 	)
-	for range 10 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := h.agent.Attest(t.Context(), connect.NewRequest(req))
+	for i := range 10 {
+		c := clients[i%len(clients)]
+		wg.Go(func() {
+			_, err := c.Attest(t.Context(), connect.NewRequest(req))
 			mu.Lock()
 			defer mu.Unlock()
 			if err == nil {
 				sessions++
 			} else {
-				refused = append(refused, connect.CodeOf(err))
+				refused = append(refused, err)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if sessions != 1 {
 		t.Errorf("%d of 10 identical answers got a session, want exactly 1", sessions)
 	}
-	for _, c := range refused {
-		if c != connect.CodeFailedPrecondition {
-			t.Errorf("a concurrent replay got %s, want failed_precondition", c)
+	for _, err := range refused {
+		if connect.CodeOf(err) != connect.CodeFailedPrecondition {
+			t.Errorf("a concurrent replay got %v, want failed_precondition", err)
 		}
-	}
-	if got, want := h.eventTypes(t, ch.MachineId), "registered online online"; got != want {
-		t.Errorf("events %q, want %q", got, want)
 	}
 }
 
@@ -439,10 +426,11 @@ func TestRegisterAloneRecordsNothing(t *testing.T) {
 	}
 }
 
-// TestChallengeEndsWithRestart: challenges live in the daemon's memory;
-// an answer to one issued before a restart is refused as unknown, and the
-// agent's next Register works.
-func TestChallengeEndsWithRestart(t *testing.T) {
+// TestChallengeOutlivesRestart: a challenge is not held in memory but
+// sealed under a key derived from the data directory's config token key:
+// an answer to one issued before a restart is taken, once; a daemon with
+// another data directory, another key, refuses it.
+func TestChallengeOutlivesRestart(t *testing.T) {
 	dir := t.TempDir()
 	h := startIn(t, dir, nil)
 	a := boot(t, "simulator")
@@ -450,12 +438,18 @@ func TestChallengeEndsWithRestart(t *testing.T) {
 	req := quote(t, a, ch, answer(t, a, ch))
 	h.d.Stop(t)
 
+	other := start(t, nil)
+	_, err := other.attest(t, req)
+	wantForeign(t, err)
+
 	h = startIn(t, dir, nil)
-	_, err := h.attest(t, req)
-	wantCode(t, err, connect.CodeNotFound, "unknown challenge", "call Register")
-	h.notOnline(t, ch.MachineId)
-	ch2, att := h.enroll(t, a, nil)
-	if ch2.MachineId != ch.MachineId || att.State != "attested" {
-		t.Errorf("after the restart: %s in %s, want %s attested", ch2.MachineId, att.State, ch.MachineId)
+	att, err := h.attest(t, req)
+	if err != nil {
+		t.Fatalf("Attest after the restart: %v", err)
 	}
+	if att.MachineId != ch.MachineId || att.State != "attested" {
+		t.Errorf("after the restart: %s in %s, want %s attested", att.MachineId, att.State, ch.MachineId)
+	}
+	_, err = h.attest(t, req)
+	wantCode(t, err, connect.CodeFailedPrecondition, "used already")
 }

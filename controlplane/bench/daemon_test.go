@@ -71,9 +71,9 @@ func startDaemon(tb testing.TB, bin string, pin *cpuPin) *daemonProc {
 // start runs the daemon and waits until /readyz answers 200.
 func (d *daemonProc) start() error {
 	// The storm's machines all come from 127.0.0.1: one source, which
-	// the per-source limits would hold to one machine's pace.
+	// the per-source rate would hold to one machine's pace.
 	args := []string{"--listen", d.addr, "--data-dir", d.dataDir, "--ek-policy", "allowlist", "--log-level", "warn",
-		"--register-rate", "0", "--max-challenges-per-source", "10000"}
+		"--register-rate", "0"}
 	if d.pin != nil {
 		d.cmd = d.pin.command(d.bin, args...)
 	} else {

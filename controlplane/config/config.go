@@ -127,10 +127,6 @@ type Config struct {
 	// RegisterBurst; 0: no limit.
 	RegisterRate  float64 `yaml:"register_rate"`
 	RegisterBurst int     `yaml:"register_burst"`
-	// MaxChallenges bounds the attestation challenges outstanding at once,
-	// MaxChallengesPerSource those of one source address.
-	MaxChallenges          int `yaml:"max_challenges"`
-	MaxChallengesPerSource int `yaml:"max_challenges_per_source"`
 
 	// MaxRequestBytes caps every request body, and what a compressed one
 	// decompresses to.
@@ -190,8 +186,6 @@ func Default() Config {
 		MaxRequestBytes:         1 << 20,
 		RegisterRate:            5,
 		RegisterBurst:           20,
-		MaxChallenges:           10_000,
-		MaxChallengesPerSource:  64,
 		DHCPMode:                DHCPModeProxy,
 		PXERouterAdvertisements: true,
 		IPXEDir:                 "/usr/lib/ipxe",
@@ -326,10 +320,6 @@ var settings = []setting{
 		}},
 	intSetting("register-burst", "ATTESTATION_REGISTER_BURST", "register_burst", "agent Register calls one source address may make at once before --register-rate applies",
 		func(c *Config) *int { return &c.RegisterBurst }),
-	intSetting("max-challenges", "ATTESTATION_MAX_CHALLENGES", "max_challenges", "attestation challenges outstanding at once, from all sources",
-		func(c *Config) *int { return &c.MaxChallenges }),
-	intSetting("max-challenges-per-source", "ATTESTATION_MAX_CHALLENGES_PER_SOURCE", "max_challenges_per_source", "attestation challenges one source address may have outstanding at once",
-		func(c *Config) *int { return &c.MaxChallengesPerSource }),
 	{flag: "max-request-bytes", env: "ATTESTATION_MAX_REQUEST_BYTES", key: "max_request_bytes",
 		help: "most bytes of a request body, and of what a compressed one decompresses to; larger ones are refused (413, resource_exhausted)",
 		get:  func(c *Config) string { return strconv.FormatInt(c.MaxRequestBytes, 10) },
@@ -520,10 +510,6 @@ func (c *Config) validate() error {
 		return bad("register_rate", "%g: want 0 (no limit) or a positive number of calls a second", c.RegisterRate)
 	case c.RegisterRate > 0 && c.RegisterBurst < 1:
 		return bad("register_burst", "%d: want at least 1 with a register_rate", c.RegisterBurst)
-	case c.MaxChallenges < 1:
-		return bad("max_challenges", "%d: want at least 1", c.MaxChallenges)
-	case c.MaxChallengesPerSource < 1 || c.MaxChallengesPerSource > c.MaxChallenges:
-		return bad("max_challenges_per_source", "%d: want 1 to max_challenges (%d)", c.MaxChallengesPerSource, c.MaxChallenges)
 	}
 	if c.MaxRequestBytes < 4<<10 || c.MaxRequestBytes > 1<<30 {
 		return bad("max_request_bytes", "%d: want 4096 to 1073741824", c.MaxRequestBytes)

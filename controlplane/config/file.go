@@ -79,6 +79,13 @@ func (d *fileDecoder) errorf(n *yaml.Node, key, format string, args ...any) erro
 	return fmt.Errorf("%s:%d: %s: %s", d.path, n.Line, key, fmt.Sprintf(format, args...))
 }
 
+// retired are the keys of settings that were removed, and why: a file
+// that still sets one is told so rather than that the key is unknown.
+var retired = map[string]string{
+	"max_challenges":            "attestation challenges are sealed tokens the agents carry and take no room on the control plane; register_rate bounds them per source",
+	"max_challenges_per_source": "attestation challenges are sealed tokens the agents carry and take no room on the control plane; register_rate bounds them per source",
+}
+
 // loadFile sets what the YAML file at path says. Every error names the
 // file and, for a key, its line and dotted path, in YAML's terms.
 func (c *Config) loadFile(path string) error {
@@ -111,6 +118,9 @@ func (c *Config) loadFile(path string) error {
 	keys, fields := fileKeys()
 	return d.mapping(root, "", func(k, v *yaml.Node, key string) error {
 		i, ok := fields[key]
+		if why, gone := retired[key]; !ok && gone {
+			return fmt.Errorf("%s:%d: %s is no longer a setting: %s; remove it", path, k.Line, key, why)
+		}
 		if !ok {
 			return fmt.Errorf("%s:%d: unknown key %q (%s)", path, k.Line, key, suggest(key, keys))
 		}

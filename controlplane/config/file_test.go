@@ -34,6 +34,8 @@ func TestFileErrors(t *testing.T) {
 			`FILE:3: unknown key "bogus_key" (known keys: listen, data_dir, database, admin_token, ...`},
 		{"misspelt key", "listne: :9000\n",
 			`FILE:1: unknown key "listne" (did you mean listen?)`},
+		{"retired key", "listen: :9000\nmax_challenges_per_source: 64\n",
+			`FILE:2: max_challenges_per_source is no longer a setting: attestation challenges are sealed tokens the agents carry and take no room on the control plane; register_rate bounds them per source; remove it`},
 		{"nested unknown key", "pcr_policy:\n  worker:\n    7: " + pcr + "\n    seven: " + pcr + "\n",
 			`FILE:4: pcr_policy.worker.seven: want a whole number as the key, got "seven"`},
 		{"key set twice", "listen: :1\ndata_dir: /d\nlisten: :2\n",

@@ -143,6 +143,12 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
+	// Derived from the config token key, which the instances of one
+	// control plane share: any of them answers another's challenges.
+	challengeKey, err := agentapi.DeriveChallengeKey(tokenKey)
+	if err != nil {
+		return err
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -209,14 +215,10 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Stopping:          stopping,
 		CA:                ca,
 		NodeCertLifetime:  time.Duration(cfg.NodeCertLifetime),
-		Limits: agentapi.Limits{
-			RegisterRate:           cfg.RegisterRate,
-			RegisterBurst:          cfg.RegisterBurst,
-			MaxChallenges:          cfg.MaxChallenges,
-			MaxChallengesPerSource: cfg.MaxChallengesPerSource,
-		},
-		Registerer: reg,
-		Logger:     log.With("component", "agent"),
+		ChallengeKey:      challengeKey,
+		Limits:            agentapi.Limits{RegisterRate: cfg.RegisterRate, RegisterBurst: cfg.RegisterBurst},
+		Registerer:        reg,
+		Logger:            log.With("component", "agent"),
 	})
 	if err != nil {
 		return err

@@ -74,9 +74,11 @@ func (s *Service) MissHeartbeats(ctx context.Context, now time.Time, missedAfter
 	}
 }
 
-// DeleteStaleCredentials deletes the sessions that expired more than an
-// hour ago, and the config tokens that expired more than a
-// week ago.
+// DeleteStaleCredentials deletes the sessions and the records of used
+// attestation challenges that expired more than an hour ago (a margin for
+// instances whose clocks differ: until its challenge has expired on every
+// instance, a record refuses a replay), and the config tokens that expired
+// more than a week ago.
 func (s *Service) DeleteStaleCredentials(ctx context.Context, now time.Time) (int64, error) {
 	var n int64
 	_, err := s.store.Update(ctx, func(tx *store.Tx) error {

@@ -283,10 +283,11 @@ func (s *Store) SilentMachines(ctx context.Context, deadline time.Time, limit in
 	return out, rows.Err()
 }
 
-// DeleteStaleCredentials deletes the sessions that expired before cutoff
-// and the config tokens that expired before tokenCutoff (an expired token
-// answers 410 Gone until it is deleted, then 404); it returns how many
-// rows went.
+// DeleteStaleCredentials deletes the sessions and the used attestation
+// challenges that expired before cutoff (a replay of such a challenge is
+// refused as expired), and the config tokens that expired before
+// tokenCutoff (an expired token answers 410 Gone until it is deleted, then
+// 404); it returns how many rows went.
 func (t *Tx) DeleteStaleCredentials(ctx context.Context, cutoff, tokenCutoff time.Time) (int64, error) {
 	var total int64
 	for _, d := range []struct {
@@ -294,6 +295,7 @@ func (t *Tx) DeleteStaleCredentials(ctx context.Context, cutoff, tokenCutoff tim
 		cutoff time.Time
 	}{
 		{`DELETE FROM agent_sessions WHERE expires_at < ?`, cutoff},
+		{`DELETE FROM used_challenges WHERE expires_at < ?`, cutoff},
 		{`DELETE FROM config_tokens WHERE expires_at < ?`, tokenCutoff},
 	} {
 		res, err := t.exec(ctx, d.q, d.cutoff.UnixNano())

@@ -192,7 +192,9 @@ func (x *RegisterRequest) GetTpmAvailable() bool {
 type RegisterResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	MachineId string                 `protobuf:"bytes,1,opt,name=machine_id,json=machineId,proto3" json:"machine_id,omitempty"`
-	// Identifies this challenge in Attest; single use, short-lived.
+	// The challenge, to send back in Attest: an opaque token (base64url, at
+	// most 8192 characters) that any instance of the control plane can
+	// open; answered once, short-lived.
 	ChallengeId string `protobuf:"bytes,2,opt,name=challenge_id,json=challengeId,proto3" json:"challenge_id,omitempty"`
 	// TPM2B_ID_OBJECT credential blob from CreateCredential.
 	CredentialBlob []byte `protobuf:"bytes,3,opt,name=credential_blob,json=credentialBlob,proto3" json:"credential_blob,omitempty"`
@@ -287,8 +289,9 @@ func (x *RegisterResponse) GetExpiresAt() *timestamppb.Timestamp {
 }
 
 type AttestRequest struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	ChallengeId string                 `protobuf:"bytes,1,opt,name=challenge_id,json=challengeId,proto3" json:"challenge_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The challenge_id Register returned, unchanged.
+	ChallengeId string `protobuf:"bytes,1,opt,name=challenge_id,json=challengeId,proto3" json:"challenge_id,omitempty"`
 	// The secret recovered with ActivateCredential.
 	Secret []byte `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
 	// TPMS_ATTEST quote structure.
@@ -832,9 +835,9 @@ const file_attestation_v1_agent_proto_rawDesc = "" +
 	"\x05nonce\x18\x05 \x01(\fR\x05nonce\x12\x12\n" +
 	"\x04pcrs\x18\x06 \x03(\rR\x04pcrs\x129\n" +
 	"\n" +
-	"expires_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xe2\x02\n" +
-	"\rAttestRequest\x12*\n" +
-	"\fchallenge_id\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x18@R\vchallengeId\x12\x1f\n" +
+	"expires_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xe3\x02\n" +
+	"\rAttestRequest\x12+\n" +
+	"\fchallenge_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80@R\vchallengeId\x12\x1f\n" +
 	"\x06secret\x18\x02 \x01(\fB\a\xbaH\x04z\x02\x18@R\x06secret\x12\x1e\n" +
 	"\x05quote\x18\x03 \x01(\fB\b\xbaH\x05z\x03\x18\x80 R\x05quote\x121\n" +
 	"\x0fquote_signature\x18\x04 \x01(\fB\b\xbaH\x05z\x03\x18\x80 R\x0equoteSignature\x12K\n" +
