@@ -4,7 +4,7 @@ package agentapi_test
 
 // Several instances of the control plane over one database, as behind a
 // TCP load balancer: each its own agent API, with its own memory, over
-// one store. A challenge one issues, another takes the answer to; a
+// one database (on PostgreSQL each with its own store, as processes). A challenge one issues, another takes the answer to; a
 // replay is refused on every one; what did not come from an instance
 // sharing the key is refused before anything is written.
 
@@ -14,6 +14,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -29,31 +30,71 @@ import (
 	"github.com/attestation/attestation/controlplane/events"
 	"github.com/attestation/attestation/controlplane/machines"
 	"github.com/attestation/attestation/controlplane/store"
+	"github.com/attestation/attestation/internal/pgtest"
+	"github.com/attestation/attestation/internal/testenv"
 	attestationv1 "github.com/attestation/attestation/proto/gen/attestation/v1"
 	"github.com/attestation/attestation/proto/gen/attestation/v1/attestationv1connect"
 )
 
-// instances are agent APIs over one store.
+func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
+
+// instances are agent APIs over one database.
 type instances struct {
-	st *store.Store
+	// store returns the store of a new instance: on SQLite the one store
+	// (one process holds the file), on PostgreSQL a store of its own, as
+	// each process has.
+	store func(t *testing.T) *store.Store
+	// first is the first instance's store, for looking at the database.
+	first *store.Store
 	// key is the challenge key the instances share.
 	key []byte
 }
 
-func newInstances(t *testing.T) *instances {
+func newInstances(t *testing.T, store func(t *testing.T) *store.Store) *instances {
 	t.Helper()
-	st, err := store.Open(t.Context(), filepath.Join(t.TempDir(), "attestation.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
 	secret := make([]byte, machines.ConfigTokenKeySize)
 	rand.Read(secret)
 	key, err := agentapi.DeriveChallengeKey(secret)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &instances{st: st, key: key}
+	return &instances{store: store, first: store(t), key: key}
+}
+
+// openStore opens a store, closed when the test ends.
+func openStore(t *testing.T, open func(context.Context, string) (*store.Store, error), db string) *store.Store {
+	t.Helper()
+	st, err := open(t.Context(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func onSQLite(t *testing.T) *instances {
+	st := openStore(t, store.Open, filepath.Join(t.TempDir(), "attestation.db"))
+	return newInstances(t, func(*testing.T) *store.Store { return st })
+}
+
+func onPostgres(t *testing.T) *instances {
+	dsn := pgtest.DSN(t)
+	return newInstances(t, func(t *testing.T) *store.Store { return openStore(t, store.OpenPostgres, dsn) })
+}
+
+// TestInstances runs the instance tests over one SQLite database;
+// TestPostgresInstances over one PostgreSQL database.
+func TestInstances(t *testing.T) { testInstances(t, onSQLite) }
+
+func TestPostgresInstances(t *testing.T) {
+	testenv.Integration(t, "agent API instances over one PostgreSQL: a challenge one issued answered on another, a replay refused on every one")
+	testInstances(t, onPostgres)
+}
+
+func testInstances(t *testing.T, newIn func(t *testing.T) *instances) {
+	t.Run("answered on another instance", func(t *testing.T) { testChallengeOnAnotherInstance(t, newIn(t)) })
+	t.Run("a refused answer spends the challenge everywhere", func(t *testing.T) { testRefusedAnswerSpendsChallenge(t, newIn(t)) })
+	t.Run("refused before any write", func(t *testing.T) { testChallengeRefusedBeforeAnyWrite(t, newIn(t)) })
 }
 
 // start serves one more instance over the store, its challenges sealed
@@ -64,16 +105,17 @@ func (in *instances) start(t *testing.T, key []byte, ttl time.Duration) (attesta
 	if key == nil {
 		key = in.key
 	}
-	svc := machines.New(in.st, nil)
-	cfgs := configs.NewService(in.st)
-	agent, err := agentapi.New(agentapi.Options{Store: in.st, Machines: svc, Configs: cfgs,
+	st := in.store(t)
+	svc := machines.New(st, nil)
+	cfgs := configs.NewService(st)
+	agent, err := agentapi.New(agentapi.Options{Store: st, Machines: svc, Configs: cfgs,
 		Policy: attest.Policy{Mode: attest.ModeAny}, ChallengeKey: key, ChallengeTTL: ttl})
 	if err != nil {
 		t.Fatal(err)
 	}
 	limits := api.NewLimits(1<<20, nil, nil)
 	h, _, err := api.Handler(api.Options{
-		Store: in.st, Machines: svc, Configs: cfgs, Agent: agent, Committed: &events.Signal{},
+		Store: st, Machines: svc, Configs: cfgs, Agent: agent, Committed: &events.Signal{},
 		Auth: auth.NewStaticToken("instances-token", "admin"), Limits: limits,
 	})
 	if err != nil {
@@ -89,7 +131,7 @@ func (in *instances) start(t *testing.T, key []byte, ttl time.Duration) (attesta
 func (in *instances) usedChallenges(t *testing.T) int {
 	t.Helper()
 	var n int
-	if err := in.st.ReadDB().QueryRowContext(t.Context(), `SELECT count(*) FROM used_challenges`).Scan(&n); err != nil {
+	if err := in.first.ReadDB().QueryRowContext(t.Context(), `SELECT count(*) FROM used_challenges`).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -119,10 +161,9 @@ func state(t *testing.T, ms attestationv1connect.MachineServiceClient, id string
 	return resp.Msg.Machine.State
 }
 
-// TestChallengeOnAnotherInstance: registered on A, answered on B; the
+// testChallengeOnAnotherInstance: registered on A, answered on B; the
 // answer sent again, to A or B, is refused as used.
-func TestChallengeOnAnotherInstance(t *testing.T) {
-	in := newInstances(t)
+func testChallengeOnAnotherInstance(t *testing.T, in *instances) {
 	agentA, opsA := in.start(t, nil, 0)
 	agentB, opsB := in.start(t, nil, 0)
 	a := boot(t, "simulator")
@@ -158,10 +199,9 @@ func TestChallengeOnAnotherInstance(t *testing.T) {
 	}
 }
 
-// TestRefusedAnswerSpendsChallengeEverywhere: a wrong secret on A spends
-// the challenge on B too: the right answer afterwards is too late.
-func TestRefusedAnswerSpendsChallengeEverywhere(t *testing.T) {
-	in := newInstances(t)
+// testRefusedAnswerSpendsChallenge: a wrong secret on A spends the
+// challenge on B too: the right answer afterwards is too late.
+func testRefusedAnswerSpendsChallenge(t *testing.T, in *instances) {
 	agentA, opsA := in.start(t, nil, 0)
 	agentB, _ := in.start(t, nil, 0)
 	a := boot(t, "simulator")
@@ -181,11 +221,10 @@ func TestRefusedAnswerSpendsChallengeEverywhere(t *testing.T) {
 	}
 }
 
-// TestChallengeRefusedBeforeAnyWrite: an altered challenge, one sealed
+// testChallengeRefusedBeforeAnyWrite: an altered challenge, one sealed
 // under another key and an expired one are refused with a clear error,
 // and nothing is written.
-func TestChallengeRefusedBeforeAnyWrite(t *testing.T) {
-	in := newInstances(t)
+func testChallengeRefusedBeforeAnyWrite(t *testing.T, in *instances) {
 	agentA, opsA := in.start(t, nil, 0)
 	agentB, _ := in.start(t, nil, 0)
 	otherKey := make([]byte, agentapi.ChallengeKeySize)
