@@ -24,16 +24,18 @@ import (
 	"github.com/attestation/attestation/controlplane/store"
 	"github.com/attestation/attestation/images/bootassets"
 	"github.com/attestation/attestation/images/initramfs"
+	"github.com/attestation/attestation/internal/pgtest"
 	"github.com/attestation/attestation/internal/testenv"
 )
 
 // TestMain runs the boot storm's machines instead of the tests when
-// started as them (machinesEnv).
+// started as them (machinesEnv); otherwise the tests, and stops the
+// PostgreSQL server the PostgreSQL storm started (pgtest).
 func TestMain(m *testing.M) {
 	if spec := os.Getenv(machinesEnv); spec != "" {
 		os.Exit(runMachines(spec))
 	}
-	os.Exit(m.Run())
+	os.Exit(pgtest.Run(m))
 }
 
 // stormLogEnv names a file to copy the storm daemon's log to.

@@ -43,8 +43,10 @@ func buildDaemon(tb testing.TB) string {
 type daemonProc struct {
 	bin, dataDir, addr string
 	pin                *cpuPin // nil: on any CPU
-	cmd                *exec.Cmd
-	url                string
+	// extra are flags added to the storm's ("--database", a URL).
+	extra []string
+	cmd   *exec.Cmd
+	url   string
 	// exited receives the end of the running process; nil when none runs.
 	exited chan error
 }
@@ -54,13 +56,20 @@ type daemonProc struct {
 // ready; it is stopped at the end of tb.
 func startDaemon(tb testing.TB, bin string, pin *cpuPin) *daemonProc {
 	tb.Helper()
+	return startDaemonOn(tb, bin, pin, tb.TempDir())
+}
+
+// startDaemonOn is startDaemon on the data directory dataDir, with extra
+// flags.
+func startDaemonOn(tb testing.TB, bin string, pin *cpuPin, dataDir string, extra ...string) *daemonProc {
+	tb.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	addr := l.Addr().String()
 	l.Close()
-	d := &daemonProc{bin: bin, dataDir: tb.TempDir(), addr: addr, pin: pin, url: "http://" + addr}
+	d := &daemonProc{bin: bin, dataDir: dataDir, addr: addr, pin: pin, url: "http://" + addr, extra: extra}
 	tb.Cleanup(d.stop)
 	if err := d.start(); err != nil {
 		tb.Fatal(err)
@@ -74,6 +83,7 @@ func (d *daemonProc) start() error {
 	// the per-source rate would hold to one machine's pace.
 	args := []string{"--listen", d.addr, "--data-dir", d.dataDir, "--ek-policy", "allowlist", "--log-level", "warn",
 		"--register-rate", "0"}
+	args = append(args, d.extra...)
 	if d.pin != nil {
 		d.cmd = d.pin.command(d.bin, args...)
 	} else {

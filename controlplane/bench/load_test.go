@@ -151,6 +151,12 @@ func (c *stormClient) fetch(ctx context.Context, url string) (status int, err er
 	return resp.StatusCode, nil
 }
 
+// enroller enrolls agents: a stormClient, or one that spreads them over
+// several daemons.
+type enroller interface {
+	enroll(ctx context.Context, s *softTPM, lat *enrollLatency) error
+}
+
 // enroll is one agent's enrollment, as attestation-agent does it when
 // nothing fails; any failure is an error. It records each request's
 // latency in lat, but not the whole.
@@ -263,7 +269,7 @@ func (c *stormClient) enrollRetrying(ctx context.Context, s *softTPM) (acked boo
 // closedLoop enrolls every agent, concurrency at a time (each worker takes
 // the next agent when its enrollment ends), and returns each enrollment's
 // latencies.
-func closedLoop(ctx context.Context, c *stormClient, agents []*softTPM, concurrency int) ([]enrollLatency, error) {
+func closedLoop(ctx context.Context, c enroller, agents []*softTPM, concurrency int) ([]enrollLatency, error) {
 	lat := make([]enrollLatency, len(agents))
 	work := make(chan int)
 	g, gctx := errgroup.WithContext(ctx)
@@ -312,7 +318,7 @@ type openLoopRun struct {
 // enrollment's whole latency counts from its scheduled time, so an arrival
 // the generator starts late is charged its lateness, which is also kept
 // apart (lag) to tell the generator's delay from the daemon's.
-func openLoop(ctx context.Context, c *stormClient, agents []*softTPM, rate float64, seed uint64) (openLoopRun, error) {
+func openLoop(ctx context.Context, c enroller, agents []*softTPM, rate float64, seed uint64) (openLoopRun, error) {
 	run := openLoopRun{lat: make([]enrollLatency, len(agents)), lag: make([]time.Duration, len(agents))}
 	rnd := rand.New(rand.NewPCG(seed, seed))
 	sched := make([]time.Duration, len(agents))
