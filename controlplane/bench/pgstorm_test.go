@@ -137,8 +137,10 @@ func pgStorm(b *testing.B, bin string, agents []*softTPM) {
 	b.Log("pinning: " + pin.how + "; PostgreSQL's processes with the daemons")
 
 	sqlite := closedPhase(b, bin, pin, closedAgents, pgStormConcurrency)
-	b.Logf("sqlite-1 closed loop, %d agents %d at a time: %.1f enrollments/s, %.3f ms daemon CPU per enrollment (load generator %.3f ms)\n  durable: %s\n  %s",
-		sqlite.agents, sqlite.concurrency, sqlite.rate(), sqlite.per(ms(sqlite.use.daemon)), sqlite.per(ms(sqlite.use.load)), sqlite.durable, sqlite.pinned)
+	u := sqlite.use
+	b.Logf("sqlite-1 closed loop, %d agents %d at a time: %.1f enrollments/s, %.3f ms daemon CPU per enrollment (load generator %.3f ms)\n  %s\n  %s\n  durable: %s\n  %s",
+		sqlite.agents, sqlite.concurrency, sqlite.rate(), sqlite.per(ms(u.daemon)), sqlite.per(ms(u.load)),
+		u.cpuLine(0, pin.daemonCPU, "daemon", u.daemon), u.cpuLine(1, pin.loadCPU, "load generator", u.load), sqlite.durable, sqlite.pinned)
 	pg1 := pgClosedPhase(b, bin, pin, closedAgents, pgStormConcurrency, 1)
 	pg2 := pgClosedPhase(b, bin, pin, closedAgents, pgStormConcurrency, 2)
 	rate := pgOpenLoad * min(sqlite.rate(), pg1.rate, pg2.rate)
@@ -281,10 +283,19 @@ type pgUsage struct {
 	at                 time.Time
 	daemons, pg, load  time.Duration
 	registers, attests []int
+	// cpus are the daemons' CPU and the load generator's, as /proc/stat
+	// counts them (all processes).
+	cpus [2]cpuTicks
 }
 
-func (c *pgCluster) usage() (pgUsage, error) {
+func (c *pgCluster) usage(pin *cpuPin) (pgUsage, error) {
 	u := pgUsage{at: time.Now(), load: processCPU()}
+	for i, cpu := range []int{pin.daemonCPU, pin.loadCPU} {
+		var err error
+		if u.cpus[i], err = readCPUTicks(cpu); err != nil {
+			return u, err
+		}
+	}
 	for _, d := range c.daemons {
 		t, err := d.cpu()
 		if err != nil {
@@ -354,12 +365,12 @@ func (r pgClosed) config(name string, open pgOpen) pgConfig {
 func pgClosedPhase(tb testing.TB, bin string, pin *cpuPin, agents []*softTPM, concurrency, n int) pgClosed {
 	tb.Helper()
 	c := startPGCluster(tb, bin, pin, agents, n)
-	u0, err := c.usage()
+	u0, err := c.usage(pin)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	_, err = closedLoop(c.ctx, c.rr, agents, concurrency)
-	u1, uerr := c.usage()
+	u1, uerr := c.usage(pin)
 	if err != nil {
 		tb.Fatalf("closed loop on %d daemons over PostgreSQL: %v", n, err)
 	}
@@ -373,10 +384,20 @@ func pgClosedPhase(tb testing.TB, bin string, pin *cpuPin, agents []*softTPM, co
 		r.registers = append(r.registers, u1.registers[i]-u0.registers[i])
 		r.attests = append(r.attests, u1.attests[i]-u0.attests[i])
 	}
+	// The storm's usage as usage counts it, the daemons' side being the
+	// daemons and PostgreSQL: what else ran on the two CPUs.
+	var side usage
+	side.daemon, side.load = u1.daemons-u0.daemons+u1.pg-u0.pg, u1.load-u0.load
+	for i := range u1.cpus {
+		a, b := u1.cpus[i], u0.cpus[i]
+		side.cpus[i] = cpuTicks{a.busy - b.busy, a.idle - b.idle, a.steal - b.steal}
+	}
 	pinned, _ := c.finish(tb, pin, agents, all(len(agents)))
 	tb.Logf("pg-%d closed loop, %d agents %d at a time: %.1f enrollments/s, %.3f ms daemon CPU and %.3f ms PostgreSQL CPU per enrollment"+
-		" (load generator %.3f ms); Register requests per daemon %v, Attest %v\n  durable: %s\n  %s",
-		n, len(agents), concurrency, r.rate, r.daemonCPU, r.pgCPU, per(u1.load-u0.load), r.registers, r.attests, c.durable, pinned)
+		" (load generator %.3f ms); Register requests per daemon %v, Attest %v\n  %s\n  %s\n  durable: %s\n  %s",
+		n, len(agents), concurrency, r.rate, r.daemonCPU, r.pgCPU, per(u1.load-u0.load), r.registers, r.attests,
+		side.cpuLine(0, pin.daemonCPU, "daemons and PostgreSQL", side.daemon), side.cpuLine(1, pin.loadCPU, "load generator", side.load),
+		c.durable, pinned)
 	return r
 }
 
