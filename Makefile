@@ -108,7 +108,7 @@ test-short: deps ## Run the fast tests only
 	cd packaging && $(GO) test -short ./...
 
 .PHONY: bench
-bench: test-deps ## Print the figures: lifecycle throughput, event dispatch latency, enrollment storm, boot storm, oversized bodies, initramfs, images (ISO beside xorriso), TFTP, HTTP boot, DHCP
+bench: test-deps ## Print the figures: lifecycle throughput, event dispatch latency, enrollment storm (SQLite, PostgreSQL with one and two daemons, the kill -9 of one), boot storm, oversized bodies, initramfs, images (ISO beside xorriso), TFTP, HTTP boot, DHCP
 	@tools/deps.sh bench
 	$(GO) test -run '^$$' -bench . -skip EnrollmentStorm -benchtime 3s -timeout 20m ./controlplane/bench/
 	$(GO) test -v -run '^$$' -bench EnrollmentStorm -benchtime 1x -timeout 20m ./controlplane/bench/
