@@ -282,3 +282,30 @@ func TestDeriveChallengeKey(t *testing.T) {
 		t.Error("an 8-byte secret was taken")
 	}
 }
+
+// BenchmarkChallenge: what Register (seal) and Attest (open, the AK
+// parsed again) spend on a challenge.
+func BenchmarkChallenge(b *testing.B) {
+	s := testSealer(b, 1)
+	c := testChallenge(b)
+	token, err := s.seal(c)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("seal", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := s.seal(c); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("open", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := s.open(token); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
