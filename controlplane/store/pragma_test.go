@@ -28,6 +28,9 @@ func TestPragmas(t *testing.T) {
 			{"synchronous", func(_ string, n int64) bool { return n == 2 }, "2 (FULL)"},
 			{"foreign_keys", func(_ string, n int64) bool { return n == 1 }, "1"},
 			{"busy_timeout", func(_ string, n int64) bool { return n > 0 }, "> 0"},
+			// Sub-journals in memory: a group commit's savepoints
+			// would write them to temporary files.
+			{"temp_store", func(_ string, n int64) bool { return n == 2 }, "2 (MEMORY)"},
 		} {
 			t.Run(h.name+"/"+c.pragma, func(t *testing.T) {
 				var s string
