@@ -306,13 +306,16 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if ra != nil {
 		g.Go(func() error { return ra.Run(gctx) })
 	}
-	g.Go(func() error { return dispatcher.Run(gctx) })
+	// Done once by the instances over one database: by the one that leads
+	// each lease. Events another instance commits do not wake this
+	// dispatcher: it reads the outbox every Poll (a second) too.
+	g.Go(func() error { return leading(gctx, st, leaseEvents, log, dispatcher.Run) })
 	sweeper := &machines.Sweeper{
 		Machines: svc,
 		Interval: time.Duration(cfg.HeartbeatInterval),
 		Logger:   log.With("component", "heartbeats"),
 	}
-	g.Go(func() error { return sweeper.Run(gctx) })
+	g.Go(func() error { return leading(gctx, st, leaseHeartbeats, log, sweeper.Run) })
 	if certs != nil {
 		g.Go(func() error { return certs.Run(gctx) })
 	}

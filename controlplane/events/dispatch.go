@@ -18,7 +18,9 @@ import (
 type Source interface {
 	// EventsAfter returns up to limit events with seq > after, in order.
 	EventsAfter(ctx context.Context, after int64, limit int) ([]Envelope, error)
-	// Cursor returns how far subscriber has been delivered.
+	// Cursor returns how far subscriber has been delivered; a new
+	// subscriber's cursor is recorded (at the newest event), so reading it
+	// again returns it.
 	Cursor(ctx context.Context, subscriber string) (int64, error)
 	// SetCursor records delivery up to seq.
 	SetCursor(ctx context.Context, subscriber string, seq int64) error
@@ -135,11 +137,10 @@ type Dispatcher struct {
 	abandoned  *prometheus.GaugeVec
 }
 
-// subscriber is a subscription and the cursor Prepare read for it.
+// subscriber is a subscription and whether Prepare recorded its cursor.
 type subscriber struct {
 	Subscription
-	cursor int64
-	loaded bool
+	prepared bool
 }
 
 // Delivery results, as counted in attestation_event_deliveries_total.
@@ -262,14 +263,13 @@ func (d *Dispatcher) Prepare(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, s := range d.subs {
-		if s.loaded {
+		if s.prepared {
 			continue
 		}
-		c, err := d.src.Cursor(ctx, s.Name)
-		if err != nil {
+		if _, err := d.src.Cursor(ctx, s.Name); err != nil {
 			return fmt.Errorf("read event cursor of %s: %w", s.Name, err)
 		}
-		s.cursor, s.loaded = c, true
+		s.prepared = true
 	}
 	return nil
 }
@@ -279,7 +279,10 @@ func (d *Dispatcher) Notify() { d.wake.Notify() }
 
 // Run delivers events until ctx is done, then returns nil once every
 // subscriber has saved its cursor. It does not wait for handlers that
-// ignore their context. Run may be called once.
+// ignore their context. Run may be called again once it has returned: it
+// starts from the cursors saved then, by this dispatcher or by another
+// over the same database that delivered meanwhile (instances take turns:
+// the one that leads the lease events-dispatch runs).
 func (d *Dispatcher) Run(ctx context.Context) error {
 	d.mu.Lock()
 	if d.running {
@@ -295,22 +298,22 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		wg.Go(func() { d.loop(ctx, s) })
 	}
 	wg.Wait()
+	d.mu.Lock()
+	d.running = false
+	d.mu.Unlock()
 	return nil
 }
 
 const batchSize = 256
 
-// start returns the cursor to deliver after: the one Prepare read, or
-// else the source's, retried until ctx ends.
+// start returns the cursor to deliver after, the source's: the one
+// Prepare recorded, or one saved since (by another dispatcher over the
+// same database that led meanwhile), retried until ctx ends.
 func (d *Dispatcher) start(ctx context.Context, log *slog.Logger, s *subscriber) (int64, bool) {
-	d.mu.Lock()
-	cursor, loaded := s.cursor, s.loaded
-	d.mu.Unlock()
-	for !loaded {
+	for {
 		c, err := d.src.Cursor(ctx, s.Name)
 		if err == nil {
-			cursor, loaded = c, true
-			break
+			return c, true
 		}
 		if ctx.Err() != nil {
 			return 0, false
@@ -320,7 +323,6 @@ func (d *Dispatcher) start(ctx context.Context, log *slog.Logger, s *subscriber)
 			return 0, false
 		}
 	}
-	return cursor, true
 }
 
 func (d *Dispatcher) loop(ctx context.Context, s *subscriber) {
