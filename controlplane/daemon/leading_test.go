@@ -13,7 +13,8 @@ import (
 	"github.com/attestation/attestation/internal/pgtest"
 )
 
-// syncBuffer is a log buffer safe for concurrent writers.
+// syncBuffer collects a log written concurrently (extensions_test's
+// lockedBuffer is in the external test package).
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
