@@ -128,6 +128,15 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	version, _ := st.SchemaVersion(ctx, store.CoreTrack)
 	// Path is PostgreSQL's URL without its password.
 	log.Info("database ready", "engine", st.Engine(), "data_dir", dataDir, "database", st.Path(), "schema_version", version)
+	// Before anything else is set up: one instance over the database
+	// serves DHCP full mode.
+	dhcpFull, err := dhcpFullLease(ctx, st, cfg)
+	if err != nil {
+		return err
+	}
+	if dhcpFull != nil {
+		defer dhcpFull.Release()
+	}
 
 	authn, err := operatorAuth(ctx, cfg, dataDir, log)
 	if err != nil {
@@ -302,6 +311,9 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	}
 	if dhcpSrv != nil {
 		g.Go(func() error { return dhcpSrv.Run(gctx) })
+	}
+	if dhcpFull != nil {
+		g.Go(func() error { return holdDHCPFull(gctx, dhcpFull) })
 	}
 	if ra != nil {
 		g.Go(func() error { return ra.Run(gctx) })
