@@ -48,6 +48,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 )
 
 // CoreTrack is the migration track of the core schema.
@@ -80,6 +81,8 @@ type Store struct {
 	quit                           chan struct{}
 	done                           chan struct{}
 	closeOnce                      sync.Once
+	// groups counts the groups the committer has formed.
+	groups atomic.Int64
 }
 
 // open makes the store of handles w (writes), r (reads) and leases
