@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"connectrpc.com/connect"
 
@@ -72,22 +71,7 @@ func TestPostgres(t *testing.T) {
 	}
 
 	// The agent's watch hands out the one-time config URL; it works once.
-	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	watch := connect.NewRequest(&attestationv1.WatchApprovalRequest{})
-	watch.Header().Set("Authorization", "Bearer "+att.Msg.SessionToken)
-	stream, err := agent.WatchApproval(wctx, watch)
-	if err != nil {
-		t.Fatalf("WatchApproval: %v", err)
-	}
-	var configURL string
-	for configURL == "" && stream.Receive() {
-		configURL = stream.Msg().ConfigUrl
-	}
-	stream.Close()
-	if configURL == "" {
-		t.Fatalf("the watch ended without a config URL: %v", stream.Err())
-	}
+	configURL := watchConfigURL(t, url, att.Msg.SessionToken)
 	for i, want := range []int{http.StatusOK, http.StatusGone} {
 		resp, err := http.Get(configURL)
 		if err != nil {
