@@ -4,7 +4,6 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -41,9 +40,8 @@ import (
 const (
 	DatabaseFile   = "attestation.db"
 	AdminTokenFile = "admin-token"
-	// ConfigTokenKeyFile held the key one-time config tokens are derived
-	// with before the database kept it (secrets): read once, on the first
-	// start over a database without one, to keep the tokens issued.
+	// ConfigTokenKeyFile holds the key one-time config tokens are derived
+	// with; the database keeps only their hashes.
 	ConfigTokenKeyFile = "config-token-key"
 )
 
@@ -150,7 +148,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
-	tokenKey, err := configTokenKey(ctx, st, filepath.Join(dataDir, ConfigTokenKeyFile), log)
+	tokenKey, err := configTokenKey(filepath.Join(dataDir, ConfigTokenKeyFile))
 	if err != nil {
 		return err
 	}
@@ -415,58 +413,31 @@ func defaultPublicURL(a net.Addr, scheme string) string {
 	return scheme + "://" + net.JoinHostPort(host, port)
 }
 
-// configTokenKeyName is the config token key's name among the database's
-// secrets.
-const configTokenKeyName = "config-token-key"
-
-// configTokenKey returns the config token key, which the instances over
-// one database share: the database's; on first start, the data
-// directory's key file, hex, when there is one (a daemon from before the
-// database kept it), else a new random key.
-func configTokenKey(ctx context.Context, st *store.Store, path string, log *slog.Logger) ([]byte, error) {
-	fileKey, err := readConfigTokenKey(path)
-	if err != nil {
-		return nil, err
-	}
-	key, created, err := st.Secret(ctx, configTokenKeyName, func() ([]byte, error) {
-		if fileKey != nil {
-			return fileKey, nil
-		}
-		key := make([]byte, machines.ConfigTokenKeySize)
-		if _, err := rand.Read(key); err != nil {
-			return nil, fmt.Errorf("make config token key: %w", err)
+// configTokenKey reads the config token key, hex in a file, creating it
+// on first start.
+func configTokenKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		key, err := hex.DecodeString(strings.TrimSpace(string(b)))
+		if err != nil || len(key) != machines.ConfigTokenKeySize {
+			return nil, fmt.Errorf("config token key %s: want %d bytes in hex", path, machines.ConfigTokenKeySize)
 		}
 		return key, nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("config token key: %w", err)
 	}
-	if len(key) != machines.ConfigTokenKeySize {
-		return nil, fmt.Errorf("config token key in the database: want %d bytes, found %d", machines.ConfigTokenKeySize, len(key))
-	}
-	switch {
-	case created && fileKey != nil:
-		log.Info("imported the config token key into the database", "file", path)
-	case created:
-		log.Info("generated the config token key in the database")
-	case fileKey != nil && !bytes.Equal(fileKey, key):
-		log.Warn("the config token key file differs from the database's, which is used: config URLs issued with the file's key no longer open", "file", path)
-	}
-	return key, nil
-}
-
-// readConfigTokenKey reads the key file, hex; nil when there is none.
-func readConfigTokenKey(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
+	if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("read config token key: %w", err)
 	}
-	key, err := hex.DecodeString(strings.TrimSpace(string(b)))
-	if err != nil || len(key) != machines.ConfigTokenKeySize {
-		return nil, fmt.Errorf("config token key %s: want %d bytes in hex", path, machines.ConfigTokenKeySize)
+	key := make([]byte, machines.ConfigTokenKeySize)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("make config token key: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create config token key: %w", err)
+	}
+	_, err = fmt.Fprintln(f, hex.EncodeToString(key))
+	if err = errors.Join(err, f.Sync(), f.Close()); err != nil {
+		return nil, fmt.Errorf("write config token key %s: %w", path, err)
 	}
 	return key, nil
 }
