@@ -55,6 +55,13 @@ type Config struct {
 	// Its certificate is what agents pin (attestation.ca=).
 	CACert string `yaml:"ca_cert"`
 	CAKey  string `yaml:"ca_key"`
+	// ConfigTokenKey is the file of the key config tokens are derived
+	// with and attestation challenges sealed with (32 bytes in hex);
+	// empty: DATA_DIR/config-token-key, created on first start. Every
+	// instance over one database must have the same; it is kept out of the
+	// database, so that a copy of the database yields no usable config URL
+	// and no forgeable challenge.
+	ConfigTokenKey string `yaml:"config_token_key"`
 	// TLSCert and TLSKey, PEM files, serve the API over TLS; they are read
 	// again on SIGHUP and when either changes.
 	TLSCert string `yaml:"tls_cert"`
@@ -280,6 +287,9 @@ var settings = []setting{
 	{flag: "ca-key", env: "ATTESTATION_CA_KEY", key: "ca_key",
 		help: "PEM private key of --ca-cert, mode 0600 (default: DATA_DIR/ca.key)",
 		get:  func(c *Config) string { return c.CAKey }, set: func(c *Config, v string) error { c.CAKey = v; return nil }},
+	{flag: "config-token-key", env: "ATTESTATION_CONFIG_TOKEN_KEY", key: "config_token_key",
+		help: "file of the key config tokens are derived and challenges sealed with, 32 bytes in hex, mode 0600; the same file on every instance over one database (default: DATA_DIR/config-token-key, created on first start)",
+		get:  func(c *Config) string { return c.ConfigTokenKey }, set: func(c *Config, v string) error { c.ConfigTokenKey = v; return nil }},
 	{flag: "tls-cert", env: "ATTESTATION_TLS_CERT", key: "tls_cert",
 		help: "PEM certificate (chain) to serve the API over TLS with, with --tls-key; read again on SIGHUP and when the file changes (default: no TLS)",
 		get:  func(c *Config) string { return c.TLSCert }, set: func(c *Config, v string) error { c.TLSCert = v; return nil }},

@@ -148,7 +148,11 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
-	tokenKey, err := configTokenKey(filepath.Join(dataDir, ConfigTokenKeyFile))
+	tokenKeyPath := cfg.ConfigTokenKey
+	if tokenKeyPath == "" {
+		tokenKeyPath = filepath.Join(dataDir, ConfigTokenKeyFile)
+	}
+	tokenKey, err := configTokenKey(tokenKeyPath)
 	if err != nil {
 		return err
 	}
@@ -414,7 +418,9 @@ func defaultPublicURL(a net.Addr, scheme string) string {
 }
 
 // configTokenKey reads the config token key, hex in a file, creating it
-// on first start.
+// on first start. Instances over one database share it as a file (as they
+// share the CA's key), not through the database: the database keeps only
+// the hashes of the tokens derived with it.
 func configTokenKey(path string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if err == nil {
