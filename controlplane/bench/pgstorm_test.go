@@ -235,20 +235,12 @@ func startPGCluster(tb testing.TB, bin string, pin *cpuPin, agents []*softTPM, n
 	c.daemons = append(c.daemons, first)
 	for range n - 1 {
 		dir := tb.TempDir()
-		// The config token key (challenges are sealed with a key derived
-		// from it): the database's, or where a daemon keeps it in its
-		// data directory, a copy of the first's.
-		key, err := os.ReadFile(filepath.Join(first.dataDir, daemon.ConfigTokenKeyFile))
-		switch {
-		case err == nil:
-			if err := os.WriteFile(filepath.Join(dir, daemon.ConfigTokenKeyFile), key, 0o600); err != nil {
-				tb.Fatal(err)
-			}
-		case !errors.Is(err, os.ErrNotExist):
-			tb.Fatalf("the config token key the instances share: %v", err)
-		}
+		// The files the daemons over one database share: the CA and
+		// the config token key (challenges are sealed with a key derived
+		// from it), the first's.
 		c.daemons = append(c.daemons, startDaemonOn(tb, bin, pin, dir, "--database", dsn,
-			"--ca-cert", filepath.Join(first.dataDir, "ca.crt"), "--ca-key", filepath.Join(first.dataDir, "ca.key")))
+			"--ca-cert", filepath.Join(first.dataDir, "ca.crt"), "--ca-key", filepath.Join(first.dataDir, "ca.key"),
+			"--config-token-key", filepath.Join(first.dataDir, daemon.ConfigTokenKeyFile)))
 	}
 	preRegister(tb, first, agents)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
