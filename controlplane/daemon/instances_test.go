@@ -2,6 +2,8 @@ package daemon_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,6 +18,8 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/attestation/attestation/controlplane/daemon"
+	"github.com/attestation/attestation/controlplane/machines"
 	"github.com/attestation/attestation/internal/pgtest"
 	"github.com/attestation/attestation/internal/proctest"
 	"github.com/attestation/attestation/internal/testenv"
@@ -33,10 +37,18 @@ type instance struct {
 }
 
 // startInstances builds attestationd and runs n instances of it over one
-// fresh PostgreSQL database, each with a data directory of its own.
+// fresh PostgreSQL database, each with a data directory of its own and
+// the config token key they share (--config-token-key, as an operator
+// gives every instance the same file).
 func startInstances(t *testing.T, n int, args ...string) []*instance {
 	t.Helper()
 	dsn := pgtest.DSN(t)
+	key := filepath.Join(t.TempDir(), daemon.ConfigTokenKeyFile)
+	secret := make([]byte, machines.ConfigTokenKeySize)
+	rand.Read(secret)
+	if err := os.WriteFile(key, []byte(hex.EncodeToString(secret)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	goTool := testenv.LookPath(t, "go", "the Go toolchain")
 	bin := filepath.Join(t.TempDir(), "attestationd")
 	if out, err := exec.Command(goTool, "build", "-o", bin, "github.com/attestation/attestation/controlplane/cmd/attestationd").CombinedOutput(); err != nil {
@@ -46,7 +58,7 @@ func startInstances(t *testing.T, n int, args ...string) []*instance {
 	for range n {
 		addr := proctest.FreeAddr(t)
 		cmd := exec.Command(bin, append([]string{"--listen", addr, "--data-dir", filepath.Join(t.TempDir(), "data"),
-			"--database", dsn, "--allow-no-tpm"}, args...)...)
+			"--database", dsn, "--config-token-key", key, "--allow-no-tpm"}, args...)...)
 		cmd.Env = append(os.Environ(), "ATTESTATION_ADMIN_TOKEN="+instancesToken, "ATTESTATION_LOG_FORMAT=text")
 		u, output := proctest.StartOutput(t, cmd, addr)
 		out = append(out, &instance{url: u, output: output, cmd: cmd})
