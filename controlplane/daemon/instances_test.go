@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -216,4 +218,130 @@ func TestInstancesHeartbeatMissedOnce(t *testing.T) {
 	if leaders != 1 {
 		t.Errorf("%d instances lead the heartbeat sweeper, want 1", leaders)
 	}
+}
+
+// TestInstancesOutboxFailover: two instances over one PostgreSQL, a
+// webhook target on both; events of machines changed through either reach
+// the target, and when the instance that leads events-dispatch is killed
+// with SIGKILL, the other takes the lease over and nothing is lost.
+func TestInstancesOutboxFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs two attestationd over PostgreSQL")
+	}
+	testenv.Integration(t, "two attestationd over PostgreSQL: the event outbox survives a kill -9 of its leader")
+	var mu sync.Mutex
+	var got []string
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var ev struct {
+			ID string `json:"id"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&ev); err != nil {
+			t.Errorf("webhook body: %v", err)
+		}
+		mu.Lock()
+		got = append(got, ev.ID)
+		mu.Unlock()
+	}))
+	defer hook.Close()
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(cfg, []byte("extensions:\n  webhook:\n    targets:\n      - name: test\n        url: "+hook.URL+"\n        secret: s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ins := startInstances(t, 2, "--config", cfg)
+	received := func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		m := map[string]int{}
+		for _, s := range got {
+			m[s]++
+		}
+		return m
+	}
+	// waitAll waits until the target has every event the database holds.
+	waitAll := func(via *instance) []string {
+		t.Helper()
+		evs := attestationv1connect.NewEventServiceClient(http.DefaultClient, via.url, operator())
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			list, err := evs.ListEvents(t.Context(), connect.NewRequest(&attestationv1.ListEventsRequest{}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			missing := 0
+			r := received()
+			for _, e := range list.Msg.Events {
+				ids = append(ids, e.Id)
+				if r[e.Id] == 0 {
+					missing++
+				}
+			}
+			if missing == 0 && len(ids) > 0 {
+				return ids
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d of %d events not delivered within 30s", missing, len(ids))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	for i := range 4 {
+		enrollNoTPM(t, ins[i%2], 20+i)
+	}
+	before := waitAll(ins[0])
+	// Steady state: each delivered once.
+	for id, n := range received() {
+		if n != 1 {
+			t.Errorf("before the kill, event %s reached the target %d times, want once", id, n)
+		}
+	}
+
+	leader, other := ins[0], ins[1]
+	if !strings.Contains(leader.output(), "msg=leading lease=events-dispatch") {
+		leader, other = other, leader
+	}
+	if err := leader.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	for !strings.Contains(other.output(), "msg=leading lease=events-dispatch") {
+		if time.Since(killed) > 15*time.Second {
+			t.Fatalf("no instance took the lease over within 15s:\n%s", other.output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("events-dispatch taken over %v after the leader's kill -9", time.Since(killed).Round(time.Millisecond))
+	for i := range 3 {
+		enrollNoTPM(t, other, 30+i)
+	}
+	after := waitAll(other)
+	if len(after) <= len(before) {
+		t.Fatalf("%d events after the kill, %d before: want more", len(after), len(before))
+	}
+	// In order: each event first reaches the target after the ones
+	// committed before it (the list is in commit order).
+	commit := map[string]int{}
+	for i, id := range after {
+		commit[id] = i
+	}
+	mu.Lock()
+	first := map[string]bool{}
+	var order []int
+	dups := 0
+	for _, s := range got {
+		if first[s] {
+			dups++
+			continue
+		}
+		first[s] = true
+		order = append(order, commit[s])
+	}
+	mu.Unlock()
+	for i := 1; i < len(order); i++ {
+		if order[i] < order[i-1] {
+			t.Errorf("event %s reached the target before event %s", after[order[i]], after[order[i-1]])
+			break
+		}
+	}
+	t.Logf("%d events delivered, %d deliveries repeated (at least once across the kill)", len(order), dups)
 }
