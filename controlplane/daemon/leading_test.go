@@ -90,13 +90,42 @@ func TestLeading(t *testing.T) {
 		t.Fatal(err)
 	}
 	lost := time.Now()
-	waitFor(a, false, 5*time.Second)
-	waitFor(b, true, 5*time.Second)
-	t.Logf("took over %v after the leader's session ended", time.Since(lost).Round(time.Millisecond))
-	if !strings.Contains(a.logs.String(), "lost the lease") || !strings.Contains(b.logs.String(), "msg=leading lease=test-work") {
+	waitFor(a, false, 15*time.Second)
+	// The lease is free: b, waiting for it, or a, waiting again, takes it
+	// (whichever asks first), and only one of them.
+	next, other := b, a
+	select {
+	case got := <-b.working:
+		if !got {
+			t.Fatal("the waiting instance stopped working")
+		}
+	case got := <-a.working:
+		if !got {
+			t.Fatal("the first instance stopped working twice")
+		}
+		next, other = a, b
+	case <-time.After(15 * time.Second):
+		t.Fatal("nobody took the lease within 15s of the leader's session ending")
+	}
+	t.Logf("taken over %v after the leader's session ended", time.Since(lost).Round(time.Millisecond))
+	select {
+	case <-other.working:
+		t.Fatal("both instances work")
+	case <-time.After(2 * time.Second):
+	}
+	if !strings.Contains(a.logs.String(), "lost the lease") || !strings.Contains(next.logs.String(), "msg=leading lease=test-work") {
 		t.Errorf("logs:\n%s\n%s\nwant the loss and the takeover said", a.logs.String(), b.logs.String())
 	}
 
+	// Whichever leads stops; the other takes the lease.
+	if next == a {
+		stopA()
+		if err := <-a.done; err != nil {
+			t.Errorf("stopped: %v", err)
+		}
+		waitFor(b, true, 15*time.Second)
+		return
+	}
 	// The first instance waits for the lease again; stopped, it returns.
 	stopA()
 	if err := <-a.done; err != nil {
