@@ -99,7 +99,13 @@ func Run(ctx context.Context, cfg Config) error {
 				a.certifyAgain(ctx)
 			}
 		}
-		configURL, err := a.waitApproval(ctx)
+		configURL, err := a.attestedURL, error(nil)
+		if a.attestedURL != "" {
+			a.attestedURL = "" // spent or not, a retry watches for a fresh one
+			a.log.Info("approved as attested", "machine", a.machineID, "config_url", redactURL(configURL))
+		} else {
+			configURL, err = a.waitApproval(ctx)
+		}
 		if errors.Is(err, errDecommissioned) || errors.Is(err, errReenroll) {
 			enrolled = false
 			continue
@@ -171,6 +177,11 @@ type agent struct {
 	// renewCertificates runs.
 	cert     *nodeCert
 	renewing bool
+
+	// attestedURL is the config URL the last attestation answered with
+	// (a machine approved as it attested), for the main loop to fetch
+	// rather than watch for approval; "" once taken or when none came.
+	attestedURL string
 
 	// machineID and token are written by attestOnce; mu guards them
 	// for the other goroutines, which read them through session.
@@ -360,6 +371,7 @@ func (a *agent) attestOnce(ctx context.Context) error {
 	}
 	a.mu.Lock()
 	a.machineID, a.token = res.Msg.GetMachineId(), res.Msg.GetSessionToken()
+	a.attestedURL = res.Msg.GetConfigUrl()
 	if a.machineID == "" {
 		a.machineID = ch.GetMachineId()
 	}

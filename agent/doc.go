@@ -15,6 +15,8 @@
 // Every step logs one line with a fixed message, so that a console or a
 // test can follow a machine with grep: "tpm opened", "ek read",
 // "registered", "credential activated", "quote sent", "attested",
-// "waiting for approval", "approved", "config written", "heartbeat"; and
+// "waiting for approval", "approved" (or "approved as attested", for a
+// machine pre-registered with a role and hostname, whose Attest answer
+// carries its config URL), "config written", "heartbeat"; and
 // "certificate issued", "certificate renewed".
 package agent

@@ -252,6 +252,53 @@ func enrollOnce(t *testing.T, ctx context.Context, d *daemontest.Daemon, cfg age
 	return l
 }
 
+// A machine pre-registered with a role and hostname is approved as it
+// attests, and Attest answers with its config URL: the agent fetches its
+// config at once, without watching for approval.
+func TestEndToEndPreRegistered(t *testing.T) {
+	// The seeded simulator's EK, read by a first run against a daemon of
+	// its own.
+	first := startDaemon(t, daemontest.Options{}, nil)
+	l := newLogs(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := runAgent(t, ctx, agent.Config{Server: first.URL, TPM: "simulator:43", ConfigOut: filepath.Join(t.TempDir(), "config"), Logger: l.logger()})
+	fp := l.wait("ek read", 1, time.Minute)["fingerprint"]
+	cancel()
+	<-done
+
+	d := startDaemon(t, daemontest.Options{}, nil)
+	if _, err := machines(d).RegisterMachine(context.Background(), operator(&attestationv1.RegisterMachineRequest{
+		EkFingerprint: fp, Role: "worker", Hostname: "pre-1",
+	})); err != nil {
+		t.Fatal(err)
+	}
+	var watches atomic.Int32
+	client := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if r.URL.Path == attestationv1connect.AgentServiceWatchApprovalProcedure {
+			watches.Add(1)
+		}
+		return http.DefaultTransport.RoundTrip(r)
+	})}
+	l = newLogs(t)
+	out := filepath.Join(t.TempDir(), "config")
+	if err := <-runAgent(t, context.Background(), agent.Config{
+		Server: d.URL, TPM: "simulator:43", ConfigOut: out, Once: true, HTTPClient: client, Logger: l.logger(),
+	}); err != nil {
+		t.Fatalf("agent.Run with Once = %v, want nil after writing the config", err)
+	}
+	l.wait("approved as attested", 1, time.Second)
+	if body, err := os.ReadFile(out); err != nil || !strings.Contains(string(body), "hostname: pre-1") {
+		t.Errorf("config %q (%v), want the default config naming pre-1", body, err)
+	}
+	if n := watches.Load(); n != 0 {
+		t.Errorf("the agent called WatchApproval %d times, want none", n)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
 // The agent reads the approval stream to its end, which the daemon sends
 // right after the config URL, so the config fetch goes over the same
 // connection: one dial for the whole enrollment. (Closing the stream

@@ -426,11 +426,19 @@ func (s *Server) Attest(ctx context.Context, req *connect.Request[attestationv1.
 		log.Info("the machine's AK changed; the new one is bound to its EK", "ek", m.EKFingerprint)
 	}
 	log.Info("machine attested", "ek", m.EKFingerprint, "state", m.State, "tpm", ch.tpm)
+	// A machine approved as it attested (pre-registered) gets its config
+	// URL now, as WatchApproval would give it: a request fewer.
+	configURL, err := s.o.Machines.ConfigURLOf(ctx, m)
+	if err != nil {
+		// Attested all the same; WatchApproval will tell the URL.
+		log.Warn("config URL not given with the attestation", "err", err)
+	}
 	return connect.NewResponse(&attestationv1.AttestResponse{
 		MachineId:        m.ID,
 		State:            string(m.State),
 		SessionToken:     token,
 		SessionExpiresAt: timestamppb.New(expires),
+		ConfigUrl:        configURL,
 	}), nil
 }
 

@@ -64,8 +64,8 @@ func TestFullLoop(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Attest: %v", err)
 	}
-	if att.MachineId != ch.MachineId || att.State != "attested" || len(att.SessionToken) < 40 {
-		t.Fatalf("AttestResponse %v: want the machine attested with a session token", att)
+	if att.MachineId != ch.MachineId || att.State != "attested" || len(att.SessionToken) < 40 || att.ConfigUrl != "" {
+		t.Fatalf("AttestResponse %v: want the machine attested with a session token and no config URL", att)
 	}
 	if d := time.Until(att.SessionExpiresAt.AsTime()); d < 14*time.Minute || d > 15*time.Minute {
 		t.Errorf("session expires in %s, want about 15m", d)
@@ -177,7 +177,8 @@ func TestSameEKReattests(t *testing.T) {
 }
 
 // TestPreRegisteredApprovedOnAttest: an operator pre-registers the EK with
-// a role and hostname; its first attestation approves it.
+// a role and hostname; its first attestation approves it, and Attest
+// answers with the config URL WatchApproval hands out.
 func TestPreRegisteredApprovedOnAttest(t *testing.T) {
 	h := start(t, func(c *config.Config) { c.EKPolicy = config.EKPolicyAllowlist })
 	a := boot(t, "simulator")
@@ -195,6 +196,9 @@ func TestPreRegisteredApprovedOnAttest(t *testing.T) {
 		t.Errorf("events %q, want %q", got, want)
 	}
 	url := h.configURL(t, att.SessionToken)
+	if att.ConfigUrl != url {
+		t.Errorf("Attest answered with config URL %q, want WatchApproval's %q", att.ConfigUrl, url)
+	}
 	if status, body := fetch(t, url); status != http.StatusOK || !strings.Contains(body, "hostname: node-9") {
 		t.Errorf("GET config: %d %q, want 200 and the default config naming node-9", status, body)
 	}

@@ -82,7 +82,7 @@ var openLoopLoads = []float64{0.25, 0.50, 0.80}
 // 1,000 and at most 2,000. Reported: open<load>-p50-ms, -p99-ms and -p999-ms, of the
 // whole enrollment counted from its scheduled arrival, so that the
 // generator's lateness is charged; the log has the same per request
-// (register, attest, watch, config), the generator's launch lag
+// (register, attest, config), the generator's launch lag
 // (p50/p99/max) and the CPUs' use. A launch lag p99 over 20 ms fails the
 // benchmark (after the kill -9 phase has run and reported): the generator,
 // not the daemon, was the bottleneck, its own core full or taken by other

@@ -45,20 +45,21 @@ type enrollLatency struct {
 	// register and attest are one RPC each (the quote goes with the
 	// activated credential in Attest: there is no request of its own);
 	// watch is WatchApproval from the call until the config URL
-	// arrives; config is the config GET. The software TPM's work
+	// arrives (zero when Attest answered with the URL, as it does for
+	// a pre-registered machine); config is the config GET. The software TPM's work
 	// between requests is in none of them.
 	register, attest, watch, config time.Duration
 }
 
 // requestKinds names the requests of an enrollment, and the whole, in the
-// order of the reports.
+// order of the reports. WatchApproval is not among them: the storm's
+// machines are pre-registered, so Attest answers with the config URL.
 var requestKinds = []struct {
 	name string
 	of   func(enrollLatency) time.Duration
 }{
 	{"register", func(l enrollLatency) time.Duration { return l.register }},
 	{"attest", func(l enrollLatency) time.Duration { return l.attest }},
-	{"watch", func(l enrollLatency) time.Duration { return l.watch }},
 	{"config", func(l enrollLatency) time.Duration { return l.config }},
 	{"whole", func(l enrollLatency) time.Duration { return l.whole }},
 }
@@ -73,8 +74,9 @@ func durations(lat []enrollLatency, of func(enrollLatency) time.Duration) []time
 }
 
 // attest is Register, the software TPM's ActivateCredential and Quote,
-// and Attest; it returns the session token.
-func (c *stormClient) attest(ctx context.Context, s *softTPM, lat *enrollLatency) (string, error) {
+// and Attest; it returns the session token and the config URL Attest
+// answered with ("" unless the machine was approved as it attested).
+func (c *stormClient) attest(ctx context.Context, s *softTPM, lat *enrollLatency) (token, configURL string, err error) {
 	t := time.Now()
 	reg, err := c.agent.Register(ctx, connect.NewRequest(&attestationv1.RegisterRequest{
 		EkPublic:     s.ekPublic,
@@ -83,27 +85,27 @@ func (c *stormClient) attest(ctx context.Context, s *softTPM, lat *enrollLatency
 		Hardware:     &attestationv1.Hardware{Macs: []string{"52:54:00:00:00:01"}},
 	}))
 	if err != nil {
-		return "", fmt.Errorf("register: %w", err)
+		return "", "", fmt.Errorf("register: %w", err)
 	}
 	lat.register = time.Since(t)
 	ch := reg.Msg
 	secret, err := s.activateCredential(ch.CredentialBlob, ch.EncryptedSecret)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	quote, sig, values, err := s.quote(ch.Nonce, ch.Pcrs)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	t = time.Now()
 	att, err := c.agent.Attest(ctx, connect.NewRequest(&attestationv1.AttestRequest{
 		ChallengeId: ch.ChallengeId, Secret: secret, Quote: quote, QuoteSignature: sig, PcrValues: values,
 	}))
 	if err != nil {
-		return "", fmt.Errorf("attest: %w", err)
+		return "", "", fmt.Errorf("attest: %w", err)
 	}
 	lat.attest = time.Since(t)
-	return att.Msg.SessionToken, nil
+	return att.Msg.SessionToken, att.Msg.ConfigUrl, nil
 }
 
 // watch is WatchApproval until the stream ends; it returns the config URL
@@ -161,20 +163,22 @@ type enroller interface {
 // nothing fails; any failure is an error. It records each request's
 // latency in lat, but not the whole.
 func (c *stormClient) enroll(ctx context.Context, s *softTPM, lat *enrollLatency) error {
-	token, err := c.attest(ctx, s, lat)
+	token, url, err := c.attest(ctx, s, lat)
 	if err != nil {
 		return err
+	}
+	if url == "" { // not approved as it attested: watch for the URL
+		t := time.Now()
+		var state string
+		if url, state, err = c.watch(ctx, token); err != nil {
+			return err
+		}
+		if url == "" {
+			return fmt.Errorf("watch ended in state %q without a config URL", state)
+		}
+		lat.watch = time.Since(t)
 	}
 	t := time.Now()
-	url, state, err := c.watch(ctx, token)
-	if err != nil {
-		return err
-	}
-	if url == "" {
-		return fmt.Errorf("watch ended in state %q without a config URL", state)
-	}
-	lat.watch = time.Since(t)
-	t = time.Now()
 	if _, err := c.fetch(ctx, url); err != nil {
 		return err
 	}
@@ -188,7 +192,8 @@ func (c *stormClient) enroll(ctx context.Context, s *softTPM, lat *enrollLatency
 var agentRetry = agent.Backoff{Min: time.Second, Max: 30 * time.Second}
 
 // enrollRetrying is one agent's enrollment through failures, retrying as
-// attestation-agent does (agent.Run): Register and Attest again after a
+// attestation-agent does (agent.Run): the config URL Attest answered
+// with, if any, else WatchApproval's; Register and Attest again after a
 // failure to reach the daemon or a spent challenge; WatchApproval again
 // with the session after a broken stream, enrolling again if the session
 // is refused; the same config URL again after a transport failure or a
@@ -212,10 +217,10 @@ func (c *stormClient) enrollRetrying(ctx context.Context, s *softTPM) (acked boo
 		}
 	}
 	for {
-		var token string
+		var token, attested string
 		for {
 			var lat enrollLatency
-			token, err = c.attest(ctx, s, &lat)
+			token, attested, err = c.attest(ctx, s, &lat)
 			if err == nil {
 				fast = 0
 				break
@@ -229,7 +234,11 @@ func (c *stormClient) enrollRetrying(ctx context.Context, s *softTPM) (acked boo
 		}
 	watch:
 		for {
-			url, state, err := c.watch(ctx, token)
+			// The URL Attest answered with first, as the agent does.
+			url, state, err := attested, "", error(nil)
+			if attested = ""; url == "" {
+				url, state, err = c.watch(ctx, token)
+			}
 			switch {
 			case url != "":
 				for {

@@ -325,7 +325,7 @@ func logOpen(tb testing.TB, pin *cpuPin, capacity float64, rs []openResult) {
 	fmt.Fprintf(&s, "open loop: Poisson arrivals at fractions of the closed loop's %.1f enrollments/s (the one-core capacity), each enrollment"+
 		" started in a goroutine of its own at its scheduled time; latency counted from that time (lag: how late the load generator started it)\n", capacity)
 	w := tabwriter.NewWriter(&s, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(w, "load\toffered/s\tenrollments\tlag p50/p99/max ms\tCPU %d: daemon %%\tothers %%\tCPU %d: generator %%\tothers %%\tp50/p99/p999 ms:\tregister\tattest\twatch\tconfig\twhole\t\n",
+	fmt.Fprintf(w, "load\toffered/s\tenrollments\tlag p50/p99/max ms\tCPU %d: daemon %%\tothers %%\tCPU %d: generator %%\tothers %%\tp50/p99/p999 ms:\tregister\tattest\tconfig\twhole\t\n",
 		pin.daemonCPU, pin.loadCPU)
 	for _, r := range rs {
 		lag := quantiles(r.run.lag)

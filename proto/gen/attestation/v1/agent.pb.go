@@ -385,8 +385,14 @@ type AttestResponse struct {
 	// Short-lived bearer credential for WatchApproval and Heartbeat.
 	SessionToken     string                 `protobuf:"bytes,3,opt,name=session_token,json=sessionToken,proto3" json:"session_token,omitempty"`
 	SessionExpiresAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=session_expires_at,json=sessionExpiresAt,proto3" json:"session_expires_at,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Set when the machine is provisioned and its config not fetched yet,
+	// as when it was pre-registered with a role and hostname and so
+	// approved as it attested: the one-time config URL, the same that
+	// WatchApproval would hand out. The agent may fetch it at once rather
+	// than watch for it. Empty otherwise: the agent watches for approval.
+	ConfigUrl     string `protobuf:"bytes,5,opt,name=config_url,json=configUrl,proto3" json:"config_url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AttestResponse) Reset() {
@@ -445,6 +451,13 @@ func (x *AttestResponse) GetSessionExpiresAt() *timestamppb.Timestamp {
 		return x.SessionExpiresAt
 	}
 	return nil
+}
+
+func (x *AttestResponse) GetConfigUrl() string {
+	if x != nil {
+		return x.ConfigUrl
+	}
+	return ""
 }
 
 type WatchApprovalRequest struct {
@@ -846,13 +859,15 @@ const file_attestation_v1_agent_proto_rawDesc = "" +
 	"\tevent_log\x18\x06 \x01(\fB\t\xbaH\x06z\x04\x18\x80\x80@R\beventLog\x1a<\n" +
 	"\x0ePcrValuesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xb4\x01\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xd3\x01\n" +
 	"\x0eAttestResponse\x12\x1d\n" +
 	"\n" +
 	"machine_id\x18\x01 \x01(\tR\tmachineId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12#\n" +
 	"\rsession_token\x18\x03 \x01(\tR\fsessionToken\x12H\n" +
-	"\x12session_expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x10sessionExpiresAt\"\x16\n" +
+	"\x12session_expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x10sessionExpiresAt\x12\x1d\n" +
+	"\n" +
+	"config_url\x18\x05 \x01(\tR\tconfigUrl\"\x16\n" +
 	"\x14WatchApprovalRequest\"\x9f\x01\n" +
 	"\x15WatchApprovalResponse\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x1d\n" +
