@@ -384,7 +384,7 @@ func (s *Server) Attest(ctx context.Context, req *connect.Request[attestationv1.
 		pcrErr  error
 		akBound bool
 	)
-	m, err := s.o.Machines.AttestedWith(ctx, ch.machineID, func(tx *store.Tx, m *store.Machine) error {
+	m, configURL, err := s.o.Machines.AttestedWith(ctx, ch.machineID, func(tx *store.Tx, m *store.Machine) error {
 		if err := tx.UseChallenge(ctx, ch.id, ch.expires); err != nil {
 			return err
 		}
@@ -427,11 +427,13 @@ func (s *Server) Attest(ctx context.Context, req *connect.Request[attestationv1.
 	}
 	log.Info("machine attested", "ek", m.EKFingerprint, "state", m.State, "tpm", ch.tpm)
 	// A machine approved as it attested (pre-registered) gets its config
-	// URL now, as WatchApproval would give it: a request fewer.
-	configURL, err := s.o.Machines.ConfigURLOf(ctx, m)
-	if err != nil {
-		// Attested all the same; WatchApproval will tell the URL.
-		log.Warn("config URL not given with the attestation", "err", err)
+	// URL now, as WatchApproval would give it: a request fewer. So does
+	// one attesting again, provisioned, its config not fetched yet.
+	if configURL == "" {
+		if configURL, err = s.o.Machines.ConfigURLOf(ctx, m); err != nil {
+			// Attested all the same; WatchApproval will tell the URL.
+			log.Warn("config URL not given with the attestation", "err", err)
+		}
 	}
 	return connect.NewResponse(&attestationv1.AttestResponse{
 		MachineId:        m.ID,

@@ -270,7 +270,7 @@ func (s *Service) Approve(ctx context.Context, id string, a Approval) (*store.Ma
 		if err := checkSchematic(ctx, tx, a.SchematicID); err != nil {
 			return err
 		}
-		if err := s.approve(ctx, tx, m, a); err != nil {
+		if _, err := s.approve(ctx, tx, m, a); err != nil {
 			return err
 		}
 		return record(ctx, tx, audit.MachineApprove, m, ApprovalDetail(Approval{Role: m.Role, Hostname: m.Hostname, SchematicID: m.SchematicID}))
@@ -283,13 +283,14 @@ func ApprovalDetail(a Approval) string {
 }
 
 // approve assigns what the approval says and, when the Service mints config
-// tokens, mints the machine's one-time config URL for node.provisioned.
-func (s *Service) approve(ctx context.Context, tx *store.Tx, m *store.Machine, a Approval) error {
+// tokens, mints the machine's one-time config URL for node.provisioned; it
+// returns that URL ("" when none is minted).
+func (s *Service) approve(ctx context.Context, tx *store.Tx, m *store.Machine, a Approval) (configURL string, err error) {
 	if a.SchematicID == "" && a.Role != "" {
 		// The role's default schematic, if it names one.
 		c, err := tx.ConfigTemplate(ctx, a.Role)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return err
+			return "", err
 		}
 		if err == nil {
 			a.SchematicID = c.SchematicID
@@ -298,11 +299,11 @@ func (s *Service) approve(ctx context.Context, tx *store.Tx, m *store.Machine, a
 	m.Role, m.Hostname, m.SchematicID = a.Role, a.Hostname, strings.ToLower(a.SchematicID)
 	m.ApprovedAt = tx.Now()
 	if err := tx.UpdateMachine(ctx, m); err != nil {
-		return err
+		return "", err
 	}
-	_, tokenID, err := s.mintConfigURL(ctx, tx, m)
+	configURL, tokenID, err := s.mintConfigURL(ctx, tx, m)
 	if err != nil {
-		return err
+		return "", err
 	}
 	ev := &events.Provisioned{
 		Hostname:      m.Hostname,
@@ -313,7 +314,7 @@ func (s *Service) approve(ctx context.Context, tx *store.Tx, m *store.Machine, a
 	if m.SchematicID != "" && s.isoURL != nil {
 		ev.ISOURL = s.isoURL(m.SchematicID)
 	}
-	return tx.Emit(ctx, m, ev)
+	return configURL, tx.Emit(ctx, m, ev)
 }
 
 // ImageCreated records node.image_created for an image built for a
@@ -438,15 +439,18 @@ func (s *Service) Reinstate(ctx context.Context, id string) (*store.Machine, err
 // machine is trusted again, as it was when pre-registered). Any other
 // machine waits in attested for an operator's approval.
 func (s *Service) Attested(ctx context.Context, id string) (*store.Machine, error) {
-	return s.AttestedWith(ctx, id, nil)
+	m, _, err := s.AttestedWith(ctx, id, nil)
+	return m, err
 }
 
 // AttestedWith is Attested with more writes in the same transaction: with
 // (may be nil) runs after the transition and before the machine is written,
 // so it may change the machine (bind its AK) and write rows of its own
-// (the agent's session); when it fails, nothing changes.
-func (s *Service) AttestedWith(ctx context.Context, id string, with func(*store.Tx, *store.Machine) error) (*store.Machine, error) {
-	return s.update(ctx, "attest", id, func(tx *store.Tx, m *store.Machine) error {
+// (the agent's session); when it fails, nothing changes. When it approves
+// the machine, it returns the config URL it minted ("" otherwise).
+func (s *Service) AttestedWith(ctx context.Context, id string, with func(*store.Tx, *store.Machine) error) (m *store.Machine, configURL string, err error) {
+	m, err = s.update(ctx, "attest", id, func(tx *store.Tx, m *store.Machine) error {
+		configURL = "" // of this run of the update, should it run again
 		from := m.State
 		if err := transition(m, lifecycle.Attest); err != nil {
 			return err
@@ -469,10 +473,16 @@ func (s *Service) AttestedWith(ctx context.Context, id string, with func(*store.
 				return err
 			}
 			// approve writes the machine.
-			return s.approve(ctx, tx, m, Approval{Role: m.Role, Hostname: m.Hostname, SchematicID: m.SchematicID})
+			var err error
+			configURL, err = s.approve(ctx, tx, m, Approval{Role: m.Role, Hostname: m.Hostname, SchematicID: m.SchematicID})
+			return err
 		}
 		return tx.UpdateMachine(ctx, m)
 	})
+	if err != nil {
+		return nil, "", err
+	}
+	return m, configURL, nil
 }
 
 // Get returns one machine.
