@@ -127,6 +127,10 @@ type Dispatcher struct {
 	opts Options
 	log  *slog.Logger
 	wake Signal
+	// recent are the events Committed handed in; notified counts the bare
+	// Notify calls, each a commit whose events are in the outbox only.
+	recent   recent
+	notified atomic.Int64
 
 	mu      sync.Mutex
 	subs    []*subscriber
@@ -274,8 +278,24 @@ func (d *Dispatcher) Prepare(ctx context.Context) error {
 	return nil
 }
 
-// Notify wakes the dispatcher after a commit. It never blocks.
-func (d *Dispatcher) Notify() { d.wake.Notify() }
+// Notify wakes the dispatcher after a commit, to read its events from the
+// outbox. It never blocks.
+func (d *Dispatcher) Notify() {
+	d.notified.Add(1)
+	d.wake.Notify()
+}
+
+// Committed wakes the dispatcher after a commit with the events it wrote,
+// as the store returned them (store.Update); a subscriber that has
+// delivered every event before them takes them from memory rather than
+// from the outbox. It never blocks.
+func (d *Dispatcher) Committed(evs []Envelope) {
+	if len(evs) == 0 {
+		return
+	}
+	d.recent.add(evs)
+	d.wake.Notify()
+}
 
 // Run delivers events until ctx is done, then returns nil once every
 // subscriber has saved its cursor. It does not wait for handlers that
@@ -350,20 +370,31 @@ func (d *Dispatcher) loop(ctx context.Context, s *subscriber) {
 		}
 	}()
 
+	// read says the outbox may hold events after cursor that are not in
+	// d.recent: at the start, after a full batch, a bare Notify (seen is
+	// the count of them at the last read), and at every poll.
+	read, seen := true, int64(0)
 	for {
-		// Take the wake-up channel before reading: a commit after the
-		// read closes it, so its Notify cannot be lost.
+		// Take the wake-up channel before looking: a commit after the
+		// look closes it, so its Notify cannot be lost.
 		woken := d.wake.C()
-		batch, err := d.src.EventsAfter(ctx, cursor, batchSize)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
+		if n := d.notified.Load(); n != seen {
+			read, seen = true, n
+		}
+		batch, ahead := d.recent.after(cursor, batchSize)
+		if len(batch) == 0 && (read || ahead) {
+			var err error
+			if batch, err = d.src.EventsAfter(ctx, cursor, batchSize); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				log.Error("read outbox", "err", err)
+				if !sleep(ctx, d.opts.Poll) {
+					return
+				}
+				continue
 			}
-			log.Error("read outbox", "err", err)
-			if !sleep(ctx, d.opts.Poll) {
-				return
-			}
-			continue
+			read = len(batch) == batchSize
 		}
 		if len(batch) == 0 {
 			poll := time.NewTimer(d.opts.Poll)
@@ -373,6 +404,7 @@ func (d *Dispatcher) loop(ctx context.Context, s *subscriber) {
 				return
 			case <-woken:
 			case <-poll.C:
+				read = true
 			}
 			poll.Stop()
 			continue

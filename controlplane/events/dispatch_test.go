@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -832,5 +835,83 @@ func TestSignal(t *testing.T) {
 	case <-s.C():
 		t.Error("C() after Notify is already closed")
 	default:
+	}
+}
+
+// countingSource counts the reads of the outbox.
+type countingSource struct {
+	*store.Store
+	reads atomic.Int64
+}
+
+func (c *countingSource) EventsAfter(ctx context.Context, after int64, limit int) ([]events.Envelope, error) {
+	c.reads.Add(1)
+	return c.Store.EventsAfter(ctx, after, limit)
+}
+
+// TestCommittedFromMemory: events handed to Committed reach every
+// subscriber, in order and as the outbox holds them, without the
+// subscribers reading the outbox for them; a commit made without
+// Committed (another instance's, over the same database) leaves a gap that
+// sends them to the outbox, where nothing is skipped.
+func TestCommittedFromMemory(t *testing.T) {
+	st := openStore(t)
+	src := &countingSource{Store: st}
+	opts := fast()
+	opts.Poll = time.Hour
+	recs := []*recorder{{}, {}}
+	d := start(t, src, opts,
+		events.Subscription{Name: "a", Handle: recs[0].handle},
+		events.Subscription{Name: "b", Handle: recs[1].handle},
+	)
+	m := newMachine(t, st, "m")
+	// Both subscribers read the outbox once as they start, and find it
+	// empty.
+	eventually(t, "the first reads", func() bool { return src.reads.Load() == 2 })
+
+	var want []events.Envelope
+	const writers, each = 4, 50
+	var (
+		wg sync.WaitGroup
+		mu sync.Mutex
+	)
+	for range writers {
+		wg.Go(func() {
+			for j := range each {
+				ev := commit(t, st, m, role(j))
+				d.Committed([]events.Envelope{ev})
+				mu.Lock()
+				want = append(want, ev)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	slices.SortFunc(want, func(a, b events.Envelope) int { return int(a.Seq - b.Seq) })
+	for _, r := range recs {
+		sameSeqs(t, "delivered", r.wait(t, writers*each), want)
+	}
+	// Commits hand in their events in any order, so a subscriber may have
+	// found a gap and read the outbox a few times; most came from memory.
+	if reads := src.reads.Load() - 2; reads > writers*each/4 {
+		t.Errorf("%d reads of the outbox for %d events handed to Committed", reads, writers*each)
+	}
+	stored, err := st.ListEvents(context.Background(), store.EventFilter{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if got := r.got(); !reflect.DeepEqual(got, stored) {
+			t.Fatalf("delivered from memory:\n%+v\nthe outbox holds:\n%+v", got[0], stored[0])
+		}
+	}
+
+	// Another instance's commit: in the outbox only, with no wake-up.
+	other := commit(t, st, m, role(1000))
+	last := commit(t, st, m, role(1001))
+	d.Committed([]events.Envelope{last})
+	for _, r := range recs {
+		got := r.wait(t, writers*each+2)
+		sameSeqs(t, "after the gap", got[writers*each:], []events.Envelope{other, last})
 	}
 }

@@ -291,9 +291,10 @@ func (t *Tx) Emit(ctx context.Context, m *Machine, ev events.Event) error {
 	if err != nil {
 		return fmt.Errorf("write %s event to outbox: %w", h.Event, err)
 	}
+	// As ListEvents reads it back: the dispatcher delivers either.
 	t.emitted = append(t.emitted, events.Envelope{
 		Seq: h.Seq, ID: h.ID, Type: h.Event, MachineID: h.MachineID,
-		EKFingerprint: h.EKFingerprint, Time: h.Timestamp, Actor: h.Actor, Payload: payload,
+		EKFingerprint: h.EKFingerprint, Time: fromNanos(h.Timestamp.UnixNano()), Actor: h.Actor, Payload: payload,
 	})
 	return nil
 }
