@@ -228,21 +228,34 @@ func (d *daemonProc) metrics(ctx context.Context) (map[string]float64, error) {
 	return m, sc.Err()
 }
 
-// heap is what the daemon's Go runtime has allocated so far.
-type heap struct{ mallocs, bytes float64 }
+// heap is what the daemon's Go runtime has allocated so far, and the
+// group commits its store has made and the updates they carried.
+type heap struct{ mallocs, bytes, commits, updates float64 }
 
-// allocated scrapes the daemon's allocation counters.
+// minus is h less o.
+func (h heap) minus(o heap) heap {
+	return heap{h.mallocs - o.mallocs, h.bytes - o.bytes, h.commits - o.commits, h.updates - o.updates}
+}
+
+// allocated scrapes the daemon's allocation and commit counters.
 func (d *daemonProc) allocated(ctx context.Context) (heap, error) {
 	m, err := d.metrics(ctx)
 	if err != nil {
 		return heap{}, err
 	}
-	mallocs, ok1 := m["go_memstats_mallocs_total"]
-	bytes, ok2 := m["go_memstats_alloc_bytes_total"]
-	if !ok1 || !ok2 {
-		return heap{}, errors.New("/metrics has no go_memstats_mallocs_total or go_memstats_alloc_bytes_total")
+	var h heap
+	for name, v := range map[string]*float64{
+		"go_memstats_mallocs_total":       &h.mallocs,
+		"go_memstats_alloc_bytes_total":   &h.bytes,
+		"attestation_store_commits_total": &h.commits,
+		"attestation_store_updates_total": &h.updates,
+	} {
+		var ok bool
+		if *v, ok = m[name]; !ok {
+			return heap{}, fmt.Errorf("/metrics has no %s", name)
+		}
 	}
-	return heap{mallocs, bytes}, nil
+	return h, nil
 }
 
 // durable asks the daemon whether its commits are fsynced, which only it

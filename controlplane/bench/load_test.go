@@ -78,6 +78,23 @@ func durations(lat []enrollLatency, of func(enrollLatency) time.Duration) []time
 // answered with ("" unless the machine was approved as it attested).
 func (c *stormClient) attest(ctx context.Context, s *softTPM, lat *enrollLatency) (token, configURL string, err error) {
 	t := time.Now()
+	ch, err := c.register(ctx, s)
+	if err != nil {
+		return "", "", err
+	}
+	lat.register = time.Since(t)
+	req, err := s.answer(ch)
+	if err != nil {
+		return "", "", err
+	}
+	t = time.Now()
+	token, configURL, err = c.answer(ctx, req)
+	lat.attest = time.Since(t)
+	return token, configURL, err
+}
+
+// register is the Register request of s; it returns the challenge.
+func (c *stormClient) register(ctx context.Context, s *softTPM) (*attestationv1.RegisterResponse, error) {
 	reg, err := c.agent.Register(ctx, connect.NewRequest(&attestationv1.RegisterRequest{
 		EkPublic:     s.ekPublic,
 		AkPublic:     s.akPublic,
@@ -85,26 +102,33 @@ func (c *stormClient) attest(ctx context.Context, s *softTPM, lat *enrollLatency
 		Hardware:     &attestationv1.Hardware{Macs: []string{"52:54:00:00:00:01"}},
 	}))
 	if err != nil {
-		return "", "", fmt.Errorf("register: %w", err)
+		return nil, fmt.Errorf("register: %w", err)
 	}
-	lat.register = time.Since(t)
-	ch := reg.Msg
+	return reg.Msg, nil
+}
+
+// answer is the software TPM's work on a challenge, ActivateCredential
+// and Quote: the Attest request that answers it.
+func (s *softTPM) answer(ch *attestationv1.RegisterResponse) (*attestationv1.AttestRequest, error) {
 	secret, err := s.activateCredential(ch.CredentialBlob, ch.EncryptedSecret)
 	if err != nil {
-		return "", "", err
+		return nil, err
 	}
 	quote, sig, values, err := s.quote(ch.Nonce, ch.Pcrs)
 	if err != nil {
-		return "", "", err
+		return nil, err
 	}
-	t = time.Now()
-	att, err := c.agent.Attest(ctx, connect.NewRequest(&attestationv1.AttestRequest{
+	return &attestationv1.AttestRequest{
 		ChallengeId: ch.ChallengeId, Secret: secret, Quote: quote, QuoteSignature: sig, PcrValues: values,
-	}))
+	}, nil
+}
+
+// answer sends Attest; it returns the session token and the config URL.
+func (c *stormClient) answer(ctx context.Context, req *attestationv1.AttestRequest) (token, configURL string, err error) {
+	att, err := c.agent.Attest(ctx, connect.NewRequest(req))
 	if err != nil {
 		return "", "", fmt.Errorf("attest: %w", err)
 	}
-	lat.attest = time.Since(t)
 	return att.Msg.SessionToken, att.Msg.ConfigUrl, nil
 }
 

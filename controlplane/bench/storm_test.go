@@ -56,7 +56,7 @@ func (u usage) since(v usage) usage {
 	return usage{
 		at: u.at, elapsed: u.at.Sub(v.at),
 		daemon: u.daemon - v.daemon, load: u.load - v.load,
-		heap:  heap{u.heap.mallocs - v.heap.mallocs, u.heap.bytes - v.heap.bytes},
+		heap:  u.heap.minus(v.heap),
 		wrote: u.wrote - v.wrote,
 		cpus: [2]cpuTicks{
 			{u.cpus[0].busy - v.cpus[0].busy, u.cpus[0].idle - v.cpus[0].idle, u.cpus[0].steal - v.cpus[0].steal},
@@ -190,7 +190,7 @@ func closedPhase(tb testing.TB, bin string, pin *cpuPin, agents []*softTPM, conc
 	if err != nil {
 		tb.Fatal(err)
 	}
-	scrape := heap{u0.heap.mallocs - pre.heap.mallocs, u0.heap.bytes - pre.heap.bytes}
+	scrape := u0.heap.minus(pre.heap)
 	if b, ok := tb.(*testing.B); ok {
 		b.StartTimer()
 	}
@@ -221,8 +221,9 @@ func (r closedResult) log(tb testing.TB, pin *cpuPin) {
 		r.agents, r.concurrency, r.rate(), u.elapsed.Round(time.Millisecond))
 	fmt.Fprintf(&s, "  %s\n", u.cpuLine(0, pin.daemonCPU, "daemon", u.daemon))
 	fmt.Fprintf(&s, "  %s\n", u.cpuLine(1, pin.loadCPU, "load generator", u.load))
-	fmt.Fprintf(&s, "  daemon per enrollment: %.3f ms CPU (user+sys), %.0f mallocs, %.1f KiB allocated, %.1f KiB written; load generator %.3f ms CPU\n",
-		r.per(ms(u.daemon)), r.per(u.heap.mallocs), r.per(u.heap.bytes)/1024, r.per(float64(u.wrote))/1024, r.per(ms(u.load)))
+	fmt.Fprintf(&s, "  daemon per enrollment: %.3f ms CPU (user+sys), %.0f mallocs, %.1f KiB allocated, %.1f KiB written, %.2f commits (%.1f updates each); load generator %.3f ms CPU\n",
+		r.per(ms(u.daemon)), r.per(u.heap.mallocs), r.per(u.heap.bytes)/1024, r.per(float64(u.wrote))/1024,
+		r.per(u.heap.commits), u.heap.updates/max(u.heap.commits, 1), r.per(ms(u.load)))
 	if busy := float64(u.daemon) / float64(u.elapsed); busy < 0.9 {
 		why := u.crowded(pin)
 		if l := u.share(1, u.load); l.own >= 80 {
@@ -325,14 +326,15 @@ func logOpen(tb testing.TB, pin *cpuPin, capacity float64, rs []openResult) {
 	fmt.Fprintf(&s, "open loop: Poisson arrivals at fractions of the closed loop's %.1f enrollments/s (the one-core capacity), each enrollment"+
 		" started in a goroutine of its own at its scheduled time; latency counted from that time (lag: how late the load generator started it)\n", capacity)
 	w := tabwriter.NewWriter(&s, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(w, "load\toffered/s\tenrollments\tlag p50/p99/max ms\tCPU %d: daemon %%\tothers %%\tCPU %d: generator %%\tothers %%\tp50/p99/p999 ms:\tregister\tattest\tconfig\twhole\t\n",
+	fmt.Fprintf(w, "load\toffered/s\tenrollments\tlag p50/p99/max ms\tCPU %d: daemon %%\tothers %%\tCPU %d: generator %%\tothers %%\tdaemon ms/enrollment\tcommits/enrollment\tp50/p99/p999 ms:\tregister\tattest\tconfig\twhole\t\n",
 		pin.daemonCPU, pin.loadCPU)
 	for _, r := range rs {
 		lag := quantiles(r.run.lag)
 		d, l := r.use.share(0, r.use.daemon), r.use.share(1, r.use.load)
-		fmt.Fprintf(w, "%.0f %%\t%.1f\t%d\t%.2f/%.2f/%.2f\t%.1f\t%.1f\t%.1f\t%.1f\t\t",
+		n := float64(len(r.run.lat))
+		fmt.Fprintf(w, "%.0f %%\t%.1f\t%d\t%.2f/%.2f/%.2f\t%.1f\t%.1f\t%.1f\t%.1f\t%.3f\t%.2f\t\t",
 			100*r.load, r.run.offered, len(r.run.lat), ms(lag[0]), ms(lag[1]), ms(slices.Max(r.run.lag)),
-			d.own, d.others+d.stolen, l.own, l.others+l.stolen)
+			d.own, d.others+d.stolen, l.own, l.others+l.stolen, ms(r.use.daemon)/n, r.use.heap.commits/n)
 		for _, k := range requestKinds {
 			q := quantiles(durations(r.run.lat, k.of))
 			fmt.Fprintf(w, "%.1f/%.1f/%.1f\t", ms(q[0]), ms(q[1]), ms(q[2]))

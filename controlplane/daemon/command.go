@@ -9,6 +9,8 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -55,14 +57,14 @@ to the compiled-in extensions.
 			}
 			log := slog.New(h)
 			slog.SetDefault(log)
-			if path := os.Getenv(CPUProfileEnv); path != "" {
+			if path := profilePath(CPUProfileEnv); path != "" {
 				stopProfile, err := startCPUProfile(path)
 				if err != nil {
 					return err
 				}
 				defer stopProfile()
 			}
-			if path := os.Getenv(AllocProfileEnv); path != "" {
+			if path := profilePath(AllocProfileEnv); path != "" {
 				defer writeAllocProfile(path, log)()
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -81,8 +83,16 @@ to the compiled-in extensions.
 // CPUProfileEnv names the environment variable that, when set to a path,
 // makes attestationd write a CPU profile of its whole run there (for
 // profiling the daemon under make bench's enrollment storm, which runs it
-// as a separate process).
+// as a separate process). A "%p" in the path is replaced by the process
+// ID, so that each daemon a benchmark starts keeps its own profile (go tool
+// pprof merges the files it is given).
 const CPUProfileEnv = "ATTESTATION_CPUPROFILE"
+
+// profilePath is the path the environment variable env gives, with "%p"
+// replaced by the process ID; empty when env is unset.
+func profilePath(env string) string {
+	return strings.ReplaceAll(os.Getenv(env), "%p", strconv.Itoa(os.Getpid()))
+}
 
 func startCPUProfile(path string) (stop func(), err error) {
 	f, err := os.Create(path)
@@ -102,7 +112,7 @@ func startCPUProfile(path string) (stop func(), err error) {
 // AllocProfileEnv names the environment variable that, when set to a
 // path, makes attestationd write a profile of what it allocated in its
 // whole run there when it stops (go tool pprof -sample_index=alloc_space
-// or alloc_objects), sampling one allocation in 4 KiB rather than Go's
+// or alloc_objects; "%p" as for CPUProfileEnv), sampling one allocation in 4 KiB rather than Go's
 // one in 512 KiB so that a short storm gives enough samples.
 const AllocProfileEnv = "ATTESTATION_ALLOCPROFILE"
 

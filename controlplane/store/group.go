@@ -105,6 +105,7 @@ func (s *Store) commitLoop() {
 			}
 		}
 		s.groups.Add(1)
+		s.grouped.Add(int64(len(group)))
 		s.commitGroup(group)
 	}
 }

@@ -81,8 +81,16 @@ type Store struct {
 	quit                           chan struct{}
 	done                           chan struct{}
 	closeOnce                      sync.Once
-	// groups counts the groups the committer has formed.
-	groups atomic.Int64
+	// groups counts the groups the committer has formed; grouped, the
+	// updates they carried.
+	groups, grouped atomic.Int64
+}
+
+// CommitStats returns how many group commits the store has made (each a
+// transaction, on SQLite one fsync of the WAL) and how many updates they
+// carried: their ratio is how well concurrent updates share commits.
+func (s *Store) CommitStats() (commits, updates int64) {
+	return s.groups.Load(), s.grouped.Load()
 }
 
 // open makes the store of handles w (writes), r (reads) and leases
