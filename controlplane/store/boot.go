@@ -10,10 +10,11 @@ import (
 // machines reported it (a NIC moved to another server), the most recently
 // registered one wins: it is the one that last booted with it.
 func (s *Store) MachineByMAC(ctx context.Context, mac string) (*Machine, error) {
-	mac = strings.ToLower(mac)
-	// The MACs are a JSON array per row, so this scans the table; the
-	// LIKE test skips most rows before the JSON is parsed.
-	return scanMachine(s.r.QueryRowContext(ctx, s.d.machineByMAC, `%"`+escapeLike(mac)+`"%`, mac))
+	// machine_macs (migration 0012) orders a MAC's machines by
+	// registration: the newest is the last entry of the MAC's range.
+	return scanMachine(s.r.QueryRowContext(ctx, `SELECT `+machineColumns+` FROM machines
+		WHERE id = (SELECT machine_id FROM machine_macs WHERE mac = ?
+			ORDER BY registered_at DESC, machine_id DESC LIMIT 1)`, strings.ToLower(mac)))
 }
 
 // MachineBySMBIOSUUID returns the most recently registered machine with
@@ -22,8 +23,4 @@ func (s *Store) MachineBySMBIOSUUID(ctx context.Context, id string) (*Machine, e
 	return scanMachine(s.r.QueryRowContext(ctx, `SELECT `+machineColumns+` FROM machines
 		WHERE smbios_uuid IN (?, ?) AND smbios_uuid != ''
 		ORDER BY registered_at DESC, id DESC LIMIT 1`, strings.ToLower(id), strings.ToUpper(id)))
-}
-
-func escapeLike(s string) string {
-	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
 }

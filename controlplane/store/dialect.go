@@ -27,10 +27,10 @@ type dialect struct {
 	groupTx *sql.TxOptions
 	// schemaMigrations creates the migrations' bookkeeping table.
 	schemaMigrations string
-	// machineByMAC selects the newest machine whose macs match a LIKE
-	// pattern (the first argument) and have the MAC (the second) among
-	// them (Store.MachineByMAC).
-	machineByMAC string
+	// insertMachineMACs writes the machine_macs rows of a machine: its
+	// registered_at and ID (the first two arguments) beside each distinct
+	// MAC of its macs column (the third), as migration 0012 does.
+	insertMachineMACs string
 	// insertEvent writes an event to the outbox; with
 	// insertEventReturning it returns the seq (else LastInsertId has it).
 	insertEvent          string

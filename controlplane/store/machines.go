@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -61,6 +62,12 @@ const machineColumns = `id, ek_fingerprint, state, macs, smbios_uuid, serial, pr
 
 // updateColumns are the columns after id, in the order of row.
 var updateColumns = strings.Split(strings.Join(strings.Fields(strings.TrimPrefix(machineColumns, "id,")), ""), ",")
+
+// The columns of row that machine_macs is derived from.
+var (
+	macsColumn         = slices.Index(updateColumns, "macs")
+	registeredAtColumn = slices.Index(updateColumns, "registered_at")
+)
 
 // row returns the values of updateColumns as m is stored.
 func (m *Machine) row() []any {
@@ -202,7 +209,21 @@ func (t *Tx) InsertMachine(ctx context.Context, m *Machine) error {
 	if err != nil {
 		return fmt.Errorf("insert machine %s: %w", m.ID, err)
 	}
+	if err := t.insertMACs(ctx, m, row); err != nil {
+		return err
+	}
 	m.stored = row
+	return nil
+}
+
+// insertMACs writes the machine_macs rows of m, stored as row.
+func (t *Tx) insertMACs(ctx context.Context, m *Machine, row []any) error {
+	if len(m.MACs) == 0 {
+		return nil
+	}
+	if _, err := t.exec(ctx, t.d.insertMachineMACs, row[registeredAtColumn], m.ID, row[macsColumn]); err != nil {
+		return fmt.Errorf("index the MACs of machine %s: %w", m.ID, err)
+	}
 	return nil
 }
 
@@ -212,17 +233,21 @@ func (t *Tx) InsertMachine(ctx context.Context, m *Machine) error {
 // pages the commit would otherwise write again. Read m in the transaction
 // that updates it, as every caller does: a column changed by another
 // transaction since m was read is left as that transaction wrote it.
+// The rows of machine_macs are written again only when the MACs or the
+// registration time changed.
 func (t *Tx) UpdateMachine(ctx context.Context, m *Machine) error {
 	m.UpdatedAt = t.now
 	row := m.row()
 	set := make([]string, 0, len(row))
 	args := make([]any, 0, len(row)+1)
+	macsChanged := false
 	for i, v := range row {
 		if m.stored != nil && sameValue(v, m.stored[i]) {
 			continue
 		}
 		set = append(set, updateColumns[i]+" = ?")
 		args = append(args, v)
+		macsChanged = macsChanged || i == macsColumn || i == registeredAtColumn
 	}
 	if len(set) == 0 {
 		return nil // read in this transaction, as it is
@@ -233,6 +258,14 @@ func (t *Tx) UpdateMachine(ctx context.Context, m *Machine) error {
 	}
 	if n, _ := res.RowsAffected(); n != 1 {
 		return fmt.Errorf("update machine %s: %w", m.ID, ErrNotFound)
+	}
+	if macsChanged {
+		if _, err := t.exec(ctx, `DELETE FROM machine_macs WHERE machine_id = ?`, m.ID); err != nil {
+			return fmt.Errorf("index the MACs of machine %s: %w", m.ID, err)
+		}
+		if err := t.insertMACs(ctx, m, row); err != nil {
+			return err
+		}
 	}
 	// m.stored stays the row as read: this transaction may yet roll back.
 	return nil

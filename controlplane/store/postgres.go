@@ -32,10 +32,10 @@ var postgresDialect = dialect{
 	// runs again (group.go).
 	groupTx:          &sql.TxOptions{Isolation: sql.LevelSerializable},
 	schemaMigrations: createSchemaMigrations("BIGINT"),
-	machineByMAC: `SELECT ` + machineColumns + ` FROM machines
-		WHERE macs LIKE ? ESCAPE '\'
-		  AND EXISTS (SELECT 1 FROM json_array_elements_text(machines.macs::json) AS mac WHERE mac = ?)
-		ORDER BY registered_at DESC, id DESC LIMIT 1`,
+	// The arguments' types are said: in a SELECT list, PostgreSQL would
+	// take them as text.
+	insertMachineMACs: `INSERT INTO machine_macs (mac, registered_at, machine_id)
+		SELECT DISTINCT mac, CAST(? AS BIGINT), CAST(? AS TEXT) FROM json_array_elements_text(CAST(? AS json)) AS mac`,
 	insertEvent:          insertEventSQL + ` RETURNING seq`,
 	insertEventReturning: true,
 	// Events commit in the order of their seq, across instances too: a

@@ -21,10 +21,8 @@ var sqliteDialect = dialect{
 	coreMigrations:   sqliteCoreMigrations,
 	coreDir:          "migrations/core",
 	schemaMigrations: createSchemaMigrations("INTEGER"),
-	machineByMAC: `SELECT ` + machineColumns + ` FROM machines
-		WHERE macs LIKE ? ESCAPE '\'
-		  AND EXISTS (SELECT 1 FROM json_each(machines.macs) WHERE json_each.value = ?)
-		ORDER BY registered_at DESC, id DESC LIMIT 1`,
+	insertMachineMACs: `INSERT INTO machine_macs (mac, registered_at, machine_id)
+		SELECT DISTINCT value, ?, ? FROM json_each(?)`,
 	insertEvent: insertEventSQL,
 	// One writer at a time: a group never conflicts with another.
 	retryable: func(error) bool { return false },

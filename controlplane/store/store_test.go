@@ -567,6 +567,23 @@ func TestUpdateOutlivesItsCaller(t *testing.T) {
 	})
 }
 
+// updateMachine reads the machine id, changes it with fn and writes it,
+// in one transaction.
+func updateMachine(t *testing.T, st *store.Store, id string, fn func(m *store.Machine)) {
+	t.Helper()
+	ctx := t.Context()
+	if _, err := st.Update(ctx, func(tx *store.Tx) error {
+		m, err := tx.MachineByID(ctx, id)
+		if err != nil {
+			return err
+		}
+		fn(m)
+		return tx.UpdateMachine(ctx, m)
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestUpdateMachineWritesWhatChanged: UpdateMachine writes the columns
 // the caller changed since the read, so a change committed by another
 // transaction meanwhile to another column stays; a Machine not read from
@@ -588,21 +605,8 @@ func TestUpdateMachineWritesWhatChanged(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		update := func(fn func(m *store.Machine)) {
-			t.Helper()
-			if _, err := st.Update(ctx, func(tx *store.Tx) error {
-				m, err := tx.MachineByID(ctx, id)
-				if err != nil {
-					return err
-				}
-				fn(m)
-				return tx.UpdateMachine(ctx, m)
-			}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		update(func(m *store.Machine) { m.Role = "r2" })
-		update(func(m *store.Machine) { m.Hostname, m.MACs = "b", append(m.MACs, "52:54:00:00:00:02") })
+		updateMachine(t, st, id, func(m *store.Machine) { m.Role = "r2" })
+		updateMachine(t, st, id, func(m *store.Machine) { m.Hostname, m.MACs = "b", append(m.MACs, "52:54:00:00:00:02") })
 		// An update from a Machine read before the role changed writes its
 		// own change, not the role it read.
 		if _, err := st.Update(ctx, func(tx *store.Tx) error {
