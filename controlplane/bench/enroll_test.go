@@ -281,6 +281,19 @@ func TestEnrollmentStorm(t *testing.T) {
 			c.use.daemon, c.use.heap.mallocs, c.use.heap.bytes, c.agents)
 	}
 
+	// In waves, every enrollment completes (wavePhase checks the
+	// database), and each wave's requests cost the daemon some CPU.
+	w := wavePhase(t, bin, pin, agents, shortConcurrency)
+	w.log(t, pin)
+	for i, u := range w.waves {
+		if u.daemon <= 0 || u.elapsed <= 0 {
+			t.Errorf("%s wave: got daemon CPU %v over %v; want both above 0", waveNames[i], u.daemon, u.elapsed)
+		}
+	}
+	if commits := w.waves[1].heap.commits + w.waves[2].heap.commits; commits <= 0 || commits >= float64(2*len(agents)) {
+		t.Errorf("attest and config waves: %v commits for %d updates; want some, and fewer than one per update (group commit)", commits, 2*len(agents))
+	}
+
 	rate := min(openLoopLoads[0]*c.rate(), shortRate)
 	o := openPhase(t, bin, pin, agents, openLoopLoads[0], rate, 1, false)
 	logOpen(t, pin, c.rate(), []openResult{o})
