@@ -50,19 +50,23 @@ func TestRecent(t *testing.T) {
 		t.Errorf("payload changed through a returned envelope: %s", again[0].Payload)
 	}
 
-	// Bounded: the oldest go first.
-	var many []Envelope
-	for s := int64(100); s < 100+maxRecent+10; s++ {
-		many = append(many, env(s)...)
+	// Bounded: the oldest go first, a quarter of the bound at a time.
+	const past = maxRecent + maxRecent/4 + 1 // one over: trimmed to maxRecent
+	r = recent{}
+	for s := int64(100); s < 100+past; s++ {
+		r.add(env(s))
+		if n := len(r.evs); n > maxRecent+maxRecent/4 {
+			t.Fatalf("%d events held, want at most %d", n, maxRecent+maxRecent/4)
+		}
 	}
-	r.add(many)
 	if n := len(r.evs); n != maxRecent {
-		t.Fatalf("%d events held, want at most %d", n, maxRecent)
+		t.Fatalf("%d events held after the trim, want %d", n, maxRecent)
 	}
-	if got, ahead := r.after(99, 1); len(got) != 0 || !ahead {
-		t.Errorf("the oldest were kept: after(99) = %v, ahead %v", seqsOf(got), ahead)
+	first := int64(100 + past - maxRecent)
+	if got, ahead := r.after(first-2, 1); len(got) != 0 || !ahead {
+		t.Errorf("the oldest were kept: after(%d) = %v, ahead %v", first-2, seqsOf(got), ahead)
 	}
-	if got, _ := r.after(109, 1); len(got) != 1 || got[0].Seq != 110 {
-		t.Errorf("after(109) = %v, want [110]", seqsOf(got))
+	if got, _ := r.after(first-1, 1); len(got) != 1 || got[0].Seq != first {
+		t.Errorf("after(%d) = %v, want [%d]", first-1, seqsOf(got), first)
 	}
 }
