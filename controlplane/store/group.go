@@ -104,11 +104,43 @@ func (s *Store) commitLoop() {
 				break
 			}
 		}
+		// Under load (the last commit ended a moment ago), wait a little
+		// for the updates of requests still reading their bodies or
+		// working: a commit costs some 0.2 ms of CPU here (its writes, the
+		// fsync, the switches around it), and at a moderate rate, with
+		// few requests runnable at once, groups of one or two would spend
+		// more of the core on commits than on requests. When idle, the
+		// update commits at once.
+		if len(group) < maxGroup && time.Since(s.lastCommit) < busyGap {
+			if s.window == nil {
+				s.window = time.NewTimer(groupWindow)
+			} else {
+				s.window.Reset(groupWindow)
+			}
+		wait:
+			for len(group) < maxGroup {
+				select {
+				case u := <-s.updates:
+					group = append(group, u)
+				case <-s.window.C:
+					break wait
+				}
+			}
+			s.window.Stop()
+		}
 		s.groups.Add(1)
 		s.grouped.Add(int64(len(group)))
 		s.commitGroup(group)
+		s.lastCommit = time.Now()
 	}
 }
+
+// groupWindow is how long the committer waits for more updates under
+// load, and busyGap how recent the last commit must be for it to wait.
+const (
+	groupWindow = 300 * time.Microsecond
+	busyGap     = 2 * time.Millisecond
+)
 
 // maxGroupAttempts bounds how many times a group runs when it keeps
 // conflicting with other writers (PostgreSQL).
