@@ -288,13 +288,12 @@ func TestEnrollmentStorm(t *testing.T) {
 	}
 
 	// In waves, every enrollment completes (wavePhase checks the
-	// database), and each wave's requests cost the daemon some CPU.
+	// database), and the waves cost the daemon some CPU: all together,
+	// as a short wave can fall between two of /proc's 10 ms ticks.
 	w := wavePhase(t, bin, pin, agents, shortConcurrency)
 	w.log(t, pin)
-	for i, u := range w.waves {
-		if u.daemon <= 0 || u.elapsed <= 0 {
-			t.Errorf("%s wave: got daemon CPU %v over %v; want both above 0", waveNames[i], u.daemon, u.elapsed)
-		}
+	if w.cpu() <= 0 {
+		t.Errorf("waves: got daemon CPU %v over %d enrollments; want above 0", w.cpu(), w.agents)
 	}
 	if commits := w.waves[1].heap.commits + w.waves[2].heap.commits; commits <= 0 || commits >= float64(2*len(agents)) {
 		t.Errorf("attest and config waves: %v commits for %d updates; want some, and fewer than one per update (group commit)", commits, 2*len(agents))

@@ -131,6 +131,12 @@ func (r waveResult) log(tb testing.TB, pin *cpuPin) {
 			waveNames[i], float64(r.agents)/w.elapsed.Seconds(), busy, ms(w.daemon)/float64(r.agents),
 			w.heap.commits/float64(r.agents), w.cpuLine(0, pin.daemonCPU, "daemon", w.daemon))
 	}
+	for _, w := range r.waves {
+		if w.elapsed < 200*time.Millisecond {
+			fmt.Fprintf(&s, "  NOTE: a wave under 200 ms is read in /proc's 10 ms ticks, so its CPU figures are coarse (a daemon busy over 100 %% is one of them)\n")
+			break
+		}
+	}
 	fmt.Fprintf(&s, "  %s", r.pinned)
 	tb.Log(s.String())
 }
