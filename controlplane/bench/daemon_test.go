@@ -228,22 +228,22 @@ func (d *daemonProc) metrics(ctx context.Context) (map[string]float64, error) {
 	return m, sc.Err()
 }
 
-// heap is what the daemon's Go runtime has allocated so far, and the
+// counters are what the daemon's Go runtime has allocated so far, and the
 // group commits its store has made and the updates they carried.
-type heap struct{ mallocs, bytes, commits, updates float64 }
+type counters struct{ mallocs, bytes, commits, updates float64 }
 
 // minus is h less o.
-func (h heap) minus(o heap) heap {
-	return heap{h.mallocs - o.mallocs, h.bytes - o.bytes, h.commits - o.commits, h.updates - o.updates}
+func (h counters) minus(o counters) counters {
+	return counters{h.mallocs - o.mallocs, h.bytes - o.bytes, h.commits - o.commits, h.updates - o.updates}
 }
 
-// allocated scrapes the daemon's allocation and commit counters.
-func (d *daemonProc) allocated(ctx context.Context) (heap, error) {
+// scrape reads the daemon's allocation and commit counters on /metrics.
+func (d *daemonProc) scrape(ctx context.Context) (counters, error) {
 	m, err := d.metrics(ctx)
 	if err != nil {
-		return heap{}, err
+		return counters{}, err
 	}
-	var h heap
+	var h counters
 	for name, v := range map[string]*float64{
 		"go_memstats_mallocs_total":       &h.mallocs,
 		"go_memstats_alloc_bytes_total":   &h.bytes,
@@ -252,7 +252,7 @@ func (d *daemonProc) allocated(ctx context.Context) (heap, error) {
 	} {
 		var ok bool
 		if *v, ok = m[name]; !ok {
-			return heap{}, fmt.Errorf("/metrics has no %s", name)
+			return counters{}, fmt.Errorf("/metrics has no %s", name)
 		}
 	}
 	return h, nil

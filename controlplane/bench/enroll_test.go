@@ -204,8 +204,8 @@ func enrollmentStorm(b *testing.B, bin string, keys []crypto.PrivateKey) {
 		elapsed += c.use.elapsed
 		cpu += c.use.daemon
 		loadgn += c.use.load
-		mallocs += c.use.heap.mallocs
-		bytes += c.use.heap.bytes
+		mallocs += c.use.counted.mallocs
+		bytes += c.use.counted.bytes
 		wrote += c.use.wrote
 	}
 	perEnrollment := ms(cpu) / float64(n)
@@ -282,9 +282,9 @@ func TestEnrollmentStorm(t *testing.T) {
 
 	c := closedPhase(t, bin, pin, agents, shortConcurrency)
 	c.log(t, pin)
-	if c.use.daemon <= 0 || c.use.heap.mallocs <= 0 || c.use.heap.bytes <= 0 {
+	if c.use.daemon <= 0 || c.use.counted.mallocs <= 0 || c.use.counted.bytes <= 0 {
 		t.Errorf("got daemon CPU %v, %v mallocs, %v bytes allocated over %d enrollments; want each above 0",
-			c.use.daemon, c.use.heap.mallocs, c.use.heap.bytes, c.agents)
+			c.use.daemon, c.use.counted.mallocs, c.use.counted.bytes, c.agents)
 	}
 
 	// In waves, every enrollment completes (wavePhase checks the
@@ -295,7 +295,7 @@ func TestEnrollmentStorm(t *testing.T) {
 	if w.cpu() <= 0 {
 		t.Errorf("waves: got daemon CPU %v over %d enrollments; want above 0", w.cpu(), w.agents)
 	}
-	if commits := w.waves[1].heap.commits + w.waves[2].heap.commits; commits <= 0 || commits >= float64(2*len(agents)) {
+	if commits := w.waves[1].counted.commits + w.waves[2].counted.commits; commits <= 0 || commits >= float64(2*len(agents)) {
 		t.Errorf("attest and config waves: %v commits for %d updates; want some, and fewer than one per update (group commit)", commits, 2*len(agents))
 	}
 

@@ -24,7 +24,7 @@ type usage struct {
 	// daemon and load are the CPU time (user+system) of the daemon and of
 	// this process.
 	daemon, load time.Duration
-	heap         heap
+	counted      counters
 	wrote        int64
 	// cpus are the daemon's CPU and the load generator's, as /proc/stat
 	// counts them (all processes).
@@ -37,7 +37,7 @@ func takeUsage(ctx context.Context, d *daemonProc, pin *cpuPin) (usage, error) {
 	if u.daemon, err = d.cpu(); err != nil {
 		return u, err
 	}
-	if u.heap, err = d.allocated(ctx); err != nil {
+	if u.counted, err = d.scrape(ctx); err != nil {
 		return u, err
 	}
 	if u.wrote, err = d.written(); err != nil {
@@ -56,8 +56,8 @@ func (u usage) since(v usage) usage {
 	return usage{
 		at: u.at, elapsed: u.at.Sub(v.at),
 		daemon: u.daemon - v.daemon, load: u.load - v.load,
-		heap:  u.heap.minus(v.heap),
-		wrote: u.wrote - v.wrote,
+		counted: u.counted.minus(v.counted),
+		wrote:   u.wrote - v.wrote,
 		cpus: [2]cpuTicks{
 			{u.cpus[0].busy - v.cpus[0].busy, u.cpus[0].idle - v.cpus[0].idle, u.cpus[0].steal - v.cpus[0].steal},
 			{u.cpus[1].busy - v.cpus[1].busy, u.cpus[1].idle - v.cpus[1].idle, u.cpus[1].steal - v.cpus[1].steal},
@@ -190,7 +190,7 @@ func closedPhase(tb testing.TB, bin string, pin *cpuPin, agents []*softTPM, conc
 	if err != nil {
 		tb.Fatal(err)
 	}
-	scrape := u0.heap.minus(pre.heap)
+	scrape := u0.counted.minus(pre.counted)
 	if b, ok := tb.(*testing.B); ok {
 		b.StartTimer()
 	}
@@ -206,8 +206,8 @@ func closedPhase(tb testing.TB, bin string, pin *cpuPin, agents []*softTPM, conc
 		tb.Fatal(uerr)
 	}
 	r.use = u1.since(u0)
-	r.use.heap.mallocs -= scrape.mallocs
-	r.use.heap.bytes -= scrape.bytes
+	r.use.counted.mallocs -= scrape.mallocs
+	r.use.counted.bytes -= scrape.bytes
 	r.pinned, _ = finish(tb, d, pin, agents, all(len(agents)))
 	return r
 }
@@ -222,8 +222,8 @@ func (r closedResult) log(tb testing.TB, pin *cpuPin) {
 	fmt.Fprintf(&s, "  %s\n", u.cpuLine(0, pin.daemonCPU, "daemon", u.daemon))
 	fmt.Fprintf(&s, "  %s\n", u.cpuLine(1, pin.loadCPU, "load generator", u.load))
 	fmt.Fprintf(&s, "  daemon per enrollment: %.3f ms CPU (user+sys), %.0f mallocs, %.1f KiB allocated, %.1f KiB written, %.2f commits (%.1f updates each); load generator %.3f ms CPU\n",
-		r.per(ms(u.daemon)), r.per(u.heap.mallocs), r.per(u.heap.bytes)/1024, r.per(float64(u.wrote))/1024,
-		r.per(u.heap.commits), u.heap.updates/max(u.heap.commits, 1), r.per(ms(u.load)))
+		r.per(ms(u.daemon)), r.per(u.counted.mallocs), r.per(u.counted.bytes)/1024, r.per(float64(u.wrote))/1024,
+		r.per(u.counted.commits), u.counted.updates/max(u.counted.commits, 1), r.per(ms(u.load)))
 	if busy := float64(u.daemon) / float64(u.elapsed); busy < 0.9 {
 		why := u.crowded(pin)
 		if l := u.share(1, u.load); l.own >= 80 {
@@ -334,7 +334,7 @@ func logOpen(tb testing.TB, pin *cpuPin, capacity float64, rs []openResult) {
 		n := float64(len(r.run.lat))
 		fmt.Fprintf(w, "%.0f %%\t%.1f\t%d\t%.2f/%.2f/%.2f\t%.1f\t%.1f\t%.1f\t%.1f\t%.3f\t%.2f\t\t",
 			100*r.load, r.run.offered, len(r.run.lat), ms(lag[0]), ms(lag[1]), ms(slices.Max(r.run.lag)),
-			d.own, d.others+d.stolen, l.own, l.others+l.stolen, ms(r.use.daemon)/n, r.use.heap.commits/n)
+			d.own, d.others+d.stolen, l.own, l.others+l.stolen, ms(r.use.daemon)/n, r.use.counted.commits/n)
 		for _, k := range requestKinds {
 			q := quantiles(durations(r.run.lat, k.of))
 			fmt.Fprintf(w, "%.1f/%.1f/%.1f\t", ms(q[0]), ms(q[1]), ms(q[2]))

@@ -129,7 +129,7 @@ func (r waveResult) log(tb testing.TB, pin *cpuPin) {
 		busy := 100 * float64(w.daemon) / float64(w.elapsed)
 		fmt.Fprintf(&s, "  %-8s %6.0f requests/s, daemon busy %5.1f %%, %.3f ms CPU per request, %.2f commits per request; %s\n",
 			waveNames[i], float64(r.agents)/w.elapsed.Seconds(), busy, ms(w.daemon)/float64(r.agents),
-			w.heap.commits/float64(r.agents), w.cpuLine(0, pin.daemonCPU, "daemon", w.daemon))
+			w.counted.commits/float64(r.agents), w.cpuLine(0, pin.daemonCPU, "daemon", w.daemon))
 	}
 	for _, w := range r.waves {
 		if w.elapsed < 200*time.Millisecond {
