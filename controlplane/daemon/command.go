@@ -112,8 +112,9 @@ func startCPUProfile(path string) (stop func(), err error) {
 // AllocProfileEnv names the environment variable that, when set to a
 // path, makes attestationd write a profile of what it allocated in its
 // whole run there when it stops (go tool pprof -sample_index=alloc_space
-// or alloc_objects; "%p" as for CPUProfileEnv), sampling one allocation in 4 KiB rather than Go's
-// one in 512 KiB so that a short storm gives enough samples.
+// or alloc_objects; "%p" as for CPUProfileEnv), sampling one allocation
+// in 4 KiB rather than Go's one in 512 KiB so that a short storm gives
+// enough samples.
 const AllocProfileEnv = "ATTESTATION_ALLOCPROFILE"
 
 func writeAllocProfile(path string, log *slog.Logger) (write func()) {

@@ -57,8 +57,6 @@ type Options struct {
 	Extensions []extensions.Extension
 }
 
-// openStore opens the PostgreSQL database of dsn, or when it is empty the
-// SQLite file in the data directory.
 // storeMetrics exports the store's group commits: how many, and how many
 // updates they carried (their ratio is the batching under load).
 func storeMetrics(st *store.Store) []prometheus.Collector {
@@ -74,6 +72,8 @@ func storeMetrics(st *store.Store) []prometheus.Collector {
 	}
 }
 
+// openStore opens the PostgreSQL database of dsn, or when it is empty the
+// SQLite file in the data directory.
 func openStore(ctx context.Context, dsn, dataDir string) (*store.Store, error) {
 	if dsn == "" {
 		return store.Open(ctx, filepath.Join(dataDir, DatabaseFile))
