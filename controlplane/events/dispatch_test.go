@@ -2,6 +2,7 @@ package events_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -887,7 +888,7 @@ func TestCommittedFromMemory(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	slices.SortFunc(want, func(a, b events.Envelope) int { return int(a.Seq - b.Seq) })
+	slices.SortFunc(want, func(a, b events.Envelope) int { return cmp.Compare(a.Seq, b.Seq) })
 	for _, r := range recs {
 		sameSeqs(t, "delivered", r.wait(t, writers*each), want)
 	}

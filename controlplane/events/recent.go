@@ -1,8 +1,8 @@
 package events
 
 import (
+	"cmp"
 	"slices"
-	"sort"
 	"sync"
 )
 
@@ -31,7 +31,7 @@ func (r *recent) add(evs []Envelope) {
 	for _, e := range evs {
 		// Callers hand in their commits concurrently, so a batch may
 		// come after a later one: insert it in its place.
-		i, found := sort.Find(len(r.evs), func(i int) int { return cmpSeq(e.Seq, r.evs[i].Seq) })
+		i, found := slices.BinarySearchFunc(r.evs, e.Seq, bySeq)
 		if found {
 			continue
 		}
@@ -44,15 +44,7 @@ func (r *recent) add(evs []Envelope) {
 	}
 }
 
-func cmpSeq(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
+func bySeq(e Envelope, seq int64) int { return cmp.Compare(e.Seq, seq) }
 
 // after returns up to limit events that follow cursor without a gap
 // (cursor+1, cursor+2, ...), copied. ahead reports that events after
@@ -61,7 +53,7 @@ func cmpSeq(a, b int64) int {
 func (r *recent) after(cursor int64, limit int) (out []Envelope, ahead bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	i, _ := sort.Find(len(r.evs), func(i int) int { return cmpSeq(cursor+1, r.evs[i].Seq) })
+	i, _ := slices.BinarySearchFunc(r.evs, cursor+1, bySeq)
 	if i == len(r.evs) {
 		return nil, false
 	}
