@@ -71,6 +71,11 @@ func (s *Store) Update(ctx context.Context, fn func(*Tx) error) ([]events.Envelo
 // commitLoop is the one goroutine that runs updates and commits them.
 func (s *Store) commitLoop() {
 	defer close(s.done)
+	// lastCommit is when the last group committed; window times the wait
+	// for a group under load.
+	var lastCommit time.Time
+	window := time.NewTimer(groupWindow)
+	window.Stop()
 	for {
 		var group []*update
 		select {
@@ -111,27 +116,23 @@ func (s *Store) commitLoop() {
 		// few requests runnable at once, groups of one or two would spend
 		// more of the core on commits than on requests. When idle, the
 		// update commits at once.
-		if len(group) < maxGroup && time.Since(s.lastCommit) < busyGap {
-			if s.window == nil {
-				s.window = time.NewTimer(groupWindow)
-			} else {
-				s.window.Reset(groupWindow)
-			}
+		if len(group) < maxGroup && time.Since(lastCommit) < busyGap {
+			window.Reset(groupWindow)
 		wait:
 			for len(group) < maxGroup {
 				select {
 				case u := <-s.updates:
 					group = append(group, u)
-				case <-s.window.C:
+				case <-window.C:
 					break wait
 				}
 			}
-			s.window.Stop()
+			window.Stop()
 		}
 		s.groups.Add(1)
 		s.grouped.Add(int64(len(group)))
 		s.commitGroup(group)
-		s.lastCommit = time.Now()
+		lastCommit = time.Now()
 	}
 }
 

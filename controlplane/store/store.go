@@ -49,7 +49,6 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // CoreTrack is the migration track of the core schema.
@@ -85,10 +84,6 @@ type Store struct {
 	// groups counts the groups the committer has formed; grouped, the
 	// updates they carried.
 	groups, grouped atomic.Int64
-	// lastCommit is when the committer last committed; window is its
-	// timer for gathering a group under load (both the committer's own).
-	lastCommit time.Time
-	window     *time.Timer
 }
 
 // CommitStats returns how many group commits the store has made (each a
