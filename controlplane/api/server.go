@@ -78,6 +78,10 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// compressMinBytes: a Connect response smaller than this is not
+// compressed. Most of the API's messages are a few hundred bytes.
+const compressMinBytes = 4 << 10
+
 // OperatorServices are the services behind operator auth.
 var OperatorServices = []string{
 	attestationv1connect.MachineServiceName,
@@ -117,7 +121,10 @@ func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 	audited := &auditor{store: o.Store, log: o.Logger}
 	validator := validate.NewInterceptor()
 	logErrors := errorLogger(o.Logger)
-	limits := o.Limits.HandlerOptions()
+	// Responses under compressMinBytes go out as they are, whatever the
+	// client accepts: gzip costs more CPU than it saves on them. Clipped,
+	// so that the appends below each get an array of their own.
+	limits := slices.Clip(append(o.Limits.HandlerOptions(), connect.WithCompressMinBytes(compressMinBytes)))
 	operator := connect.WithHandlerOptions(append(limits, connect.WithInterceptors(m, logErrors, audited, auth.NewInterceptor(o.Auth, RequiredRole), validator))...)
 	agent := connect.WithHandlerOptions(append(limits, connect.WithInterceptors(m, logErrors, validator))...)
 
@@ -134,10 +141,9 @@ func Handler(o Options) (http.Handler, *http.ServeMux, error) {
 	mount(attestationv1connect.NewConfigServiceHandler(&configService{configs: o.Configs}, operator))
 	mount(attestationv1connect.NewSchematicServiceHandler(&schematicService{store: o.Store, images: o.Images}, operator))
 	mount(attestationv1connect.NewAuditServiceHandler(&auditService{store: o.Store}, operator))
-	// Agent messages are small; compressing them costs more than it saves.
 	// Agents past attestation authenticate with their node certificate:
 	// the agent API reads it from the context (listener.PeerCertificate).
-	agentPath, agentHandler := attestationv1connect.NewAgentServiceHandler(o.Agent, agent, connect.WithCompressMinBytes(4<<10))
+	agentPath, agentHandler := attestationv1connect.NewAgentServiceHandler(o.Agent, agent)
 	// WatchApproval flushes before it waits (FlushHeld).
 	handleProcedures(mux, agentPath, listener.WithPeer(agentHandler), map[string]http.Handler{
 		attestationv1connect.AgentServiceWatchApprovalProcedure: listener.WithPeer(HoldFlushes(agentHandler)),
