@@ -269,8 +269,8 @@ type openResult struct {
 	load float64 // the fraction of the capacity offered
 	// fixed: the rate is openLoopTarget, not a fraction of the capacity.
 	fixed bool
-	run  openLoopRun
-	use  usage
+	run   openLoopRun
+	use   usage
 	// behind says the load generator fell behind its schedule (launch
 	// lag p99 over maxLaunchLag): the latencies are not the daemon's.
 	behind bool
